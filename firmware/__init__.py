@@ -1,0 +1,1 @@
+"""lifpga's firmware: shipped network images (``firmware/digits``) and the host driver."""

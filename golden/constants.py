@@ -1,0 +1,97 @@
+"""Every fixed-point format and arithmetic rule of lifpga, defined once.
+
+The golden model (:mod:`golden.model`), the network image loader (:mod:`golden.image`), the
+hardware (``hw/``), the host driver and the tests import these names; none of them restates a
+width, a shift or a rounding rule. ``docs/ARITHMETIC.md`` gives the same rules as equations, with
+the order of operations.
+
+Conventions used throughout
+---------------------------
+* ``Qm.n`` is a two's-complement number with ``m`` integer bits, ``n`` fraction bits and a sign
+  bit (``1 + m + n`` bits in all); ``UQm.n`` is the unsigned form.
+* **Rounding is floor**: every right shift is an arithmetic shift (``>>`` on a signed integer,
+  as in NumPy and Amaranth), which rounds toward minus infinity.
+* **Saturation** clamps to the width's range. Only the synaptic current saturates; every other
+  quantity is bounded by construction, and the bound is stated next to its width (and checked
+  by :func:`golden.image.validate` where it depends on the network image).
+"""
+
+from __future__ import annotations
+
+# --- input pixels ---------------------------------------------------------------------------
+#: Pixels are unsigned integers ``0 <= x <= pixel_max``; ``pixel_max`` belongs to the data set
+#: and is recorded in the network image (16 for scikit-learn's 8x8 digits, 255 for MNIST).
+PIXEL_BITS_MAX = 8
+
+# --- rate encoder (Bernoulli spikes from an LFSR) --------------------------------------------
+#: Width of the Galois LFSR that feeds the rate encoder.
+LFSR_WIDTH = 32
+#: Feedback polynomial x^32 + x^22 + x^2 + x + 1 (primitive; period 2^32 - 1).
+LFSR_POLY_EXPONENTS = (32, 22, 2, 1, 0)
+#: Right-shifting Galois form: ``out = s & 1; s >>= 1; if out: s ^= LFSR_TAPS``.
+#: Bit ``e - 1`` is set for every exponent ``e`` of the polynomial below the degree.
+LFSR_TAPS = 0x80200003
+#: The LFSR state is never zero; a seed of zero is rejected.
+LFSR_SEED_DEFAULT = 0x1F2E3D4C
+#: Maximum number of random bits per draw (a draw is ``rate_bits`` consecutive output bits).
+RATE_BITS_MAX = 8
+
+# --- input stage -----------------------------------------------------------------------------
+#: Input weights: signed 8 bit, ``-128 .. 127``.
+W_BITS = 8
+#: Per-neuron left shift applied to ``W.x + b``: unsigned, ``0 .. 2**W_SHIFT_BITS - 1``.
+W_SHIFT_BITS = 4
+#: Per-neuron bias, in the units of ``W.x`` (added before the shift): signed 20 bit.
+B_BITS = 20
+
+# --- LIF array -------------------------------------------------------------------------------
+#: Fraction bits of the current and membrane formats: 1.0 (the nominal threshold) is
+#: ``1 << V_FRAC``.
+V_FRAC = 10
+#: Synaptic current: Q5.10, saturating (the only saturating quantity of the pipeline).
+I_BITS = 16
+#: Membrane potential: Q5.10 register. The update clamps it at 0 from below, and it cannot
+#: exceed ``max(I_MAX, v_th - 1)`` from above, so it never wraps.
+V_BITS = 16
+#: Per-neuron threshold, UQ5.10: ``1 .. 2**(V_BITS - 1) - 1``.
+V_TH_BITS = V_BITS - 1
+#: Refractory counter, unsigned; ``ref_steps <= 2**REF_BITS - 1``.
+REF_BITS = 3
+#: Leak and PSC shifts are unsigned 4-bit image parameters.
+SHIFT_BITS = 4
+
+# --- post-synaptic current (PSC) filters ------------------------------------------------------
+#: PSC state: UQ0.12, ``0 .. 2**PSC_BITS - 1``. A spike drives the filter toward
+#: ``PSC_ONE = 2**PSC_BITS``, which it never reaches, so the state never wraps.
+PSC_BITS = 12
+PSC_ONE = 1 << PSC_BITS
+
+# --- readout ---------------------------------------------------------------------------------
+#: Decoder weights: signed 8 bit.
+D_BITS = 8
+#: Class scores and the decoder bias: signed 32 bit. The image loader proves that no sum can
+#: leave this range (``neurons * 2**(D_BITS-1) * (PSC_ONE-1) + max|dec_bias| < 2**31``).
+SCORE_BITS = 32
+#: Argmax tie rule: among equal maximal scores, the lowest class index wins (``np.argmax``).
+ARGMAX_TIE_LOWEST_INDEX = True
+
+# --- encoder modes ---------------------------------------------------------------------------
+#: Constant current: the image's pixels drive every step.
+MODE_CURRENT = 0
+#: Rate encoder: each pixel becomes a Bernoulli spike train from the LFSR.
+MODE_RATE = 1
+MODE_NAMES = {MODE_CURRENT: "current", MODE_RATE: "rate"}
+
+
+def signed_range(bits: int) -> tuple[int, int]:
+    """Inclusive range of a ``bits``-wide two's-complement number."""
+    return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+
+
+def unsigned_range(bits: int) -> tuple[int, int]:
+    """Inclusive range of a ``bits``-wide unsigned number."""
+    return 0, (1 << bits) - 1
+
+
+I_MIN, I_MAX = signed_range(I_BITS)
+SCORE_MIN, SCORE_MAX = signed_range(SCORE_BITS)

@@ -1,0 +1,1 @@
+"""lifpga's gateware (Amaranth HDL). The cores arrive with the hardware issue."""

@@ -1,0 +1,1 @@
+"""lifpga's simulation: cocotb testbenches on Verilator and the virtual board."""
