@@ -47,7 +47,7 @@ ARRAYS: dict[str, tuple[tuple[str, ...], bool, int]] = {
 #: Arithmetic parameters -> inclusive range of allowed values.
 PARAMETERS: dict[str, tuple[int, int]] = {
     "leak_shift": (0, (1 << c.SHIFT_BITS) - 1),
-    "psc_shift": (0, (1 << c.SHIFT_BITS) - 1),
+    "psc_shift": (1, (1 << c.SHIFT_BITS) - 1),  # 0 would let psc reach PSC_ONE
     "ref_steps": (0, (1 << c.REF_BITS) - 1),
     "rate_bits": (1, c.RATE_BITS_MAX),
     "lfsr_seed": (1, (1 << c.LFSR_WIDTH) - 1),
@@ -61,7 +61,11 @@ FORMATS = {
     "LFSR_WIDTH": c.LFSR_WIDTH, "LFSR_TAPS": c.LFSR_TAPS,
 }
 
-_STORED_DTYPE = {True: "<i4", False: "<u4"}
+
+def _stored_dtype(signed: bool, bits: int) -> str:
+    """Smallest little-endian NumPy integer type that holds the declared width."""
+    size = next(n for n in (1, 2, 4, 8) if bits <= 8 * n)
+    return f"<{'i' if signed else 'u'}{size}"
 
 
 class NetworkImageError(ValueError):
@@ -112,8 +116,9 @@ def save(path: str | Path, net: Network, timesteps: int, encoder_mode: int, pixe
     _validate(manifest, {name: getattr(net, name) for name in ARRAYS}, where="network")
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    for name, (_, signed, _bits) in ARRAYS.items():
-        np.save(path / f"{name}.npy", np.asarray(getattr(net, name)).astype(_STORED_DTYPE[signed]))
+    for name, (_, signed, bits) in ARRAYS.items():
+        stored = np.asarray(getattr(net, name)).astype(_stored_dtype(signed, bits))
+        np.save(path / f"{name}.npy", stored)
     (path / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
 
