@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 IMAGE  ?= firmware/digits
 
-.PHONY: all sim test golden train lint clean distclean venv
+.PHONY: all sim test golden train figures lint clean distclean venv
 
 all: test
 
@@ -28,6 +28,10 @@ test: $(STAMP)
 ## make golden: golden-model evaluation, report and plots under build/golden/
 golden: $(STAMP)
 	$(PY) -m golden.evaluate --image $(IMAGE) --out build/golden
+
+## make figures: regenerate docs/accuracy_vs_time.png (the curve shown in the README)
+figures: $(STAMP)
+	$(PY) -m golden.evaluate --image $(IMAGE) --out build/golden --docs docs
 
 ## make train: retrain and rewrite the shipped network image (firmware/digits)
 train: $(STAMP)
