@@ -1,0 +1,38 @@
+"""make golden: the report has the issue's fields and the pictures are written."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from golden import evaluate
+
+SHIPPED = Path(__file__).resolve().parent.parent / "firmware" / "digits"
+
+
+def test_report_fields_and_pictures(tmp_path):
+    out = tmp_path / "golden"
+    assert evaluate.main(["--image", str(SHIPPED), "--out", str(out), "--timesteps", "16"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["dataset"] == "digits"
+    assert report["split"] == {"train": 1198, "test": 599}
+    assert report["timesteps"] == 16
+    for key in ("float_accuracy", "fixed_accuracy", "rate_mode_accuracy", "images_per_s"):
+        assert isinstance(report[key], float)
+    assert len(report["accuracy_per_step"]) == 16
+    assert report["accuracy_per_step"][-1] == report["fixed_accuracy"]
+    first = next(i + 1 for i, a in enumerate(report["accuracy_per_step"]) if a >= 0.9)
+    assert report["steps_to_90"] == first
+    for name in ("accuracy_vs_time.png", "raster.png", "membrane.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_first_step_reaching():
+    acc = np.array([0.1, 0.5, 0.9, 0.95])
+    assert evaluate.first_step_reaching(acc, 0.9) == 3
+    assert evaluate.first_step_reaching(acc, 0.99) is None
+
+
+def test_bad_image_is_a_clear_error(tmp_path, capsys):
+    assert evaluate.main(["--image", str(tmp_path / "nope"), "--out", str(tmp_path)]) == 1
+    assert "no such network image" in capsys.readouterr().err

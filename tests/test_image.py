@@ -1,0 +1,415 @@
+"""Tests of network images, :mod:`golden.image`: round trip, content hash and validation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from golden import constants as c
+from golden import image, model
+
+REPO = Path(__file__).resolve().parents[1]
+METADATA = {"dataset": "unit-test", "seed": 7, "accuracy": {"test": 0.5}}
+
+
+def small_net(**params) -> model.Network:
+    """A valid 4-neuron, 3-input, 2-class network with values near the format edges."""
+    p = dict(leak_shift=4, psc_shift=4, ref_steps=2, rate_bits=4,
+             lfsr_seed=c.LFSR_SEED_DEFAULT)
+    p.update(params)
+    i64 = np.int64
+    return model.Network(
+        w_in=np.array([[127, -128, 0], [1, -1, 5], [-7, 33, 100], [0, 0, -2]], dtype=i64),
+        w_shift=np.array([0, 15, 3, 7], dtype=i64),
+        bias=np.array([-(2**19), 2**19 - 1, 0, -3], dtype=i64),
+        v_th=np.array([1, 2**15 - 1, 1024, 900], dtype=i64),
+        dec=np.array([[1, -128, 127, 0], [-5, 6, -7, 8]], dtype=i64),
+        dec_bias=np.array([-(2**30), 12345], dtype=i64),
+        **p)
+
+
+def save_small(path: Path, net: model.Network | None = None) -> dict:
+    return image.save(path, net if net is not None else small_net(), 64, c.MODE_CURRENT, 16,
+                      METADATA)
+
+
+def edit_manifest(path: Path, edit) -> None:
+    """Apply ``edit`` to the manifest dict in place and write it back."""
+    manifest = json.loads((path / "manifest.json").read_text())
+    edit(manifest)
+    (path / "manifest.json").write_text(json.dumps(manifest))
+
+
+def rewrite_array(path: Path, name: str, edit, dtype=None) -> None:
+    """Load ``name``.npy, apply ``edit`` (returns the new array), save it back."""
+    a = np.load(path / f"{name}.npy")
+    a = edit(a.astype(np.int64))
+    np.save(path / f"{name}.npy", a.astype(dtype or np.int64))
+
+
+def rehash(path: Path) -> None:
+    """Recompute the manifest hash from the files, so only the check under test can fail."""
+    arrays = {n: np.load(path / f"{n}.npy").astype(np.int64) for n in image.ARRAYS}
+    manifest = json.loads((path / "manifest.json").read_text())
+    net = model.Network(**arrays, **manifest["parameters"])
+    edit_manifest(path, lambda m: m.update(hash=image.content_hash(net)))
+
+
+def assert_load_error(path: Path, *fragments: str) -> None:
+    with pytest.raises(image.NetworkImageError) as info:
+        image.load(path)
+    for fragment in fragments:
+        assert fragment in str(info.value), str(info.value)
+
+
+def assert_same_network(a: model.Network, b: model.Network) -> None:
+    for name in image.ARRAYS:
+        x, y = getattr(a, name), getattr(b, name)
+        assert x.dtype == np.int64 and y.dtype == np.int64, name
+        assert np.array_equal(x, y), name
+    for name in image.PARAMETERS:
+        assert type(getattr(b, name)) is int, name
+        assert getattr(a, name) == getattr(b, name), name
+
+
+# --- round trip --------------------------------------------------------------------------
+
+
+def test_round_trip(tmp_path):
+    net = small_net()
+    saved = save_small(tmp_path / "img", net)
+    loaded, manifest = image.load(tmp_path / "img")
+    assert_same_network(net, loaded)
+    assert manifest == saved
+    assert manifest["hash"] == image.content_hash(net) == image.content_hash(loaded)
+    assert manifest["metadata"] == METADATA
+    assert manifest["pixel_max"] == 16
+    assert manifest["timesteps"] == 64
+    assert manifest["encoder_mode"] == c.MODE_NAMES[c.MODE_CURRENT] == "current"
+    assert (manifest["neurons"], manifest["inputs"], manifest["classes"]) == (4, 3, 2)
+    assert manifest["formats"] == image.FORMATS
+    # Stored as little-endian 32-bit integers, signed where the format is signed.
+    for name, (_, signed, _) in image.ARRAYS.items():
+        assert np.load(tmp_path / "img" / f"{name}.npy").dtype == np.dtype(
+            "<i4" if signed else "<u4"), name
+    # Saving again gives byte-identical files (reproducible images).
+    save_small(tmp_path / "again", net)
+    for f in sorted((tmp_path / "img").iterdir()):
+        assert f.read_bytes() == (tmp_path / "again" / f.name).read_bytes(), f.name
+
+
+def test_round_trip_rate_mode_and_other_dtypes(tmp_path):
+    # int32 arrays hash and store the same as int64 ones.
+    net = small_net(rate_bits=8, psc_shift=15, leak_shift=0, ref_steps=7, lfsr_seed=2**32 - 1)
+    net32 = net._replace(**{n: getattr(net, n).astype(np.int32) for n in image.ARRAYS})
+    assert image.content_hash(net32) == image.content_hash(net)
+    image.save(tmp_path / "img", net32, 10, c.MODE_RATE, 255, {})
+    loaded, manifest = image.load(tmp_path / "img")
+    assert_same_network(net, loaded)
+    assert manifest["encoder_mode"] == "rate"
+    assert manifest["pixel_max"] == 255
+
+
+def test_save_validates_before_writing(tmp_path):
+    bad = small_net()._replace(w_in=np.full((4, 3), 200, dtype=np.int64))
+    with pytest.raises(image.NetworkImageError, match="w_in"):
+        save_small(tmp_path / "img", bad)
+    assert not (tmp_path / "img").exists()
+
+
+# --- content hash ------------------------------------------------------------------------
+
+
+def test_content_hash_literal():
+    # Pinned regression value, taken from the implementation (the canonical form is not
+    # specified closely enough to recompute independently): a change of the canonical form
+    # would invalidate the hash of every shipped image.
+    assert image.content_hash(small_net()) == (
+        "sha256:abc72c42628d678d2d90e4b0af54c4f7c339366a61e57f2f82dfdc9647017f91")
+
+
+def test_content_hash_sees_every_element_and_parameter():
+    net = small_net()
+    hashes = {image.content_hash(net)}
+    variants = 1
+    for name in image.ARRAYS:
+        a = getattr(net, name)
+        for idx in np.ndindex(a.shape):
+            for delta in (1, -1):
+                b = a.copy()
+                b[idx] += delta
+                hashes.add(image.content_hash(net._replace(**{name: b})))
+                variants += 1
+    for name in image.PARAMETERS:
+        for delta in (1, -1):
+            hashes.add(image.content_hash(net._replace(**{name: getattr(net, name) + delta})))
+            variants += 1
+    assert len(hashes) == variants  # every single change gives a new, distinct hash
+
+
+def test_content_hash_sees_shapes():
+    # The same numbers in a different shape are a different network.
+    net = small_net()
+    flat = net.dec_bias.reshape(1, 2)
+    assert image.content_hash(net._replace(dec_bias=flat)) != image.content_hash(net)
+
+
+def test_content_hash_ignores_metadata(tmp_path):
+    a = save_small(tmp_path / "a")
+    b = image.save(tmp_path / "b", small_net(), 64, c.MODE_CURRENT, 16, {"other": [1, 2]})
+    assert a["hash"] == b["hash"]
+
+
+# --- validation errors -------------------------------------------------------------------
+
+
+@pytest.fixture
+def img(tmp_path) -> Path:
+    path = tmp_path / "img"
+    save_small(path)
+    image.load(path)  # the starting point is valid
+    return path
+
+
+def test_missing_directory(tmp_path):
+    assert_load_error(tmp_path / "nope", "no such network image directory")
+
+
+def test_missing_manifest(img):
+    (img / "manifest.json").unlink()
+    assert_load_error(img, "manifest.json: missing")
+
+
+@pytest.mark.parametrize("text", ["{", "", "not json", "\xff\xfe"])
+def test_invalid_json(img, text):
+    (img / "manifest.json").write_bytes(text.encode("latin-1"))
+    assert_load_error(img, "not valid JSON")
+
+
+def test_manifest_not_an_object(img):
+    (img / "manifest.json").write_text("[1, 2]")
+    assert_load_error(img, "must hold a JSON object")
+
+
+def test_wrong_format(img):
+    edit_manifest(img, lambda m: m.update(format="something-else"))
+    assert_load_error(img, "format is 'something-else'")
+
+
+@pytest.mark.parametrize("version", [2, 0, "1", None])
+def test_unsupported_format_version(img, version):
+    edit_manifest(img, lambda m: m.update(format_version=version))
+    assert_load_error(img, f"format_version {version!r} is not supported")
+
+
+def test_missing_arrays_section(img):
+    edit_manifest(img, lambda m: m.pop("arrays"))
+    assert_load_error(img, "'arrays' is missing")
+    edit_manifest(img, lambda m: m.update(arrays={}))
+    assert_load_error(img, "arrays.w_in is missing")
+
+
+@pytest.mark.parametrize("name", list(image.ARRAYS))
+def test_missing_array_file(img, name):
+    (img / f"{name}.npy").unlink()
+    assert_load_error(img, f"{name}.npy: missing")
+
+
+@pytest.mark.parametrize("content", [b"garbage bytes, not an array", b"", b"\x93NUMPY\x01"])
+def test_corrupt_npy(img, content):
+    (img / "bias.npy").write_bytes(content)
+    assert_load_error(img, "bias.npy: not a readable .npy array")
+
+
+def test_pickled_object_array_rejected(img):
+    np.save(img / "dec.npy", np.array([[1, 2, 3, 4], [5, 6, 7, 8]], dtype=object),
+            allow_pickle=True)
+    assert_load_error(img, "dec.npy: not a readable .npy array")
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.bool_])
+def test_non_integer_dtype(img, dtype):
+    rewrite_array(img, "w_in", lambda a: a, dtype=dtype)
+    assert_load_error(img, "w_in.npy: dtype", "is not an integer type")
+
+
+def test_wrong_shape(img):
+    rewrite_array(img, "w_in", lambda a: a[:, :-1])
+    rehash(img)
+    assert_load_error(img, "w_in: shape (4, 2) does not match (neurons, inputs) = (4, 3)")
+
+
+def test_wrong_sizes_in_manifest(img):
+    edit_manifest(img, lambda m: m.update(classes=3))
+    assert_load_error(img, "dec: shape (2, 4) does not match (classes, neurons) = (3, 4)")
+
+
+@pytest.mark.parametrize(("key", "value"), [("neurons", 0), ("inputs", -1), ("classes", 1.0),
+                                            ("pixel_max", True), ("timesteps", None)])
+def test_bad_sizes(img, key, value):
+    edit_manifest(img, lambda m: m.update({key: value}))
+    assert_load_error(img, key)
+
+
+def test_pixel_max_beyond_8_bits(img):
+    edit_manifest(img, lambda m: m.update(pixel_max=256))
+    assert_load_error(img, "pixel_max 256 needs more than 8 bits")
+
+
+def test_bad_encoder_mode(img):
+    edit_manifest(img, lambda m: m.update(encoder_mode="poisson"))
+    assert_load_error(img, "encoder_mode must be one of", "'poisson'")
+
+
+@pytest.mark.parametrize(("name", "index", "value", "fragment"), [
+    ("w_in", (0, 1), 200, "w_in: value 200 is outside the 8-bit signed range -128 .. 127"),
+    ("w_in", (3, 2), -129, "w_in: value -129 is outside"),
+    ("w_shift", (2,), 16, "w_shift: value 16 is outside the 4-bit unsigned range 0 .. 15"),
+    ("w_shift", (0,), -1, "w_shift: value -1 is outside"),
+    ("bias", (1,), 2**19, "bias: value 524288 is outside the 20-bit signed range"),
+    ("v_th", (0,), 2**15, "v_th: value 32768 is outside the 15-bit unsigned range"),
+    ("dec", (1, 3), 128, "dec: value 128 is outside the 8-bit signed range"),
+    ("dec_bias", (0,), 2**31, "dec_bias: value 2147483648 is outside the 32-bit signed range"),
+    ("dec_bias", (1,), -(2**31) - 1, "dec_bias: value -2147483649 is outside"),
+])
+def test_value_outside_width(img, name, index, value, fragment):
+    def edit(a):
+        a[index] = value
+        return a
+
+    rewrite_array(img, name, edit)
+    rehash(img)
+    assert_load_error(img, fragment)
+
+
+def test_zero_threshold(img):
+    rewrite_array(img, "v_th", lambda a: np.where(np.arange(4) == 2, 0, a))
+    rehash(img)
+    assert_load_error(img, "v_th: a threshold of 0")
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("leak_shift", 16), ("leak_shift", -1), ("psc_shift", 16), ("psc_shift", 0),
+    ("ref_steps", 8), ("rate_bits", 0), ("rate_bits", 9), ("lfsr_seed", 0),
+    ("lfsr_seed", 2**32), ("leak_shift", 4.0), ("ref_steps", True), ("rate_bits", "4"),
+])
+def test_parameter_out_of_range(img, name, value):
+    edit_manifest(img, lambda m: m["parameters"].update({name: value}))
+    assert_load_error(img, f"parameters.{name} must be an integer in", repr(value))
+
+
+def test_missing_parameter(img):
+    edit_manifest(img, lambda m: m["parameters"].pop("ref_steps"))
+    assert_load_error(img, "parameters.ref_steps")
+    edit_manifest(img, lambda m: m.pop("parameters"))
+    assert_load_error(img, "parameters is missing")
+
+
+def test_psc_shift_zero_rejected_at_save(tmp_path):
+    # psc_shift = 0 lets a spike set psc to PSC_ONE (13 bits); see tests/test_model.py.
+    with pytest.raises(image.NetworkImageError, match="parameters.psc_shift"):
+        save_small(tmp_path / "img", small_net(psc_shift=0))
+
+
+@pytest.mark.parametrize(("name", "value"), [("W_BITS", 9), ("PSC_BITS", 13),
+                                             ("LFSR_TAPS", 0x80200005)])
+def test_formats_differ(img, name, value):
+    edit_manifest(img, lambda m: m["formats"].update({name: value}))
+    assert_load_error(img, "formats differ", f"{name}={value!r} vs {image.FORMATS[name]!r}")
+
+
+def test_formats_missing(img):
+    edit_manifest(img, lambda m: m.pop("formats"))
+    assert_load_error(img, "formats is missing")
+
+
+def test_rate_bits_too_small_for_pixel_max(img):
+    edit_manifest(img, lambda m: m["parameters"].update(rate_bits=3))
+    rehash(img)
+    assert_load_error(img, "rate_bits=3 cannot encode pixel_max 16")
+
+
+def test_rate_bits_exactly_enough_for_pixel_max(img):
+    # 2**4 == 16: a spike is worth exactly pixel_max; allowed.
+    edit_manifest(img, lambda m: m.update(pixel_max=16))
+    image.load(img)
+    edit_manifest(img, lambda m: m.update(pixel_max=17))
+    assert_load_error(img, "rate_bits=4 cannot encode pixel_max 17")
+
+
+def test_score_bound(tmp_path):
+    room = c.SCORE_MAX - 4 * 128 * (c.PSC_ONE - 1)
+    ok = small_net()._replace(dec_bias=np.array([-room, room], dtype=np.int64))
+    save_small(tmp_path / "ok", ok)
+    image.load(tmp_path / "ok")
+    bad = ok._replace(dec_bias=np.array([-room - 1, 0], dtype=np.int64))
+    with pytest.raises(image.NetworkImageError, match=f"can reach {c.SCORE_MAX + 1}"):
+        save_small(tmp_path / "bad", bad)
+
+
+def test_accumulator_bound(tmp_path):
+    # inputs * 128 * 2**rate_bits + 2**19 must stay below 2**31: at rate_bits 8 that allows
+    # at most 65519 inputs.
+    def net(inputs):
+        return model.Network(np.zeros((1, inputs), np.int64), np.zeros(1, np.int64),
+                             np.zeros(1, np.int64), np.ones(1, np.int64),
+                             np.zeros((2, 1), np.int64), np.zeros(2, np.int64), 0, 1, 0, 8, 1)
+
+    image.save(tmp_path / "ok", net(65519), 1, c.MODE_RATE, 255, {})
+    with pytest.raises(image.NetworkImageError, match="beyond 31 bits"):
+        image.save(tmp_path / "bad", net(65520), 1, c.MODE_RATE, 255, {})
+
+
+def test_hash_mismatch_after_editing_array(img):
+    def edit(a):
+        a[1, 2] += 1
+        return a
+
+    rewrite_array(img, "w_in", edit)
+    assert_load_error(img, "content hash mismatch", "an array or parameter was changed")
+
+
+def test_hash_mismatch_after_editing_parameter(img):
+    edit_manifest(img, lambda m: m["parameters"].update(ref_steps=3))
+    assert_load_error(img, "content hash mismatch")
+
+
+@pytest.mark.parametrize("value", [None, "md5:abc", 5])
+def test_hash_malformed(img, value):
+    edit_manifest(img, lambda m: m.update(hash=value))
+    assert_load_error(img, "hash is missing or not of the form")
+
+
+@pytest.mark.parametrize("file", ["../x.npy", "sub/w_in.npy", "ABSOLUTE"])
+def test_array_file_with_path_component(img, file):
+    if file == "ABSOLUTE":
+        file = str(img.parent / "elsewhere" / "x.npy")
+    # The file exists where the name points, so only the name check can reject it.
+    target = img / file  # an absolute ``file`` replaces ``img``
+    target.parent.mkdir(parents=True, exist_ok=True)
+    np.save(target, np.load(img / "w_in.npy"))
+    edit_manifest(img, lambda m: m["arrays"]["w_in"].update(file=file))
+    assert_load_error(img, "arrays.w_in.file must be a plain name")
+
+
+def test_array_file_renamed_is_followed(img):
+    # A plain name other than the default is allowed and is what gets loaded.
+    (img / "w_in.npy").rename(img / "weights.npy")
+    edit_manifest(img, lambda m: m["arrays"]["w_in"].update(file="weights.npy"))
+    net, _ = image.load(img)
+    assert np.array_equal(net.w_in, small_net().w_in)
+
+
+# --- the shipped image -------------------------------------------------------------------
+
+
+def test_shipped_digits_image_loads():
+    # Deliberately not skipped when absent: the shipped image is part of the repository.
+    net, manifest = image.load(REPO / "firmware" / "digits")
+    assert manifest["hash"] == image.content_hash(net)
+    assert (net.inputs, net.classes) == (64, 10)
+    assert manifest["pixel_max"] == 16
+    assert manifest["encoder_mode"] in c.MODE_NAMES.values()

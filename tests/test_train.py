@@ -1,0 +1,55 @@
+"""Training flow: a seeded run reproduces the shipped image, and the targets hold."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from golden import image, train
+
+SHIPPED = Path(__file__).resolve().parent.parent / "firmware" / "digits"
+
+
+@pytest.fixture(scope="module")
+def trained():
+    return train.train(train.TrainConfig(), log=lambda *_: None)
+
+
+def test_seeded_training_reproduces_committed_hash(trained):
+    _, manifest = image.load(SHIPPED)
+    assert image.content_hash(trained.net) == manifest["hash"]
+
+
+def test_retrained_network_equals_shipped_arrays(trained):
+    shipped, _ = image.load(SHIPPED)
+    for name in image.ARRAYS:
+        assert np.array_equal(getattr(trained.net, name), getattr(shipped, name)), name
+
+
+def test_accuracy_targets(trained):
+    # Issue targets on the standard split, 64 steps.
+    assert trained.metrics["float_accuracy"] >= 0.950
+    assert trained.metrics["fixed_accuracy"] >= 0.955
+    assert trained.metrics["rate_mode_accuracy"] >= 0.94
+
+
+def test_manifest_records_metrics(trained):
+    _, manifest = image.load(SHIPPED)
+    recorded = manifest["metadata"]["test_accuracy"]
+    for key, value in trained.metrics.items():
+        assert recorded[key] == round(value, 6)
+
+
+def test_check_mode_detects_a_different_image(tmp_path, capsys):
+    # --check against an image trained with another seed must fail, and write nothing.
+    other = train.train(train.TrainConfig(seed=1, neurons=32, timesteps=8), log=lambda *_: None)
+    out = tmp_path / "img"
+    image.save(out, other.net, 8, 0, 16, {})
+    before = sorted(p.read_bytes() for p in out.iterdir())
+    assert train.main(["--check", "--out", str(out), "--neurons", "32", "--timesteps", "8"]) == 1
+    assert "differs" in capsys.readouterr().err
+    assert sorted(p.read_bytes() for p in out.iterdir()) == before
+
+
+def test_rate_bits_for():
+    assert [train.rate_bits_for(m) for m in (1, 2, 15, 16, 17, 255, 256)] == [1, 1, 4, 4, 5, 8, 8]
