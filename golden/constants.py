@@ -29,7 +29,8 @@ LFSR_WIDTH = 32
 #: Feedback polynomial x^32 + x^22 + x^2 + x + 1 (primitive; period 2^32 - 1).
 LFSR_POLY_EXPONENTS = (32, 22, 2, 1, 0)
 #: Right-shifting Galois form: ``out = s & 1; s >>= 1; if out: s ^= LFSR_TAPS``.
-#: Bit ``e - 1`` is set for every exponent ``e`` of the polynomial below the degree.
+#: Bit ``e - 1`` is set for every nonzero exponent ``e`` of the polynomial, the degree included
+#: (bit 31 is where the feedback bit re-enters the register).
 LFSR_TAPS = 0x80200003
 #: The LFSR state is never zero; a seed of zero is rejected.
 LFSR_SEED_DEFAULT = 0x1F2E3D4C
