@@ -13,7 +13,10 @@ An image is a directory::
 ``.npy`` files are used (not ``.npz``) because they are byte-for-byte reproducible and
 readable from any language. The *content hash* is SHA-256 over the arrays and the arithmetic
 parameters in a canonical form (see :func:`content_hash`): what the hardware computes with,
-and nothing else, so two images with the same hash classify identically.
+and nothing else, so two images with the same hash classify identically for the same number of
+steps and encoder mode. ``timesteps`` and ``encoder_mode`` in the manifest are run defaults
+(a classify request may override both) and ``pixel_max`` only bounds the accepted input, so
+they are validated but not hashed.
 
 :func:`load` validates everything and raises :class:`NetworkImageError` with a message that
 names the file or field at fault.
@@ -46,8 +49,10 @@ ARRAYS: dict[str, tuple[tuple[str, ...], bool, int]] = {
 
 #: Arithmetic parameters -> inclusive range of allowed values.
 PARAMETERS: dict[str, tuple[int, int]] = {
-    "leak_shift": (0, (1 << c.SHIFT_BITS) - 1),
-    "psc_shift": (1, (1 << c.SHIFT_BITS) - 1),  # 0 would let psc reach PSC_ONE
+    # leak_shift 15 could never raise v (|I - v| < 2**15); psc_shift 0 would let psc reach
+    # PSC_ONE and psc_shift > PSC_BITS could never move it from rest.
+    "leak_shift": (0, c.V_BITS - 2),
+    "psc_shift": (1, c.PSC_BITS),
     "ref_steps": (0, (1 << c.REF_BITS) - 1),
     "rate_bits": (1, c.RATE_BITS_MAX),
     "lfsr_seed": (1, (1 << c.LFSR_WIDTH) - 1),
@@ -133,6 +138,8 @@ def load(path: str | Path) -> tuple[Network, dict[str, Any]]:
         manifest = json.loads(manifest_path.read_text())
     except FileNotFoundError:
         raise NetworkImageError(f"{manifest_path}: missing") from None
+    except OSError as e:
+        raise NetworkImageError(f"{manifest_path}: cannot be read ({e})") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise NetworkImageError(f"{manifest_path}: not valid JSON ({e})") from None
     if not isinstance(manifest, dict):
@@ -154,8 +161,10 @@ def load(path: str | Path) -> tuple[Network, dict[str, Any]]:
             raise NetworkImageError(f"{file}: missing") from None
         except (ValueError, OSError, EOFError) as e:
             raise NetworkImageError(f"{file}: not a readable .npy array ({e})") from None
-        if a.dtype.kind not in "iu":
+        if a.dtype.kind not in "iu" or a.dtype.itemsize > 8:
             raise NetworkImageError(f"{file}: dtype {a.dtype} is not an integer type")
+        if a.dtype.kind == "u" and a.size and a.max() > np.iinfo(np.int64).max:
+            raise NetworkImageError(f"{file}: value {a.max()} is beyond any declared width")
         arrays[name] = a.astype(np.int64)
     _validate(manifest, arrays, where=str(path))
     params = manifest["parameters"]
@@ -217,6 +226,12 @@ def _validate(manifest: dict[str, Any], arrays: dict[str, np.ndarray], where: st
             bad = a[(a < lo) | (a > hi)].flat[0]
             fail(f"{name}: value {bad} is outside the {bits}-bit "
                  f"{'signed' if signed else 'unsigned'} range {lo} .. {hi}")
+        declared = manifest["arrays"].get(name, {})
+        if (declared.get("shape") != list(expected) or declared.get("signed") is not signed
+                or declared.get("bits") != bits):
+            fail(f"arrays.{name} declares shape {declared.get('shape')}, signed "
+                 f"{declared.get('signed')}, bits {declared.get('bits')}; expected "
+                 f"{list(expected)}, {signed}, {bits}")
     if arrays["v_th"].min() < 1:
         fail("v_th: a threshold of 0 would make the neuron fire on every step it may")
     # Bounds that make the fixed widths safe for this image's sizes.

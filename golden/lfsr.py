@@ -29,7 +29,8 @@ _MASK = (1 << LFSR_WIDTH) - 1
 
 def check_seed(seed: int) -> int:
     """Return ``seed`` if it is a valid LFSR state, else raise :class:`ValueError`."""
-    if not isinstance(seed, (int, np.integer)) or not 0 < int(seed) <= _MASK:
+    if (not isinstance(seed, (int, np.integer)) or isinstance(seed, bool)
+            or not 0 < int(seed) <= _MASK):
         raise ValueError(f"LFSR seed must be an integer in 1 .. 2**{LFSR_WIDTH} - 1, got {seed!r}")
     return int(seed)
 
@@ -50,10 +51,9 @@ def draws(seeds: np.ndarray | int, count: int, bits: int) -> np.ndarray:
     a scalar seed gives shape ``(count,)``. Values are ``uint16`` in ``0 .. 2**bits - 1``.
     """
     scalar = np.ndim(seeds) == 0
-    seeds_arr = np.atleast_1d(np.asarray(seeds, dtype=np.int64))
-    for seed in seeds_arr:
-        check_seed(int(seed))
-    state = seeds_arr.astype(np.uint32)
+    # Check every seed as given, before any conversion could truncate a float or wrap a big int.
+    checked = [check_seed(seed) for seed in np.atleast_1d(np.asarray(seeds, dtype=object))]
+    state = np.array(checked, dtype=np.uint32)
     taps = np.uint32(LFSR_TAPS)
     out = np.zeros((len(state), count), dtype=np.uint16)
     for n in range(count):
@@ -70,8 +70,12 @@ _cache: dict[tuple[int, int, int], np.ndarray] = {}
 
 
 def rate_draws(seed: int, timesteps: int, inputs: int, bits: int) -> np.ndarray:
-    """The draws of one image, shaped ``(timesteps, inputs)`` (cached: they depend on no pixel)."""
+    """The draws of one image, shaped ``(timesteps, inputs)``.
+
+    Cached, since they depend on no pixel; the result is a read-only view of the cache.
+    """
     key = (check_seed(seed), timesteps * inputs, bits)
     if key not in _cache:
         _cache[key] = draws(seed, timesteps * inputs, bits)
+        _cache[key].flags.writeable = False
     return _cache[key][: timesteps * inputs].reshape(timesteps, inputs)

@@ -33,6 +33,7 @@ from .constants import (
     I_MIN,
     MODE_CURRENT,
     MODE_RATE,
+    PIXEL_BITS_MAX,
     PSC_BITS,
 )
 
@@ -168,7 +169,11 @@ def lif_step(current: np.ndarray, v: np.ndarray, ref: np.ndarray, net: Network):
 
 
 def psc_step(psc: np.ndarray, spikes: np.ndarray, psc_shift: int) -> np.ndarray:
-    """PSC filter: ``psc += ((s << PSC_BITS) - psc) >> psc_shift`` (stays in 0 .. 2**12 - 1)."""
+    """PSC filter: ``psc += ((s << PSC_BITS) - psc) >> psc_shift``.
+
+    For ``1 <= psc_shift <= PSC_BITS`` (what the image loader allows) the state stays in
+    ``0 .. PSC_ONE - 1``; ``psc_shift = 0`` would let a spike set it to ``PSC_ONE``.
+    """
     return psc + (((spikes.astype(np.int64) << PSC_BITS) - psc) >> psc_shift)
 
 
@@ -221,9 +226,15 @@ def run(
     ``seeds`` (rate mode only) is one LFSR seed for all images or one per image; the default
     is the network's ``lfsr_seed``.
     """
-    x = np.asarray(images, dtype=np.int64)
+    x = np.asarray(images)
     if x.ndim != 2 or x.shape[1] != net.inputs:
         raise ValueError(f"images must have shape (B, {net.inputs}), got {x.shape}")
+    if x.dtype.kind not in "iu":
+        raise ValueError(f"images must hold integer pixels, got dtype {x.dtype}")
+    pixel_hi = (1 << PIXEL_BITS_MAX) - 1
+    if x.size and (x.min() < 0 or x.max() > pixel_hi):
+        raise ValueError(f"pixels must lie in 0 .. {pixel_hi}, got {x.min()} .. {x.max()}")
+    x = x.astype(np.int64)
     if mode not in (MODE_CURRENT, MODE_RATE):
         raise ValueError(f"unknown encoder mode {mode!r}")
     if timesteps < 1:
@@ -244,8 +255,11 @@ def run(
     state = initial_state(batch, net.neurons)
     scores = np.empty((timesteps, batch, net.classes), dtype=np.int64)
     spike_count = np.zeros(batch, dtype=np.int64)
-    traces = {k: np.empty((timesteps, batch, net.neurons), dtype=np.int64 if k != "spikes"
-                          else bool) for k in ("spikes", "v", "psc")} if record else None
+    traces = None
+    if record:
+        shape = (timesteps, batch, net.neurons)
+        traces = {"spikes": np.empty(shape, dtype=bool), "v": np.empty(shape, dtype=np.int64),
+                  "psc": np.empty(shape, dtype=np.int64)}
     constant_current = input_current(x, net) if mode == MODE_CURRENT else None
     for t in range(timesteps):
         if mode == MODE_CURRENT:

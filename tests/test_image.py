@@ -91,10 +91,12 @@ def test_round_trip(tmp_path):
     assert manifest["encoder_mode"] == c.MODE_NAMES[c.MODE_CURRENT] == "current"
     assert (manifest["neurons"], manifest["inputs"], manifest["classes"]) == (4, 3, 2)
     assert manifest["formats"] == image.FORMATS
-    # Stored as little-endian 32-bit integers, signed where the format is signed.
-    for name, (_, signed, _) in image.ARRAYS.items():
-        assert np.load(tmp_path / "img" / f"{name}.npy").dtype == np.dtype(
-            "<i4" if signed else "<u4"), name
+    # Stored in the smallest little-endian integer type that holds the declared width.
+    stored = {"w_in": "<i1", "w_shift": "<u1", "bias": "<i4", "v_th": "<u2", "dec": "<i1",
+              "dec_bias": "<i4"}
+    assert set(stored) == set(image.ARRAYS)
+    for name, dtype in stored.items():
+        assert np.load(tmp_path / "img" / f"{name}.npy").dtype == np.dtype(dtype), name
     # Saving again gives byte-identical files (reproducible images).
     save_small(tmp_path / "again", net)
     for f in sorted((tmp_path / "img").iterdir()):
@@ -103,7 +105,7 @@ def test_round_trip(tmp_path):
 
 def test_round_trip_rate_mode_and_other_dtypes(tmp_path):
     # int32 arrays hash and store the same as int64 ones.
-    net = small_net(rate_bits=8, psc_shift=15, leak_shift=0, ref_steps=7, lfsr_seed=2**32 - 1)
+    net = small_net(rate_bits=8, psc_shift=12, leak_shift=0, ref_steps=7, lfsr_seed=2**32 - 1)
     net32 = net._replace(**{n: getattr(net, n).astype(np.int32) for n in image.ARRAYS})
     assert image.content_hash(net32) == image.content_hash(net)
     image.save(tmp_path / "img", net32, 10, c.MODE_RATE, 255, {})
@@ -413,3 +415,35 @@ def test_shipped_digits_image_loads():
     assert (net.inputs, net.classes) == (64, 10)
     assert manifest["pixel_max"] == 16
     assert manifest["encoder_mode"] in c.MODE_NAMES.values()
+
+
+# --- checks added after review -----------------------------------------------------------
+
+
+def test_declared_array_width_must_match(img):
+    edit_manifest(img, lambda m: m["arrays"]["w_in"].update(bits=3))
+    assert_load_error(img, "arrays.w_in declares", "bits 3")
+
+
+def test_declared_signedness_must_match(img):
+    edit_manifest(img, lambda m: m["arrays"]["w_shift"].update(signed=True))
+    assert_load_error(img, "arrays.w_shift declares")
+
+
+def test_huge_uint64_values_are_refused(img):
+    rewrite_array(img, "w_shift", lambda a: a, dtype=np.uint64)
+    a = np.load(img / "w_shift.npy")
+    a[0] = np.iinfo(np.uint64).max  # would wrap to -1 if converted blindly
+    np.save(img / "w_shift.npy", a)
+    assert_load_error(img, "w_shift.npy", "beyond any declared width")
+
+
+def test_manifest_that_is_a_directory(tmp_path):
+    (tmp_path / "img" / "manifest.json").mkdir(parents=True)
+    assert_load_error(tmp_path / "img", "manifest.json: cannot be read")
+
+
+@pytest.mark.parametrize(("name", "value"), [("leak_shift", 15), ("psc_shift", 13)])
+def test_dead_shift_settings_refused(tmp_path, name, value):
+    with pytest.raises(image.NetworkImageError, match=f"parameters.{name}"):
+        save_small(tmp_path / "img", small_net(**{name: value}))

@@ -21,7 +21,9 @@ PERIOD_PRIME_FACTORS = (3, 5, 17, 257, 65537)
 #   0x1F2E3D4C ends in ...1100: out 0, s = 0x1F2E3D4C >> 1 = 0x0F971EA6
 #   0x0F971EA6 ends in ...0110: out 0, s = 0x07CB8F53
 #   0x07CB8F53 ends in ...0011: out 1, s = 0x03E5C7A9 ^ 0x80200003 = 0x83C5C7AA
-DEFAULT_SEED_STATES = [0x0F971EA6, 0x07CB8F53, 0x83C5C7AA, 0x41E2E3D5, 0xA0D171E9, 0xD048B8F7]
+# The eighth state, 0x74022E3C, is also the worked example of docs/ARITHMETIC.md.
+DEFAULT_SEED_STATES = [0x0F971EA6, 0x07CB8F53, 0x83C5C7AA, 0x41E2E3D5, 0xA0D171E9, 0xD048B8F7,
+                       0xE8045C78, 0x74022E3C]
 DEFAULT_SEED_BITS = [0, 0, 1, 0, 1, 1, 1, 0, 0, 0, 1, 0, 0, 1, 1, 0,
                      1, 0, 0, 1, 1, 1, 0, 1, 1, 1, 0, 1, 1, 0, 1, 1]
 DEFAULT_SEED_DRAWS_4BIT = [4, 7, 4, 6, 9, 11, 11, 13]
@@ -198,6 +200,8 @@ def test_taps_implement_the_documented_polynomial():
     # modulo p(x). So x * next_state reduced mod p must give the state back.
     p = sum(1 << e for e in c.LFSR_POLY_EXPONENTS)
     assert c.LFSR_POLY_EXPONENTS[0] == c.LFSR_WIDTH
+    # The rule stated in constants.py: bit e - 1 for every nonzero exponent e.
+    assert c.LFSR_TAPS == sum(1 << (e - 1) for e in c.LFSR_POLY_EXPONENTS if e)
     for s in (1, 2, 3, c.LFSR_SEED_DEFAULT, 0x80000000, PERIOD, 0x12345678):
         _, nxt = lfsr.step(s)
         back = nxt << 1
@@ -296,3 +300,8 @@ def test_rate_draws_cache_cannot_be_corrupted_by_caller():
     except ValueError:
         pass  # a read-only result is one acceptable fix
     assert np.array_equal(lfsr.rate_draws(seed, 3, 4, 4), before)
+
+
+def test_check_seed_rejects_bool():
+    with pytest.raises(ValueError):
+        lfsr.check_seed(True)
