@@ -13,7 +13,7 @@ Conventions used throughout
   as in NumPy and Amaranth), which rounds toward minus infinity.
 * **Saturation** clamps to the width's range. Only the synaptic current saturates; every other
   quantity is bounded by construction, and the bound is stated next to its width (and checked
-  by :func:`golden.image.validate` where it depends on the network image).
+  by :func:`golden.image.load` where it depends on the network image).
 """
 
 from __future__ import annotations
@@ -75,6 +75,12 @@ D_BITS = 8
 SCORE_BITS = 32
 #: Argmax tie rule: among equal maximal scores, the lowest class index wins (``np.argmax``).
 ARGMAX_TIE_LOWEST_INDEX = True
+
+# --- hardware interface ---------------------------------------------------------------------
+#: Steps per image in a classify request: unsigned 16 bit (1 .. 65535; 0 is refused).
+STEPS_BITS = 16
+#: Spike and cycle counters reported per image: unsigned 32 bit.
+COUNT_BITS = 32
 
 # --- encoder modes ---------------------------------------------------------------------------
 #: Constant current: the image's pixels drive every step.
