@@ -1,0 +1,432 @@
+"""The lifpga core: N LIF neurons time-multiplexed over P lanes, bit-exact with ``golden.model``.
+
+Architecture
+------------
+::
+
+              i (pixel, steps, mode)                                      o (label, scores,
+                     |                                                       spike_count, cycles)
+                     v                                                             ^
+    +----------+  +--------+    +-------------+    +----------+    +---------+    |
+    | pix_mem  |->| encoder|--> |  P x MAC    |--> | P x      |--> | cur_mem |    |
+    | (M px)   |  | (rate) | x  |  acc += W.x |    | Current  |    | (G x P) |    |
+    +----------+  +--------+    +-------------+    | Lane     |    +---------+    |
+         |          |  ^              ^            +----------+         |         |
+         |          v  |              |                                 v         |
+         |        spk_mem          w_mem (G*M words of P weights)  +---------+    |
+         +-----(const mode)---------> x                            | P x     |    |
+                                                                   | Neuron  |<-> st_mem (v, ref,
+                                                                   | Lane    |    psc; G x P)
+                                                                   +---------+    |
+                                                                        |         |
+                                                 dec_mem (N x C) -> C x MAC -> argmax
+
+``G = N / P`` groups of ``P`` neurons; every memory word holds one group's ``P`` values, so each
+lane owns neurons ``g * P + p``. One image runs these phases, each fully pipelined:
+
+``LOAD``      ``M`` cycles: pixels into ``pix_mem``; ``steps`` and ``mode`` from the first one.
+``INPUT``     ``G * M`` cycles: for each group, for each input ``j``, every lane accumulates
+              ``W_in[n, j] * x_t[j]``; at the end of a group the ``CurrentLane``\\ s form
+              ``I = sat((acc + bias) << shift)`` into ``cur_mem``. In rate mode ``x_t[j]`` comes
+              from the ``RateEncoder`` while group 0 runs (draw ``t * M + j``, as golden) and is
+              kept in ``spk_mem`` for the other groups.
+``LIF``       ``G`` cycles per step: ``NeuronLane``\\ s update ``v``, ``ref``, ``psc`` of a group
+              per cycle and count spikes. Constant-current mode runs ``INPUT`` once and then
+              ``LIF`` for every step; rate mode runs ``INPUT`` then ``LIF`` at every step.
+``READOUT``   ``N`` cycles: ``C`` class accumulators add ``dec[c, n] * psc[n]`` for one neuron
+              per cycle, starting from ``dec_bias``.
+``ARGMAX``    ``C - 1`` cycles: a scan upward that replaces the best only on a strictly greater
+              score, so ties go to the lowest class (the golden rule).
+``OUTPUT``    until ``o`` is taken.
+
+Each phase change waits for the pipeline to drain (2 or 3 cycles). Cycles per image, for
+``T`` steps, ``G = N / P``::
+
+    constant current:  M + G*M + 3 + T*G + 2 + N + 2 + (C - 1)
+    rate encoder:      M + T*(G*M + 3 + G + 2) + N + 2 + (C - 1)
+
+(the last step of rate mode has no step drain but the LIF drain instead). For the digits
+network (N = 256, M = 64, C = 10) with P = 16 and T = 32 that is 1,872 cycles.
+
+The lower bound of this architecture (one MAC per lane per cycle, no pixel skipping) is
+``G*M + T*G + N*C/P`` plus the load; docs/ARCHITECTURE.md compares the two.
+
+Timing of the stream ports: ``i.ready`` is high only in ``LOAD``; ``o.valid`` rises when the
+result is ready and stays high, with a stable payload, until ``o.ready``. The core takes a new
+image only after its result has been taken.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Array, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from golden.constants import (
+    B_BITS,
+    COUNT_BITS,
+    D_BITS,
+    I_BITS,
+    MODE_RATE,
+    PSC_BITS,
+    REF_BITS,
+    SCORE_BITS,
+    STEPS_BITS,
+    V_BITS,
+    V_TH_BITS,
+    W_BITS,
+    W_SHIFT_BITS,
+)
+from golden.model import Network
+
+from .neuron import CurrentLane, NeuronLane
+from .rate_encoder import RateEncoder
+
+__all__ = ["LifCore"]
+
+#: Per-neuron constants, one ROM word per group.
+NEURON_LAYOUT = data.StructLayout({
+    "bias": signed(B_BITS), "shift": unsigned(W_SHIFT_BITS), "v_th": unsigned(V_TH_BITS)})
+#: Per-neuron state, one RAM word per group.
+STATE_LAYOUT = data.StructLayout({
+    "v": signed(V_BITS), "ref": unsigned(REF_BITS), "psc": unsigned(PSC_BITS)})
+
+
+def _pack(values, bits: int) -> int:
+    """Pack integers (two's complement, ``bits`` each) into one word, element 0 lowest."""
+    word = 0
+    for k, value in enumerate(values):
+        word |= (int(value) & ((1 << bits) - 1)) << (k * bits)
+    return word
+
+
+class LifCore(wiring.Component):
+    """The whole classifier for one network image.
+
+    Parameters
+    ----------
+    net : golden.model.Network
+        The network image's contents: they become the ROMs, and its arithmetic parameters
+        elaboration-time constants.
+    pixel_max : int
+        Largest pixel value (the image's ``pixel_max``); sets the pixel width.
+    lanes : int
+        ``P``, neurons updated in parallel. Must divide ``N``, and ``N / P >= 2``.
+
+    Members
+    -------
+    i : :py:`In(stream.Signature(i_layout))`
+        One transfer per pixel, ``M`` per image, pixel 0 first. ``i_layout`` has fields
+        ``pixel`` (``pixel_bits``), ``steps`` (``STEPS_BITS``; 0 counts as 1) and ``mode``
+        (1 bit, ``MODE_CURRENT`` or ``MODE_RATE``); ``steps`` and ``mode`` are read from the
+        first pixel of an image only.
+    o : :py:`Out(stream.Signature(o_layout))`
+        One transfer per image. ``o_layout`` has fields ``label`` (winning class), ``scores``
+        (``C`` signed ``SCORE_BITS`` class scores after the last step), ``spike_count`` (all
+        spikes of the image) and ``cycles`` (clock cycles from the image's first pixel transfer
+        to ``o.valid``), the counts ``COUNT_BITS`` wide.
+    """
+
+    def __init__(self, net: Network, *, pixel_max: int, lanes: int):
+        neurons, inputs, classes = net.neurons, net.inputs, net.classes
+        if lanes < 1 or neurons % lanes:
+            raise ValueError(f"lanes ({lanes}) must divide the neuron count ({neurons})")
+        if neurons // lanes < 2:
+            # A group's state is read again G cycles after it is written back; the write-back
+            # needs one cycle, so G >= 2 keeps every read after its write.
+            raise ValueError(f"lanes ({lanes}) must be at most half the neuron count")
+        if inputs < 3:
+            # Same reason for the rate-mode spike buffer, written 2 cycles after it is read.
+            raise ValueError(f"the core needs at least 3 inputs, the image has {inputs}")
+        self.net = net
+        self.lanes = lanes
+        self.groups = neurons // lanes
+        self.pixel_bits = max(1, int(pixel_max).bit_length())
+        self.x_bits = max(self.pixel_bits, net.rate_bits + 1)
+        self.acc_bits = W_BITS + self.x_bits + 1 + (inputs - 1).bit_length()
+        self.i_layout = data.StructLayout({
+            "pixel": unsigned(self.pixel_bits), "steps": unsigned(STEPS_BITS),
+            "mode": unsigned(1)})
+        self.o_layout = data.StructLayout({
+            "label": unsigned(max(1, (classes - 1).bit_length())),
+            "scores": data.ArrayLayout(signed(SCORE_BITS), classes),
+            "spike_count": unsigned(COUNT_BITS),
+            "cycles": unsigned(COUNT_BITS),
+        })
+        super().__init__({
+            "i": In(stream.Signature(self.i_layout)),
+            "o": Out(stream.Signature(self.o_layout)),
+        })
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        net, P, G = self.net, self.lanes, self.groups
+        N, M, C = net.neurons, net.inputs, net.classes
+
+        # --- memories ---------------------------------------------------------------------
+        m.submodules.w_mem = w_mem = memory.Memory(
+            shape=data.ArrayLayout(signed(W_BITS), P), depth=G * M,
+            init=[[int(net.w_in[g * P + p, j]) for p in range(P)]
+                  for g in range(G) for j in range(M)])
+        m.submodules.nrn_mem = nrn_mem = memory.Memory(
+            shape=data.ArrayLayout(NEURON_LAYOUT, P), depth=G,
+            init=[[{"bias": int(net.bias[n]), "shift": int(net.w_shift[n]),
+                    "v_th": int(net.v_th[n])} for n in range(g * P, (g + 1) * P)]
+                  for g in range(G)])
+        m.submodules.dec_mem = dec_mem = memory.Memory(
+            shape=data.ArrayLayout(signed(D_BITS), C), depth=N,
+            init=[[int(net.dec[c, n]) for c in range(C)] for n in range(N)])
+        m.submodules.cur_mem = cur_mem = memory.Memory(
+            shape=data.ArrayLayout(signed(I_BITS), P), depth=G, init=[])
+        m.submodules.st_mem = st_mem = memory.Memory(
+            shape=data.ArrayLayout(STATE_LAYOUT, P), depth=G, init=[])
+        m.submodules.pix_mem = pix_mem = memory.Memory(
+            shape=unsigned(self.pixel_bits), depth=M, init=[])
+        m.submodules.spk_mem = spk_mem = memory.Memory(shape=unsigned(1), depth=M, init=[])
+
+        w_rd = w_mem.read_port()
+        nrn_rd = nrn_mem.read_port()
+        dec_rd = dec_mem.read_port()
+        cur_rd, cur_wr = cur_mem.read_port(), cur_mem.write_port()
+        st_rd, st_wr = st_mem.read_port(), st_mem.write_port()
+        pix_rd, pix_wr = pix_mem.read_port(), pix_mem.write_port()
+        spk_rd, spk_wr = spk_mem.read_port(), spk_mem.write_port()
+
+        m.submodules.encoder = encoder = RateEncoder(
+            pixel_bits=self.pixel_bits, rate_bits=net.rate_bits)
+        m.d.comb += [encoder.seed.eq(net.lfsr_seed), encoder.o.ready.eq(1)]
+
+        current_lanes = [CurrentLane(self.acc_bits) for _ in range(P)]
+        neuron_lanes = [NeuronLane(leak_shift=net.leak_shift, psc_shift=net.psc_shift,
+                                   ref_steps=net.ref_steps) for _ in range(P)]
+        for p in range(P):
+            m.submodules[f"current_lane{p}"] = current_lanes[p]
+            m.submodules[f"neuron_lane{p}"] = neuron_lanes[p]
+
+        # --- per-image registers ----------------------------------------------------------
+        steps = Signal(STEPS_BITS)
+        rate = Signal()
+        cycles = Signal(COUNT_BITS)
+        spike_count = Signal(COUNT_BITS)
+        counting = Signal()
+        with m.If(counting):
+            m.d.sync += cycles.eq(cycles + 1)
+
+        # Loop counters: pixel/input j, group g, step t, readout neuron n (group rg, lane rp),
+        # class c. `w_addr` runs g * M + j without a multiplier.
+        j = Signal(range(M))
+        g = Signal(range(G))
+        t = Signal(STEPS_BITS)
+        w_addr = Signal(range(G * M))
+        n = Signal(range(N))
+        rg = Signal(range(G))
+        rp = Signal(range(P))
+        c = Signal(range(C))
+        drain = Signal(2)
+        last_step = Signal()
+        m.d.comb += last_step.eq(t == steps - 1)
+
+        # --- INPUT pipeline: stage 0 issues, stage 1 has memory data, stage 2 accumulates,
+        # stage 3 forms the currents of a finished group.
+        in_issue = Signal()
+        s1_valid, s1_first_draw, s1_group0 = Signal(), Signal(), Signal()
+        s1_j, s1_g = Signal(range(M)), Signal(range(G))
+        s1_first, s1_last = Signal(), Signal()
+        m.d.sync += [
+            s1_valid.eq(in_issue), s1_j.eq(j), s1_g.eq(g), s1_group0.eq(g == 0),
+            s1_first.eq(j == 0), s1_last.eq(j == M - 1),
+            s1_first_draw.eq((t == 0) & (j == 0) & (g == 0)),
+        ]
+        m.d.comb += [w_rd.addr.eq(w_addr), pix_rd.addr.eq(j), spk_rd.addr.eq(j)]
+        m.d.comb += [
+            encoder.i.valid.eq(s1_valid & rate & s1_group0),
+            encoder.i.p.pixel.eq(pix_rd.data),
+            encoder.i.p.first.eq(s1_first_draw),
+        ]
+
+        s2_valid, s2_group0, s2_first, s2_last = Signal(), Signal(), Signal(), Signal()
+        s2_j, s2_g = Signal(range(M)), Signal(range(G))
+        s2_w = Signal(data.ArrayLayout(signed(W_BITS), P))
+        s2_pixel, s2_spike = Signal(self.pixel_bits), Signal()
+        m.d.sync += [
+            s2_valid.eq(s1_valid), s2_group0.eq(s1_group0), s2_first.eq(s1_first),
+            s2_last.eq(s1_last), s2_j.eq(s1_j), s2_g.eq(s1_g), s2_w.eq(w_rd.data),
+            s2_pixel.eq(pix_rd.data), s2_spike.eq(spk_rd.data),
+        ]
+        x = Signal(self.x_bits)
+        m.d.comb += x.eq(Mux(rate, Mux(s2_group0, encoder.o.p.value,
+                                       s2_spike << net.rate_bits), s2_pixel))
+        m.d.comb += [
+            spk_wr.addr.eq(s2_j),
+            spk_wr.data.eq(encoder.o.p.value != 0),
+            spk_wr.en.eq(s2_valid & rate & s2_group0),
+        ]
+        acc = [Signal(signed(self.acc_bits), name=f"acc{p}") for p in range(P)]
+        with m.If(s2_valid):
+            for p in range(P):
+                m.d.sync += acc[p].eq(Mux(s2_first, 0, acc[p]) + s2_w[p] * x)
+
+        s3_valid, s3_g = Signal(), Signal(range(G))
+        m.d.sync += [s3_valid.eq(s2_valid & s2_last), s3_g.eq(s2_g)]
+        for p in range(P):
+            m.d.comb += [
+                current_lanes[p].acc.eq(acc[p]),
+                current_lanes[p].bias.eq(nrn_rd.data[p].bias),
+                current_lanes[p].shift.eq(nrn_rd.data[p].shift),
+                cur_wr.data[p].eq(current_lanes[p].current),
+            ]
+        m.d.comb += [cur_wr.addr.eq(s3_g), cur_wr.en.eq(s3_valid)]
+
+        # --- LIF pipeline: stage 0 issues group g, stage 1 updates it and writes it back.
+        lif_issue = Signal()
+        l1_valid, l1_g, l1_rest = Signal(), Signal(range(G)), Signal()
+        m.d.sync += [l1_valid.eq(lif_issue), l1_g.eq(g), l1_rest.eq(t == 0)]
+        m.d.comb += cur_rd.addr.eq(g)
+        spikes = Signal(range(P + 1))
+        for p in range(P):
+            lane = neuron_lanes[p]
+            state = st_rd.data[p]
+            m.d.comb += [
+                lane.current.eq(cur_rd.data[p]),
+                lane.v_th.eq(nrn_rd.data[p].v_th),
+                # Every image starts from rest: the first step ignores the stored state.
+                lane.v.eq(Mux(l1_rest, 0, state.v)),
+                lane.ref.eq(Mux(l1_rest, 0, state.ref)),
+                lane.psc.eq(Mux(l1_rest, 0, state.psc)),
+                st_wr.data[p].v.eq(lane.v_next),
+                st_wr.data[p].ref.eq(lane.ref_next),
+                st_wr.data[p].psc.eq(lane.psc_next),
+            ]
+        m.d.comb += [
+            spikes.eq(sum(lane.spike for lane in neuron_lanes)),
+            st_wr.addr.eq(l1_g),
+            st_wr.en.eq(l1_valid),
+        ]
+        with m.If(l1_valid):
+            m.d.sync += spike_count.eq(spike_count + spikes)
+
+        # --- READOUT pipeline: stage 0 issues neuron n, stage 1 accumulates C scores.
+        ro_issue = Signal()
+        r1_valid, r1_first, r1_p = Signal(), Signal(), Signal(range(P))
+        m.d.sync += [r1_valid.eq(ro_issue), r1_first.eq(n == 0), r1_p.eq(rp)]
+        m.d.comb += dec_rd.addr.eq(n)
+        psc_lanes = Array(st_rd.data[p].psc for p in range(P))
+        scores = Array(Signal(signed(SCORE_BITS), name=f"score{k}") for k in range(C))
+        with m.If(r1_valid):
+            for k in range(C):
+                start = Const(int(net.dec_bias[k]), signed(SCORE_BITS))
+                m.d.sync += scores[k].eq(Mux(r1_first, start, scores[k])
+                                         + dec_rd.data[k] * psc_lanes[r1_p])
+
+        # Shared read addresses: the state and neuron ROMs serve several phases.
+        with m.If(ro_issue):
+            m.d.comb += st_rd.addr.eq(rg)
+        with m.Else():
+            m.d.comb += st_rd.addr.eq(g)
+        with m.If(s2_valid):
+            m.d.comb += nrn_rd.addr.eq(s2_g)
+        with m.Else():
+            m.d.comb += nrn_rd.addr.eq(g)
+
+        # --- ARGMAX and the result ---------------------------------------------------------
+        best = Signal(range(C))
+        best_score = Signal(signed(SCORE_BITS))
+        m.d.comb += [
+            self.o.p.label.eq(best),
+            self.o.p.spike_count.eq(spike_count),
+            self.o.p.cycles.eq(cycles),
+        ]
+        for k in range(C):
+            m.d.comb += self.o.p.scores[k].eq(scores[k])
+
+        # --- controller -------------------------------------------------------------------
+        with m.FSM(name="phase"):
+            with m.State("LOAD"):
+                m.d.comb += [
+                    self.i.ready.eq(1),
+                    pix_wr.addr.eq(j),
+                    pix_wr.data.eq(self.i.p.pixel),
+                    pix_wr.en.eq(self.i.valid),
+                ]
+                with m.If(self.i.valid):
+                    m.d.sync += j.eq(j + 1)
+                    with m.If(j == 0):
+                        m.d.sync += [
+                            steps.eq(Mux(self.i.p.steps == 0, 1, self.i.p.steps)),
+                            rate.eq(self.i.p.mode == MODE_RATE),
+                            cycles.eq(1), counting.eq(1), spike_count.eq(0),
+                        ]
+                    with m.If(j == M - 1):
+                        m.d.sync += [j.eq(0), g.eq(0), t.eq(0), w_addr.eq(0)]
+                        m.next = "INPUT"
+
+            with m.State("INPUT"):
+                m.d.comb += in_issue.eq(1)
+                m.d.sync += w_addr.eq(w_addr + 1), j.eq(j + 1)
+                with m.If(j == M - 1):
+                    m.d.sync += [j.eq(0), g.eq(g + 1)]
+                    with m.If(g == G - 1):
+                        m.d.sync += [g.eq(0), w_addr.eq(0), drain.eq(3)]
+                        m.next = "INPUT_DRAIN"
+
+            with m.State("INPUT_DRAIN"):
+                m.d.sync += drain.eq(drain - 1)
+                with m.If(drain == 1):
+                    m.next = "LIF"
+
+            with m.State("LIF"):
+                m.d.comb += lif_issue.eq(1)
+                m.d.sync += g.eq(g + 1)
+                with m.If(g == G - 1):
+                    m.d.sync += g.eq(0)
+                    with m.If(last_step):
+                        m.d.sync += [n.eq(0), rg.eq(0), rp.eq(0), drain.eq(2)]
+                        m.next = "LIF_DRAIN"
+                    with m.Else():
+                        m.d.sync += t.eq(t + 1)
+                        with m.If(rate):
+                            m.d.sync += drain.eq(2)
+                            m.next = "STEP_DRAIN"
+
+            with m.State("STEP_DRAIN"):
+                # Rate mode: the next step's INPUT starts once the last group is written back.
+                m.d.sync += drain.eq(drain - 1)
+                with m.If(drain == 1):
+                    m.next = "INPUT"
+
+            with m.State("LIF_DRAIN"):
+                m.d.sync += drain.eq(drain - 1)
+                with m.If(drain == 1):
+                    m.next = "READOUT"
+
+            with m.State("READOUT"):
+                m.d.comb += ro_issue.eq(1)
+                m.d.sync += [n.eq(n + 1), rp.eq(rp + 1)]
+                with m.If(rp == P - 1):
+                    m.d.sync += [rp.eq(0), rg.eq(rg + 1)]
+                with m.If(n == N - 1):
+                    m.d.sync += drain.eq(2)
+                    m.next = "READOUT_DRAIN"
+
+            with m.State("READOUT_DRAIN"):
+                m.d.sync += drain.eq(drain - 1)
+                with m.If(drain == 1):
+                    m.d.sync += [c.eq(1), best.eq(0), best_score.eq(scores[0])]
+                    m.next = "ARGMAX"
+
+            with m.State("ARGMAX"):
+                # Strictly greater replaces the best: ties keep the lowest class index.
+                with m.If(scores[c] > best_score):
+                    m.d.sync += [best.eq(c), best_score.eq(scores[c])]
+                m.d.sync += c.eq(c + 1)
+                with m.If(c == C - 1):
+                    m.d.sync += counting.eq(0)
+                    m.next = "OUTPUT"
+
+            with m.State("OUTPUT"):
+                m.d.comb += self.o.valid.eq(1)
+                with m.If(self.o.ready):
+                    m.d.sync += j.eq(0)
+                    m.next = "LOAD"
+
+        return m

@@ -1,0 +1,79 @@
+"""hw/neuron.py against golden.model, input for input (Amaranth simulator, combinational)."""
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from golden import constants as c
+from golden import model
+from hw.neuron import CurrentLane, NeuronLane
+
+
+def run_comb(dut, cases, inputs, outputs):
+    """Apply each case (dict of input values) and collect the outputs, no clock needed."""
+    results = []
+
+    async def tb(ctx):
+        for case in cases:
+            for name in inputs:
+                ctx.set(getattr(dut, name), int(case[name]))
+            await ctx.delay(1e-9)
+            results.append({name: ctx.get(getattr(dut, name)) for name in outputs})
+
+    sim = Simulator(dut)
+    sim.add_testbench(tb)
+    sim.run()
+    return results
+
+
+def golden_net(leak_shift=4, psc_shift=5, ref_steps=2, v_th=1024):
+    z = np.zeros((1, 1), dtype=np.int64)
+    return model.Network(z, z[0], z[0], np.array([v_th]), z, z[0], leak_shift, psc_shift,
+                         ref_steps, 4, c.LFSR_SEED_DEFAULT)
+
+
+def test_current_lane_random_and_extremes():
+    acc_bits = 19
+    dut = CurrentLane(acc_bits)
+    rng = np.random.default_rng(0)
+    a_lo, a_hi = c.signed_range(acc_bits)
+    b_lo, b_hi = c.signed_range(c.B_BITS)
+    cases = [{"acc": a, "bias": b, "shift": s}
+             for a in (a_lo, a_hi, 0, -1, 1) for b in (b_lo, b_hi, 0, -1) for s in (0, 1, 15)]
+    cases += [{"acc": int(rng.integers(-3000, 3000)), "bias": int(rng.integers(-5000, 5000)),
+               "shift": int(rng.integers(0, 6))} for _ in range(300)]
+    got = run_comb(dut, cases, ("acc", "bias", "shift"), ("current",))
+    for case, out in zip(cases, got, strict=True):
+        net = model.Network(np.ones((1, 1), dtype=np.int64), np.array([case["shift"]]),
+                            np.array([case["bias"]]), np.array([1]), np.zeros((1, 1), np.int64),
+                            np.zeros(1, np.int64), 4, 5, 2, 4, 1)
+        # acc enters golden through W = 1 and x = acc.
+        expected = model.input_current(np.array([[case["acc"]]]), net)[0, 0]
+        assert out["current"] == expected, case
+    currents = {out["current"] for out in got}
+    assert c.I_MIN in currents and c.I_MAX in currents
+
+
+@pytest.mark.parametrize(("leak_shift", "psc_shift", "ref_steps"),
+                         [(4, 5, 2), (0, 1, 0), (14, 12, 7), (1, 3, 1)])
+def test_neuron_lane_equals_golden(leak_shift, psc_shift, ref_steps):
+    dut = NeuronLane(leak_shift=leak_shift, psc_shift=psc_shift, ref_steps=ref_steps)
+    rng = np.random.default_rng(leak_shift * 31 + psc_shift)
+    edges_i = (c.I_MIN, c.I_MAX, 0, -1, 1023, 1024, 1025)
+    edges_v = (0, 1, 1023, 1024, c.I_MAX)
+    cases = [{"current": i, "v": v, "ref": r, "psc": p, "v_th": th}
+             for i in edges_i for v in edges_v for r in sorted({0, 1, ref_steps})
+             for p in (0, 1, c.PSC_ONE - 1) for th in (1, 1024, (1 << c.V_TH_BITS) - 1)]
+    cases += [{"current": int(rng.integers(c.I_MIN, c.I_MAX + 1)),
+               "v": int(rng.integers(0, c.I_MAX + 1)), "ref": int(rng.integers(0, ref_steps + 1)),
+               "psc": int(rng.integers(0, c.PSC_ONE)), "v_th": int(rng.integers(1, 4096))}
+              for _ in range(400)]
+    got = run_comb(dut, cases, ("current", "v", "ref", "psc", "v_th"),
+                   ("v_next", "ref_next", "psc_next", "spike"))
+    for case, out in zip(cases, got, strict=True):
+        net = golden_net(leak_shift, psc_shift, ref_steps, case["v_th"])
+        s, v, ref = model.lif_step(np.array([[case["current"]]]), np.array([[case["v"]]]),
+                                   np.array([[case["ref"]]]), net)
+        psc = model.psc_step(np.array([[case["psc"]]]), s, psc_shift)
+        assert (out["spike"], out["v_next"], out["ref_next"], out["psc_next"]) == (
+            int(s[0, 0]), int(v[0, 0]), int(ref[0, 0]), int(psc[0, 0])), case
