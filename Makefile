@@ -4,6 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 IMAGE  ?= firmware/digits
+ARGS   ?=
 
 .PHONY: all sim test golden train figures lint clean distclean venv
 
@@ -39,7 +40,7 @@ train: $(STAMP)
 
 ## make sim: classify the test digits through the simulated hardware (Verilator) vs golden
 sim: $(STAMP)
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m sim.run --image $(IMAGE)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m sim.run --image $(IMAGE) $(ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

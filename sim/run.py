@@ -1,20 +1,246 @@
-"""``make sim``: classify the test digits through the simulated hardware and compare with golden.
+"""``make sim``: classify the test digits on the simulated hardware and compare with golden.
 
-The hardware core (Amaranth RTL, Verilator model) is the next piece of work; until it exists this
-command says so and fails rather than pretending. ``make golden`` runs the golden model today.
+``python -m sim.run --image firmware/digits`` exports :class:`hw.core.LifCore` for the image,
+builds its Verilator model (once; later runs reuse it, see :mod:`sim.verilator`), streams the
+whole test split through it in each encoder mode (one simulator process per mode) and compares
+every image with :func:`golden.model.run`: the label, every class score and the spike count.
+
+It prints a table per mode (accuracy on the true labels, golden accuracy, agreement, cycles per
+image, wall time) and writes ``build/sim/report.json``. An image *agrees* when its label and
+every score equal golden's; the command fails (exit 1) unless every image of every mode agrees,
+and prints the first image that does not.
+
+``--wave`` also runs the first two images (in current mode, unless ``--modes`` leaves it out)
+on a second model built with waveform tracing and writes ``build/sim/wave-<mode>.fst``, or
+``.vcd`` when the C++ compiler lacks ``lz4.h``, which Verilator's FST writer needs (Debian's
+``liblz4-dev``; lifpga does not require it). A current-mode image makes about 20 MB of VCD, a
+rate-mode image some 0.5 GB. For the waveform alone: ``--wave --limit 2 --modes current``.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from golden import data, image, model
+from golden.constants import MODE_NAMES
+
+from . import verilator
+
+#: Images of a ``--wave`` run unless ``--limit`` asks for fewer.
+WAVE_IMAGES = 2
+
+
+def _progress(label: str, total: int):
+    """A callback showing progress: a tqdm bar on a terminal, a line per tenth otherwise."""
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, desc=f"{label:>8}", unit="img", leave=True)
+
+        def update(done: int) -> None:
+            bar.update(done - bar.n)
+
+        return update, bar.close
+    marks = {int(total * k / 10) for k in range(1, 11)}
+    shown = [0]
+
+    def report(done: int) -> None:
+        for mark in sorted(m for m in marks if shown[0] < m <= done):
+            print(f"  {label}: {mark}/{total} images", file=sys.stderr, flush=True)
+        shown[0] = max(shown[0], done)
+
+    return report, lambda: None
+
+
+def _agreement(sim: verilator.SimResult, golden: model.Result) -> np.ndarray:
+    """Per image: label and every score equal golden's."""
+    return (sim.label == golden.classes[-1]) & (sim.scores == golden.scores[-1]).all(axis=1)
+
+
+def _describe_mismatch(k: int, sim: verilator.SimResult, golden: model.Result,
+                       truth: np.ndarray) -> str:
+    return (f"image {k} (true class {truth[k]}): simulated label {sim.label[k]}, golden "
+            f"{golden.classes[-1][k]}; spike count {sim.spike_count[k]} vs "
+            f"{golden.spike_count[k]}\n  simulated scores {sim.scores[k].tolist()}\n"
+            f"  golden scores    {golden.scores[-1][k].tolist()}")
+
+
+def run_mode(sim_model: verilator.SimModel, net: model.Network, x: np.ndarray, y: np.ndarray,
+             steps: int, mode: int, **options: Any) -> tuple[dict, str | None]:
+    """Run one mode over ``x``; returns its report entry and the first mismatch, if any."""
+    name = MODE_NAMES[mode]
+    update, close = _progress(name, len(x))
+    try:
+        sim = sim_model.run(x, steps, mode, progress=update, **options)
+    finally:
+        close()
+    golden = model.run(x, net, steps, mode)
+    agree = _agreement(sim, golden)
+    spikes_agree = sim.spike_count == golden.spike_count
+    entry = {
+        "mode": name,
+        "images": len(x),
+        "timesteps": steps,
+        "accuracy": float(np.mean(sim.label == y)),
+        "golden_accuracy": float(np.mean(golden.classes[-1] == y)),
+        "agreement": float(np.mean(agree)),
+        "spike_count_agreement": float(np.mean(spikes_agree)),
+        "cycles_per_image": float(np.mean(sim.cycles)),
+        "cycles_min": int(sim.cycles.min()),
+        "cycles_max": int(sim.cycles.max()),
+        "wall_s": round(sim.wall_s, 3),
+        "images_per_s": round(len(x) / sim.wall_s, 2),
+    }
+    bad = np.flatnonzero(~(agree & spikes_agree))
+    mismatch = _describe_mismatch(int(bad[0]), sim, golden, y) if bad.size else None
+    entry["first_mismatch"] = int(bad[0]) if bad.size else None
+    return entry, mismatch
+
+
+def _table(entries: list[dict]) -> str:
+    rows = [("mode", "accuracy", "golden", "agreement", "cycles/image", "wall s", "images/s")]
+    for e in entries:
+        rows.append((e["mode"], f"{e['accuracy']:.2%}", f"{e['golden_accuracy']:.2%}",
+                     f"{e['agreement']:.2%}", f"{e['cycles_per_image']:.0f}",
+                     f"{e['wall_s']:.1f}", f"{e['images_per_s']:.1f}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.rjust(w) if i else c.ljust(w)
+                               for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+                     for r in rows)
+
+
+def _build(net: model.Network, manifest: dict, lanes: int,
+           waves: str | None = None) -> verilator.SimModel | str:
+    """Build (or reuse) the Verilator model; returns it, or an error message."""
+    try:
+        sim_model = verilator.build(net, manifest["pixel_max"], lanes, waves=waves)
+    except ModuleNotFoundError as e:
+        return f"the hardware core cannot be imported ({e}); hw/core.py defines LifCore"
+    except (verilator.ToolNotFoundError, verilator.SimulationError, ValueError) as e:
+        return str(e)
+    built = "cached" if sim_model.cached else "exported and built"
+    kind = f"model with {waves.upper()} tracing" if waves else "model"
+    print(f"Verilator {kind} {built} in {sim_model.build_s:.1f} s: {sim_model.build_dir}")
+    return sim_model
+
+
+def _dump_wave(net: model.Network, manifest: dict, lanes: int, x: np.ndarray, steps: int,
+               mode_name: str, out: Path) -> str | None:
+    """The ``--wave`` run: a few images on a model with tracing. Returns an error or None."""
+    fmt = "fst" if verilator.fst_supported() else "vcd"
+    sim_model = _build(net, manifest, lanes, waves=fmt)
+    if isinstance(sim_model, str):
+        return sim_model
+    mode = {v: k for k, v in MODE_NAMES.items()}[mode_name]
+    wave_file = (out / f"wave-{mode_name}.{fmt}").resolve()
+    try:
+        sim = sim_model.run(x, steps, mode, wave_file=wave_file)
+    except (verilator.SimulationError, ValueError) as e:
+        return f"waveform run: {e}"
+    if not _agreement(sim, model.run(x, net, steps, mode)).all():
+        return "waveform run: the traced model differs from golden"
+    note = "" if fmt == "fst" else " (VCD: Verilator's FST writer needs lz4.h, liblz4-dev)"
+    print(f"waveform of {len(x)} image(s), {mode_name} mode, {steps} steps: {wave_file} "
+          f"({wave_file.stat().st_size / 1e6:.0f} MB){note}")
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
-    print("make sim: the simulated hardware is not built yet: hw/ holds no core so far.\n"
-          "The golden model (the specification the hardware will be compared with) runs now:\n"
-          "  make golden    accuracy, accuracy-vs-time curve and plots under build/golden/",
-          file=sys.stderr)
-    return 2
+    """Command line entry point; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="python -m sim.run",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--image", default="firmware/digits", help="network image directory")
+    parser.add_argument("--lanes", type=int, default=16, help="neurons updated in parallel")
+    parser.add_argument("--steps", type=int, help="timesteps per image (default: the image's)")
+    parser.add_argument("--modes", default="current,rate",
+                        help="comma-separated encoder modes (default: current,rate)")
+    parser.add_argument("--limit", type=int, help="only the first K test images")
+    parser.add_argument("--wave", action="store_true",
+                        help=f"also dump a waveform of the first {WAVE_IMAGES} images "
+                             "(current mode if listed, else the first mode)")
+    parser.add_argument("--out", default="build/sim", help="output directory")
+    args = parser.parse_args(argv)
+
+    by_name = {v: k for k, v in MODE_NAMES.items()}
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if not modes or any(m not in by_name for m in modes):
+        parser.error(f"--modes takes a comma-separated list of {', '.join(by_name)}")
+    if args.limit is not None and args.limit < 1:
+        parser.error("--limit must be at least 1")
+    try:
+        net, manifest = image.load(args.image)
+    except image.NetworkImageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    steps = args.steps if args.steps is not None else manifest["timesteps"]
+    split = data.load_split(manifest["metadata"].get("dataset", "digits"))
+    count = len(split.x_test) if args.limit is None else args.limit
+    x, y = split.x_test[:count], split.y_test[:count]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    print(f"{args.image}: {net.neurons} neurons, {args.lanes} lanes, {steps} steps, "
+          f"{len(x)} test images of {split.name}, image {manifest['hash'][:19]}...")
+    sim_model = _build(net, manifest, args.lanes)
+    if isinstance(sim_model, str):
+        print(f"error: {sim_model}", file=sys.stderr)
+        return 2
+
+    entries, mismatches = [], []
+    for name in modes:
+        try:
+            entry, mismatch = run_mode(sim_model, net, x, y, steps, by_name[name])
+        except (verilator.SimulationError, ValueError) as e:
+            print(f"error ({name} mode): {e}", file=sys.stderr)
+            return 2
+        entries.append(entry)
+        if mismatch:
+            mismatches.append(f"{name} mode, first mismatching {mismatch}")
+
+    print(_table(entries))
+    main_entry = next((e for e in entries if e["mode"] == "current"), entries[0])
+    report = {
+        "dataset": split.name,
+        "images": len(x),
+        "timesteps": steps,
+        "mode": main_entry["mode"],
+        "accuracy": main_entry["accuracy"],
+        "golden_accuracy": main_entry["golden_accuracy"],
+        "agreement": main_entry["agreement"],
+        "cycles_per_image": main_entry["cycles_per_image"],
+        "lanes": args.lanes,
+        "neurons": net.neurons,
+        "wall_s": main_entry["wall_s"],
+        "build_s": round(sim_model.build_s, 3),
+        "build_cached": sim_model.cached,
+        "image": str(args.image),
+        "image_hash": manifest["hash"],
+        "design_key": sim_model.key,
+        "modes": {e["mode"]: e for e in entries},
+    }
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {out / 'report.json'}")
+
+    if args.wave:
+        wave_mode = "current" if "current" in modes else modes[0]
+        if error := _dump_wave(net, manifest, args.lanes, x[:WAVE_IMAGES], steps, wave_mode,
+                               out):
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+    for text in mismatches:
+        print(text, file=sys.stderr)
+    if any(e["agreement"] < 1.0 or e["spike_count_agreement"] < 1.0 for e in entries):
+        print("FAIL: the simulated hardware differs from the golden model", file=sys.stderr)
+        return 1
+    print(f"all {len(x)} images agree with the golden model in "
+          f"{' and '.join(e['mode'] for e in entries)} mode")
+    return 0
 
 
 if __name__ == "__main__":
