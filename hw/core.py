@@ -158,6 +158,27 @@ class LifCore(wiring.Component):
             "o": Out(stream.Signature(self.o_layout)),
         })
 
+    def expected_cycles(self, pixels, steps: int, mode: int) -> int:
+        """Cycles the core reports for one image fed one pixel per cycle (the docstring formula).
+
+        The count depends on the data: ``K``, the number of nonzero pixels (constant current)
+        or of pixels that spike at a step (rate mode, from the golden LFSR draws).
+        """
+        import numpy as np
+
+        from golden.lfsr import rate_draws
+
+        n, m, c, g = self.net.neurons, self.net.inputs, self.net.classes, self.groups
+        pixels = np.asarray(pixels)
+        steps = max(int(steps), 1)
+        if mode != MODE_RATE:
+            listed = max(int(np.count_nonzero(pixels)), 1)
+            return m + g * listed + 3 + steps * g + 2 + n + 2 + (c - 1)
+        draws = rate_draws(self.net.lfsr_seed, steps, m, self.net.rate_bits)
+        spiking = (draws < pixels).sum(axis=1)
+        per_step = sum(m + 2 + g * max(int(k), 1) + 3 + g + 2 for k in spiking)
+        return m + per_step - 2 + 2 + n + 2 + (c - 1)
+
     def elaborate(self, platform) -> Module:
         m = Module()
         net, P, G = self.net, self.lanes, self.groups
@@ -182,7 +203,11 @@ class LifCore(wiring.Component):
             shape=data.ArrayLayout(STATE_LAYOUT, P), depth=G, init=[])
         m.submodules.pix_mem = pix_mem = memory.Memory(
             shape=unsigned(self.pixel_bits), depth=M, init=[])
-        m.submodules.spk_mem = spk_mem = memory.Memory(shape=unsigned(1), depth=M, init=[])
+        # The input list: (j, x) of every input that is not 0 in this step, so the input phase
+        # spends no cycle on a zero pixel or a silent rate-encoded pixel.
+        entry = data.StructLayout({"j": unsigned(max(1, (M - 1).bit_length())),
+                                   "x": unsigned(self.x_bits)})
+        m.submodules.lst_mem = lst_mem = memory.Memory(shape=entry, depth=M, init=[])
 
         w_rd = w_mem.read_port()
         nrn_rd = nrn_mem.read_port()
@@ -190,7 +215,7 @@ class LifCore(wiring.Component):
         cur_rd, cur_wr = cur_mem.read_port(), cur_mem.write_port()
         st_rd, st_wr = st_mem.read_port(), st_mem.write_port()
         pix_rd, pix_wr = pix_mem.read_port(), pix_mem.write_port()
-        spk_rd, spk_wr = spk_mem.read_port(), spk_mem.write_port()
+        lst_rd, lst_wr = lst_mem.read_port(), lst_mem.write_port()
 
         m.submodules.encoder = encoder = RateEncoder(
             pixel_bits=self.pixel_bits, rate_bits=net.rate_bits)
@@ -212,12 +237,15 @@ class LifCore(wiring.Component):
         with m.If(counting):
             m.d.sync += cycles.eq(cycles + 1)
 
-        # Loop counters: pixel/input j, group g, step t, readout neuron n (group rg, lane rp),
-        # class c. `w_addr` runs g * M + j without a multiplier.
+        # Loop counters: pixel j, list entry k (list length `count`), group g with `g_base`
+        # = g * M kept without a multiplier, step t, readout neuron n (group rg, lane rp),
+        # class c.
         j = Signal(range(M))
+        k = Signal(range(M + 1))
+        count = Signal(range(M + 1))
         g = Signal(range(G))
+        g_base = Signal(range(G * M))
         t = Signal(STEPS_BITS)
-        w_addr = Signal(range(G * M))
         n = Signal(range(N))
         rg = Signal(range(G))
         rp = Signal(range(P))
@@ -226,45 +254,47 @@ class LifCore(wiring.Component):
         last_step = Signal()
         m.d.comb += last_step.eq(t == steps - 1)
 
-        # --- INPUT pipeline: stage 0 issues, stage 1 has memory data, stage 2 accumulates,
-        # stage 3 forms the currents of a finished group.
-        in_issue = Signal()
-        s1_valid, s1_first_draw, s1_group0 = Signal(), Signal(), Signal()
-        s1_j, s1_g = Signal(range(M)), Signal(range(G))
-        s1_first, s1_last = Signal(), Signal()
-        m.d.sync += [
-            s1_valid.eq(in_issue), s1_j.eq(j), s1_g.eq(g), s1_group0.eq(g == 0),
-            s1_first.eq(j == 0), s1_last.eq(j == M - 1),
-            s1_first_draw.eq((t == 0) & (j == 0) & (g == 0)),
-        ]
-        m.d.comb += [w_rd.addr.eq(w_addr), pix_rd.addr.eq(j), spk_rd.addr.eq(j)]
+        # --- DRAW pipeline (rate mode, every step): stage 0 reads pixel j, stage 1 feeds it to
+        # the rate encoder (draw t * M + j, the golden order), stage 2 appends a spike to the
+        # input list.
+        draw_issue = Signal()
+        d1_valid, d1_first_draw, d1_j = Signal(), Signal(), Signal(range(M))
+        m.d.sync += [d1_valid.eq(draw_issue), d1_first_draw.eq((t == 0) & (j == 0)),
+                     d1_j.eq(j)]
+        d2_j = Signal(range(M))
+        m.d.sync += d2_j.eq(d1_j)
         m.d.comb += [
-            encoder.i.valid.eq(s1_valid & rate & s1_group0),
+            pix_rd.addr.eq(j),
+            encoder.i.valid.eq(d1_valid),
             encoder.i.p.pixel.eq(pix_rd.data),
-            encoder.i.p.first.eq(s1_first_draw),
+            encoder.i.p.first.eq(d1_first_draw),
         ]
+        d2_spike = Signal()
+        m.d.comb += d2_spike.eq(encoder.o.valid & (encoder.o.p.value != 0))
 
-        s2_valid, s2_group0, s2_first, s2_last = Signal(), Signal(), Signal(), Signal()
-        s2_j, s2_g = Signal(range(M)), Signal(range(G))
-        s2_w = Signal(data.ArrayLayout(signed(W_BITS), P))
-        s2_pixel, s2_spike = Signal(self.pixel_bits), Signal()
+        # --- INPUT pipeline: stage 0 reads list entry k, stage 1 reads the weights of input j
+        # for group g, stage 2 accumulates, stage 3 forms the currents of a finished group. An
+        # empty list still takes one (zero) entry per group, so every group gets its current.
+        in_issue = Signal()
+        s1_valid, s1_first, s1_last, s1_empty = Signal(), Signal(), Signal(), Signal()
+        s1_g, s1_base = Signal(range(G)), Signal(range(G * M))
         m.d.sync += [
-            s2_valid.eq(s1_valid), s2_group0.eq(s1_group0), s2_first.eq(s1_first),
-            s2_last.eq(s1_last), s2_j.eq(s1_j), s2_g.eq(s1_g), s2_w.eq(w_rd.data),
-            s2_pixel.eq(pix_rd.data), s2_spike.eq(spk_rd.data),
+            s1_valid.eq(in_issue), s1_first.eq(k == 0), s1_g.eq(g), s1_base.eq(g_base),
+            s1_last.eq((k == count - 1) | (count == 0)), s1_empty.eq(count == 0),
         ]
+        m.d.comb += [lst_rd.addr.eq(k), w_rd.addr.eq(s1_base + lst_rd.data.j)]
+
+        s2_valid, s2_first, s2_last = Signal(), Signal(), Signal()
+        s2_g = Signal(range(G))
         x = Signal(self.x_bits)
-        m.d.comb += x.eq(Mux(rate, Mux(s2_group0, encoder.o.p.value,
-                                       s2_spike << net.rate_bits), s2_pixel))
-        m.d.comb += [
-            spk_wr.addr.eq(s2_j),
-            spk_wr.data.eq(encoder.o.p.value != 0),
-            spk_wr.en.eq(s2_valid & rate & s2_group0),
+        m.d.sync += [
+            s2_valid.eq(s1_valid), s2_first.eq(s1_first), s2_last.eq(s1_last), s2_g.eq(s1_g),
+            x.eq(Mux(s1_empty, 0, lst_rd.data.x)),
         ]
         acc = [Signal(signed(self.acc_bits), name=f"acc{p}") for p in range(P)]
         with m.If(s2_valid):
             for p in range(P):
-                m.d.sync += acc[p].eq(Mux(s2_first, 0, acc[p]) + s2_w[p] * x)
+                m.d.sync += acc[p].eq(Mux(s2_first, 0, acc[p]) + w_rd.data[p] * x)
 
         s3_valid, s3_g = Signal(), Signal(range(G))
         m.d.sync += [s3_valid.eq(s2_valid & s2_last), s3_g.eq(s2_g)]
@@ -311,12 +341,12 @@ class LifCore(wiring.Component):
         m.d.sync += [r1_valid.eq(ro_issue), r1_first.eq(n == 0), r1_p.eq(rp)]
         m.d.comb += dec_rd.addr.eq(n)
         psc_lanes = Array(st_rd.data[p].psc for p in range(P))
-        scores = Array(Signal(signed(SCORE_BITS), name=f"score{k}") for k in range(C))
+        scores = Array(Signal(signed(SCORE_BITS), name=f"score{cls}") for cls in range(C))
         with m.If(r1_valid):
-            for k in range(C):
-                start = Const(int(net.dec_bias[k]), signed(SCORE_BITS))
-                m.d.sync += scores[k].eq(Mux(r1_first, start, scores[k])
-                                         + dec_rd.data[k] * psc_lanes[r1_p])
+            for cls in range(C):
+                start = Const(int(net.dec_bias[cls]), signed(SCORE_BITS))
+                m.d.sync += scores[cls].eq(Mux(r1_first, start, scores[cls])
+                                           + dec_rd.data[cls] * psc_lanes[r1_p])
 
         # Shared read addresses: the state and neuron ROMs serve several phases.
         with m.If(ro_issue):
@@ -336,8 +366,15 @@ class LifCore(wiring.Component):
             self.o.p.spike_count.eq(spike_count),
             self.o.p.cycles.eq(cycles),
         ]
-        for k in range(C):
-            m.d.comb += self.o.p.scores[k].eq(scores[k])
+        for cls in range(C):
+            m.d.comb += self.o.p.scores[cls].eq(scores[cls])
+
+        # Rate mode appends spikes to the input list; the last two land during DRAW_DRAIN. (The
+        # controller's own assignments to k below come later and so take precedence.)
+        with m.If(d2_spike):
+            m.d.comb += [lst_wr.addr.eq(k), lst_wr.data.j.eq(d2_j),
+                         lst_wr.data.x.eq(encoder.o.p.value), lst_wr.en.eq(1)]
+            m.d.sync += k.eq(k + 1)
 
         # --- controller -------------------------------------------------------------------
         with m.FSM(name="phase"):
@@ -348,8 +385,17 @@ class LifCore(wiring.Component):
                     pix_wr.data.eq(self.i.p.pixel),
                     pix_wr.en.eq(self.i.valid),
                 ]
+                # Constant-current mode lists the nonzero pixels as they arrive.
+                nonzero = self.i.p.pixel != 0
+                slot = Mux(j == 0, 0, k)
+                m.d.comb += [
+                    lst_wr.addr.eq(slot),
+                    lst_wr.data.j.eq(j),
+                    lst_wr.data.x.eq(self.i.p.pixel),
+                    lst_wr.en.eq(self.i.valid & nonzero),
+                ]
                 with m.If(self.i.valid):
-                    m.d.sync += j.eq(j + 1)
+                    m.d.sync += [j.eq(j + 1), k.eq(slot + nonzero)]
                     with m.If(j == 0):
                         m.d.sync += [
                             steps.eq(Mux(self.i.p.steps == 0, 1, self.i.p.steps)),
@@ -357,16 +403,35 @@ class LifCore(wiring.Component):
                             cycles.eq(1), counting.eq(1), spike_count.eq(0),
                         ]
                     with m.If(j == M - 1):
-                        m.d.sync += [j.eq(0), g.eq(0), t.eq(0), w_addr.eq(0)]
-                        m.next = "INPUT"
+                        m.d.sync += [j.eq(0), g.eq(0), g_base.eq(0), t.eq(0)]
+                        with m.If(rate):
+                            m.d.sync += k.eq(0)
+                            m.next = "DRAW"
+                        with m.Else():
+                            m.d.sync += [count.eq(slot + nonzero), k.eq(0)]
+                            m.next = "INPUT"
+
+            with m.State("DRAW"):
+                m.d.comb += draw_issue.eq(1)
+                m.d.sync += j.eq(j + 1)
+                with m.If(j == M - 1):
+                    m.d.sync += [j.eq(0), drain.eq(2)]
+                    m.next = "DRAW_DRAIN"
+
+            with m.State("DRAW_DRAIN"):
+                m.d.sync += drain.eq(drain - 1)
+                with m.If(drain == 1):
+                    # The last draw is being appended now: the list is complete.
+                    m.d.sync += [count.eq(k + d2_spike), k.eq(0)]
+                    m.next = "INPUT"
 
             with m.State("INPUT"):
                 m.d.comb += in_issue.eq(1)
-                m.d.sync += w_addr.eq(w_addr + 1), j.eq(j + 1)
-                with m.If(j == M - 1):
-                    m.d.sync += [j.eq(0), g.eq(g + 1)]
+                m.d.sync += k.eq(k + 1)
+                with m.If((k == count - 1) | (count == 0)):
+                    m.d.sync += [k.eq(0), g.eq(g + 1), g_base.eq(g_base + M)]
                     with m.If(g == G - 1):
-                        m.d.sync += [g.eq(0), w_addr.eq(0), drain.eq(3)]
+                        m.d.sync += [g.eq(0), g_base.eq(0), drain.eq(3)]
                         m.next = "INPUT_DRAIN"
 
             with m.State("INPUT_DRAIN"):
@@ -389,10 +454,11 @@ class LifCore(wiring.Component):
                             m.next = "STEP_DRAIN"
 
             with m.State("STEP_DRAIN"):
-                # Rate mode: the next step's INPUT starts once the last group is written back.
+                # Rate mode: the next step's draws start once the last group is written back.
                 m.d.sync += drain.eq(drain - 1)
                 with m.If(drain == 1):
-                    m.next = "INPUT"
+                    m.d.sync += [j.eq(0), k.eq(0)]
+                    m.next = "DRAW"
 
             with m.State("LIF_DRAIN"):
                 m.d.sync += drain.eq(drain - 1)

@@ -20,6 +20,7 @@ from golden import model
 from golden.constants import MODE_CURRENT, MODE_NAMES, MODE_RATE
 from golden.data import load_split
 from golden.image import load
+from hw.core import LifCore
 from sim import verilator
 
 pytestmark = pytest.mark.slow
@@ -44,6 +45,7 @@ class Outcome(NamedTuple):
     golden: model.Result
     steps: int
     mode: int
+    images: np.ndarray
 
 
 @pytest.fixture(scope="session")
@@ -94,7 +96,7 @@ def run_groups(sim_model: verilator.SimModel, net: model.Network, groups: dict[s
         start = part.stop
         sim = verilator.SimResult(*(field[part] for field in result[:5]), result.wall_s)
         outcomes[name] = Outcome(sim, model.run(g.images, net, g.steps, g.mode), g.steps,
-                                 g.mode)
+                                 g.mode, g.images)
     return outcomes
 
 
@@ -165,22 +167,23 @@ def test_stream_stress_does_not_change_results(stressed, outcomes, group):
     assert np.array_equal(sim.cycles - sim.latency, calm.cycles[:n] - calm.latency[:n])
 
 
-def test_cycles_per_image(outcomes):
-    """Cycles are reported, depend only on steps in current mode, and match the testbench."""
+def test_cycles_per_image(outcomes, network):
+    """Cycles are reported, follow LifCore.expected_cycles, and match the testbench."""
+    net, manifest = network
+    core = LifCore(net, pixel_max=manifest["pixel_max"], lanes=LANES)
     for name, outcome in outcomes.items():
         cycles = outcome.sim.cycles
         print(f"{name:>18}: {MODE_NAMES[outcome.mode]:>7} mode, {outcome.steps:>5} steps, "
               f"cycles per image {sorted(set(cycles.tolist()))}")
         assert (cycles > 0).all(), name
-        if outcome.mode == MODE_CURRENT:
-            assert len(set(cycles.tolist())) == 1, f"{name}: cycles vary in current mode"
+        expected = [core.expected_cycles(px, outcome.steps, outcome.mode)
+                    for px in outcome.images]
+        if "stress" not in name:  # stress adds idle cycles between pixels
+            assert cycles.tolist() == expected, name
         # The core counts from its first pixel transfer, that cycle included; the testbench
         # measures edges from that transfer to o.valid. Same clock, so a fixed offset.
         offset = set((cycles - outcome.sim.latency).tolist())
         assert offset <= {0, 1} and len(offset) == 1, f"{name}: cycles - latency = {offset}"
-    current = outcomes["digits-current"].sim.cycles[0]
-    longer = outcomes["steps-100-current"].sim.cycles[0]
-    assert longer > current
 
 
 def test_second_build_is_cached(sim_model, network):
