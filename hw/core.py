@@ -4,52 +4,50 @@ Architecture
 ------------
 ::
 
-              i (pixel, steps, mode)                                      o (label, scores,
-                     |                                                       spike_count, cycles)
-                     v                                                             ^
-    +----------+  +--------+    +-------------+    +----------+    +---------+    |
-    | pix_mem  |->| encoder|--> |  P x MAC    |--> | P x      |--> | cur_mem |    |
-    | (M px)   |  | (rate) | x  |  acc += W.x |    | Current  |    | (G x P) |    |
-    +----------+  +--------+    +-------------+    | Lane     |    +---------+    |
-         |          |  ^              ^            +----------+         |         |
-         |          v  |              |                                 v         |
-         |        spk_mem          w_mem (G*M words of P weights)  +---------+    |
-         +-----(const mode)---------> x                            | P x     |    |
-                                                                   | Neuron  |<-> st_mem (v, ref,
-                                                                   | Lane    |    psc; G x P)
-                                                                   +---------+    |
-                                                                        |         |
-                                                 dec_mem (N x C) -> C x MAC -> argmax
+    i (pixel, steps, mode)                                 o (label, scores, spike_count, cycles)
+        |                                                                          ^
+        v                                                                          |
+    pix_mem --(rate: DRAW)--> RateEncoder --+                                      |
+        |                                    v                                     |
+        +----(constant current: LOAD)---> lst_mem: (j, x) of every x != 0          |
+                                             |                                     |
+                  w_mem[g*M + j] --> P x MAC (acc += W.x) --> P x CurrentLane --> cur_mem
+                                                                                   |
+                              st_mem (v, ref, psc) <--> P x NeuronLane <-----------+
+                                     |
+             dec_mem --> C x MAC (score += dec * psc) --> argmax --------------------> o
 
-``G = N / P`` groups of ``P`` neurons; every memory word holds one group's ``P`` values, so each
-lane owns neurons ``g * P + p``. One image runs these phases, each fully pipelined:
+``G = N / P`` groups of ``P`` neurons; every memory word holds one group's ``P`` values, so lane
+``p`` owns neurons ``g * P + p``. One image runs these phases, each fully pipelined:
 
 ``LOAD``      ``M`` cycles: pixels into ``pix_mem``; ``steps`` and ``mode`` from the first one.
-``INPUT``     ``G * M`` cycles: for each group, for each input ``j``, every lane accumulates
-              ``W_in[n, j] * x_t[j]``; at the end of a group the ``CurrentLane``\\ s form
-              ``I = sat((acc + bias) << shift)`` into ``cur_mem``. In rate mode ``x_t[j]`` comes
-              from the ``RateEncoder`` while group 0 runs (draw ``t * M + j``, as golden) and is
-              kept in ``spk_mem`` for the other groups.
-``LIF``       ``G`` cycles per step: ``NeuronLane``\\ s update ``v``, ``ref``, ``psc`` of a group
-              per cycle and count spikes. Constant-current mode runs ``INPUT`` once and then
-              ``LIF`` for every step; rate mode runs ``INPUT`` then ``LIF`` at every step.
-``READOUT``   ``N`` cycles: ``C`` class accumulators add ``dec[c, n] * psc[n]`` for one neuron
-              per cycle, starting from ``dec_bias``.
+              In constant-current mode the nonzero pixels are also listed in ``lst_mem``.
+``DRAW``      rate mode, every step, ``M`` cycles (+2 drain): every pixel takes its LFSR draw
+              (draw ``t * M + j``, the golden order) in the ``RateEncoder``; pixels that spike
+              are listed with ``x = 2**rate_bits``.
+``INPUT``     ``G * max(K, 1)`` cycles (+3 drain) for a list of ``K`` entries: for each group,
+              each lane accumulates ``W_in[n, j] * x`` over the list; at the end of a group
+              the ``CurrentLane`` lanes write ``I = sat((acc + bias) << shift)`` to ``cur_mem``.
+              A zero input adds nothing, so skipping it is exact.
+``LIF``       ``G`` cycles per step (+2 drain): the ``NeuronLane`` lanes update ``v``, ``ref``,
+              ``psc`` of a group per cycle and count spikes. Constant-current mode runs
+              ``INPUT`` once, then ``LIF`` for every step; rate mode runs ``DRAW``, ``INPUT``,
+              ``LIF`` at every step.
+``READOUT``   ``N`` cycles (+2 drain): ``C`` class accumulators add ``dec[c, n] * psc[n]``,
+              one neuron per cycle, starting from ``dec_bias``.
 ``ARGMAX``    ``C - 1`` cycles: a scan upward that replaces the best only on a strictly greater
               score, so ties go to the lowest class (the golden rule).
 ``OUTPUT``    until ``o`` is taken.
 
-Each phase change waits for the pipeline to drain (2 or 3 cycles). Cycles per image, for
-``T`` steps, ``G = N / P``::
+Cycles per image (:meth:`LifCore.expected_cycles`; both test tiers check it)::
 
-    constant current:  M + G*M + 3 + T*G + 2 + N + 2 + (C - 1)
-    rate encoder:      M + T*(G*M + 3 + G + 2) + N + 2 + (C - 1)
+    constant current:  M + G*max(K, 1) + 3 + T*G + 2 + N + 2 + (C - 1)
+    rate encoder:      M + sum_t (M + 2 + G*max(K_t, 1) + 3 + G + 2) + N + 2 + (C - 1)
 
-(the last step of rate mode has no step drain but the LIF drain instead). For the digits
-network (N = 256, M = 64, C = 10) with P = 16 and T = 32 that is 1,872 cycles.
-
-The lower bound of this architecture (one MAC per lane per cycle, no pixel skipping) is
-``G*M + T*G + N*C/P`` plus the load; docs/ARCHITECTURE.md compares the two.
+with ``K`` the nonzero pixels and ``K_t`` the pixels spiking at step ``t``. For the digits
+(N = 256, M = 64, C = 10, about 33 nonzero pixels) with P = 16 and T = 32: 1,371 cycles per
+image on average over the test split, 1,873 at most (every pixel nonzero). docs/ARCHITECTURE.md
+gives the lower bound.
 
 Timing of the stream ports: ``i.ready`` is high only in ``LOAD``; ``o.valid`` rises when the
 result is ready and stays high, with a stable payload, until ``o.ready``. The core takes a new
@@ -135,9 +133,9 @@ class LifCore(wiring.Component):
             # A group's state is read again G cycles after it is written back; the write-back
             # needs one cycle, so G >= 2 keeps every read after its write.
             raise ValueError(f"lanes ({lanes}) must be at most half the neuron count")
-        if inputs < 3:
-            # Same reason for the rate-mode spike buffer, written 2 cycles after it is read.
-            raise ValueError(f"the core needs at least 3 inputs, the image has {inputs}")
+        if inputs < 2:
+            # The mode is latched from the first pixel and acted on at the last one.
+            raise ValueError(f"the core needs at least 2 inputs, the image has {inputs}")
         self.net = net
         self.lanes = lanes
         self.groups = neurons // lanes
