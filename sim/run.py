@@ -11,10 +11,13 @@ every score equal golden's; the command fails (exit 1) unless every image of eve
 and prints the first image that does not.
 
 ``--wave`` also runs the first two images (in current mode, unless ``--modes`` leaves it out)
-on a second model built with waveform tracing and writes ``build/sim/wave-<mode>.fst``, or
-``.vcd`` when the C++ compiler lacks ``lz4.h``, which Verilator's FST writer needs (Debian's
-``liblz4-dev``; lifpga does not require it). A current-mode image makes about 20 MB of VCD, a
-rate-mode image some 0.5 GB. For the waveform alone: ``--wave --limit 2 --modes current``.
+on a second model built with FST tracing and writes ``build/sim/wave-<mode>.fst`` (every signal
+of the harness and the core; GTKWave and Surfer open it). Verilator's FST writer needs LZ4:
+the system's if it has one, otherwise the first ``--wave`` builds it into ``build/sim/lz4/``
+from the C sources in the PyPI sdist of python-lz4 (:func:`sim.verilator.fst_build_args`). If
+that fails (no network, say), it says why and writes ``build/sim/wave-<mode>.vcd`` instead: a
+current-mode image makes about 20 MB of VCD, a rate-mode image some 0.5 GB. For the waveform
+alone: ``--wave --limit 2 --modes current``.
 """
 
 from __future__ import annotations
@@ -133,7 +136,13 @@ def _build(net: model.Network, manifest: dict, lanes: int,
 def _dump_wave(net: model.Network, manifest: dict, lanes: int, x: np.ndarray, steps: int,
                mode_name: str, out: Path) -> str | None:
     """The ``--wave`` run: a few images on a model with tracing. Returns an error or None."""
-    fmt = "fst" if verilator.fst_supported() else "vcd"
+    try:
+        verilator.fst_build_args(announce=print)
+        fmt = "fst"
+    except verilator.FstUnavailableError as e:
+        print(f"warning: writing a VCD waveform instead of FST, because Verilator's FST writer "
+              f"cannot be built here: {e}", file=sys.stderr)
+        fmt = "vcd"
     sim_model = _build(net, manifest, lanes, waves=fmt)
     if isinstance(sim_model, str):
         return sim_model
@@ -145,9 +154,8 @@ def _dump_wave(net: model.Network, manifest: dict, lanes: int, x: np.ndarray, st
         return f"waveform run: {e}"
     if not _agreement(sim, model.run(x, net, steps, mode)).all():
         return "waveform run: the traced model differs from golden"
-    note = "" if fmt == "fst" else " (VCD: Verilator's FST writer needs lz4.h, liblz4-dev)"
-    print(f"waveform of {len(x)} image(s), {mode_name} mode, {steps} steps: {wave_file} "
-          f"({wave_file.stat().st_size / 1e6:.0f} MB){note}")
+    print(f"{fmt.upper()} waveform of {len(x)} image(s), {mode_name} mode, {steps} steps: "
+          f"{wave_file} ({wave_file.stat().st_size / 1e6:.1f} MB)")
     return None
 
 

@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """hw.core exported to Verilog, on Verilator under cocotb, bit-exact against golden.model.run.
 
 The model is built once per session for the shipped image (``firmware/digits``, 16 lanes) and
