@@ -15,7 +15,7 @@ Architecture
                                                                                    |
                               st_mem (v, ref, psc) <--> P x NeuronLane <-----------+
                                      |
-             dec_mem --> C x MAC (score += dec * psc) --> argmax --------------------> o
+                           Readout: dec_mem, C x MAC (score += dec * psc), argmax ---------> o
 
 ``G = N / P`` groups of ``P`` neurons; every memory word holds one group's ``P`` values, so lane
 ``p`` owns neurons ``g * P + p``. One image runs these phases, each fully pipelined:
@@ -33,11 +33,11 @@ Architecture
               ``psc`` of a group per cycle and count spikes. Constant-current mode runs
               ``INPUT`` once, then ``LIF`` for every step; rate mode runs ``DRAW``, ``INPUT``,
               ``LIF`` at every step.
-``READOUT``   ``N`` cycles (+2 drain): ``C`` class accumulators add ``dec[c, n] * psc[n]``,
-              one neuron per cycle, starting from ``dec_bias``.
-``ARGMAX``    ``C - 1`` cycles: a scan upward that replaces the best only on a strictly greater
-              score, so ties go to the lowest class (the golden rule).
-``OUTPUT``    until ``o`` is taken.
+``READOUT``   ``N`` cycles: the PSC values stream, one neuron per cycle, into the ``Readout``
+              (``hw/readout.py``): ``C`` class accumulators add ``dec[c, n] * psc[n]`` from
+              ``dec_bias``; ``C + 1`` cycles after the last value (one to settle, ``C - 1`` for
+              an upward argmax scan with golden's tie rule) the result is offered on ``o``.
+``RESULT``    until ``o`` is taken.
 
 Cycles per image (:meth:`LifCore.expected_cycles`; both test tiers check it)::
 
@@ -56,14 +56,13 @@ image only after its result has been taken.
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden.constants import (
     B_BITS,
     COUNT_BITS,
-    D_BITS,
     I_BITS,
     MODE_RATE,
     PSC_BITS,
@@ -79,6 +78,7 @@ from golden.model import Network
 
 from .neuron import CurrentLane, NeuronLane
 from .rate_encoder import RateEncoder
+from .readout import Readout
 
 __all__ = ["LifCore"]
 
@@ -180,7 +180,7 @@ class LifCore(wiring.Component):
     def elaborate(self, platform) -> Module:
         m = Module()
         net, P, G = self.net, self.lanes, self.groups
-        N, M, C = net.neurons, net.inputs, net.classes
+        N, M = net.neurons, net.inputs
 
         # --- memories ---------------------------------------------------------------------
         m.submodules.w_mem = w_mem = memory.Memory(
@@ -192,9 +192,6 @@ class LifCore(wiring.Component):
             init=[[{"bias": int(net.bias[n]), "shift": int(net.w_shift[n]),
                     "v_th": int(net.v_th[n])} for n in range(g * P, (g + 1) * P)]
                   for g in range(G)])
-        m.submodules.dec_mem = dec_mem = memory.Memory(
-            shape=data.ArrayLayout(signed(D_BITS), C), depth=N,
-            init=[[int(net.dec[c, n]) for c in range(C)] for n in range(N)])
         m.submodules.cur_mem = cur_mem = memory.Memory(
             shape=data.ArrayLayout(signed(I_BITS), P), depth=G, init=[])
         m.submodules.st_mem = st_mem = memory.Memory(
@@ -209,12 +206,12 @@ class LifCore(wiring.Component):
 
         w_rd = w_mem.read_port()
         nrn_rd = nrn_mem.read_port()
-        dec_rd = dec_mem.read_port()
         cur_rd, cur_wr = cur_mem.read_port(), cur_mem.write_port()
         st_rd, st_wr = st_mem.read_port(), st_mem.write_port()
         pix_rd, pix_wr = pix_mem.read_port(), pix_mem.write_port()
         lst_rd, lst_wr = lst_mem.read_port(), lst_mem.write_port()
 
+        m.submodules.readout = readout = Readout(net.dec, net.dec_bias)
         m.submodules.encoder = encoder = RateEncoder(
             pixel_bits=self.pixel_bits, rate_bits=net.rate_bits)
         m.d.comb += [encoder.seed.eq(net.lfsr_seed), encoder.o.ready.eq(1)]
@@ -232,12 +229,12 @@ class LifCore(wiring.Component):
         cycles = Signal(COUNT_BITS)
         spike_count = Signal(COUNT_BITS)
         counting = Signal()
-        with m.If(counting):
+        # The count freezes when the result appears, so the payload stays stable until taken.
+        with m.If(counting & ~readout.o.valid):
             m.d.sync += cycles.eq(cycles + 1)
 
         # Loop counters: pixel j, list entry k (list length `count`), group g with `g_base`
-        # = g * M kept without a multiplier, step t, readout neuron n (group rg, lane rp),
-        # class c.
+        # = g * M kept without a multiplier, step t, readout neuron n (group rg, lane rp).
         j = Signal(range(M))
         k = Signal(range(M + 1))
         count = Signal(range(M + 1))
@@ -247,7 +244,6 @@ class LifCore(wiring.Component):
         n = Signal(range(N))
         rg = Signal(range(G))
         rp = Signal(range(P))
-        c = Signal(range(C))
         drain = Signal(2)
         last_step = Signal()
         m.d.comb += last_step.eq(t == steps - 1)
@@ -333,18 +329,13 @@ class LifCore(wiring.Component):
         with m.If(l1_valid):
             m.d.sync += spike_count.eq(spike_count + spikes)
 
-        # --- READOUT pipeline: stage 0 issues neuron n, stage 1 accumulates C scores.
+        # --- READOUT pipeline: stage 0 reads neuron n's group, stage 1 sends its PSC to the
+        # readout (always ready here: its previous result was taken before this image began).
         ro_issue = Signal()
-        r1_valid, r1_first, r1_p = Signal(), Signal(), Signal(range(P))
-        m.d.sync += [r1_valid.eq(ro_issue), r1_first.eq(n == 0), r1_p.eq(rp)]
-        m.d.comb += dec_rd.addr.eq(n)
+        r1_valid, r1_p = Signal(), Signal(range(P))
+        m.d.sync += [r1_valid.eq(ro_issue), r1_p.eq(rp)]
         psc_lanes = Array(st_rd.data[p].psc for p in range(P))
-        scores = Array(Signal(signed(SCORE_BITS), name=f"score{cls}") for cls in range(C))
-        with m.If(r1_valid):
-            for cls in range(C):
-                start = Const(int(net.dec_bias[cls]), signed(SCORE_BITS))
-                m.d.sync += scores[cls].eq(Mux(r1_first, start, scores[cls])
-                                           + dec_rd.data[cls] * psc_lanes[r1_p])
+        m.d.comb += [readout.i.valid.eq(r1_valid), readout.i.payload.eq(psc_lanes[r1_p])]
 
         # Shared read addresses: the state and neuron ROMs serve several phases.
         with m.If(ro_issue):
@@ -356,16 +347,15 @@ class LifCore(wiring.Component):
         with m.Else():
             m.d.comb += nrn_rd.addr.eq(g)
 
-        # --- ARGMAX and the result ---------------------------------------------------------
-        best = Signal(range(C))
-        best_score = Signal(signed(SCORE_BITS))
+        # --- the result ---------------------------------------------------------------------
         m.d.comb += [
-            self.o.p.label.eq(best),
+            self.o.p.label.eq(readout.o.p.label),
+            self.o.p.scores.eq(readout.o.p.scores),
             self.o.p.spike_count.eq(spike_count),
             self.o.p.cycles.eq(cycles),
+            self.o.valid.eq(readout.o.valid),
+            readout.o.ready.eq(self.o.ready),
         ]
-        for cls in range(C):
-            m.d.comb += self.o.p.scores[cls].eq(scores[cls])
 
         # Rate mode appends spikes to the input list; the last two land during DRAW_DRAIN. (The
         # controller's own assignments to k below come later and so take precedence.)
@@ -469,28 +459,12 @@ class LifCore(wiring.Component):
                 with m.If(rp == P - 1):
                     m.d.sync += [rp.eq(0), rg.eq(rg + 1)]
                 with m.If(n == N - 1):
-                    m.d.sync += drain.eq(2)
-                    m.next = "READOUT_DRAIN"
+                    m.next = "RESULT"
 
-            with m.State("READOUT_DRAIN"):
-                m.d.sync += drain.eq(drain - 1)
-                with m.If(drain == 1):
-                    m.d.sync += [c.eq(1), best.eq(0), best_score.eq(scores[0])]
-                    m.next = "ARGMAX"
-
-            with m.State("ARGMAX"):
-                # Strictly greater replaces the best: ties keep the lowest class index.
-                with m.If(scores[c] > best_score):
-                    m.d.sync += [best.eq(c), best_score.eq(scores[c])]
-                m.d.sync += c.eq(c + 1)
-                with m.If(c == C - 1):
-                    m.d.sync += counting.eq(0)
-                    m.next = "OUTPUT"
-
-            with m.State("OUTPUT"):
-                m.d.comb += self.o.valid.eq(1)
-                with m.If(self.o.ready):
-                    m.d.sync += j.eq(0)
+            with m.State("RESULT"):
+                # The readout adds the last PSC, scans for the winner and offers the result.
+                with m.If(self.o.valid & self.o.ready):
+                    m.d.sync += [j.eq(0), counting.eq(0)]
                     m.next = "LOAD"
 
         return m
