@@ -1,0 +1,294 @@
+"""The lifpga serial protocol: constants, CRC, frame layout, payloads, and a reference device.
+
+Everything both the gateware (the UART frame engine) and the host driver need is defined here
+once; the host imports it (``firmware/``), the gateware uses it, and ``docs/PROTOCOL.md``
+describes the same bytes for someone writing a client from scratch.
+
+Frame (both directions), all multi-byte fields little-endian::
+
+    offset  size  field
+    0       2     SYNC = A5 5A
+    2       1     CMD   request: command code; response: command code | 0x80
+    3       1     SEQ   chosen by the host, echoed in the response
+    4       2     LEN   payload length in bytes
+    6       LEN   PAYLOAD (a response's payload starts with a STATUS byte)
+    6+LEN   2     CRC   CRC-16/CCITT-FALSE of bytes 2 .. 6+LEN-1 (CMD through PAYLOAD)
+
+CRC-16/CCITT-FALSE: polynomial 0x1021, initial value 0xFFFF, no reflection, no final XOR
+(check value: ``crc16(b"123456789") == 0x29B1``).
+
+:class:`ReferenceDevice` is the executable specification of the device side: bytes in,
+response bytes out, answers from :mod:`golden.model`. The gateware frame engine must answer
+every byte sequence exactly as it does; host-driver tests run against it over a socket.
+"""
+
+from __future__ import annotations
+
+import struct
+from enum import IntEnum
+from typing import NamedTuple
+
+import numpy as np
+
+from golden import model
+from golden.constants import MODE_CURRENT, MODE_RATE, STEPS_BITS
+
+PROTOCOL_VERSION = 1
+
+SYNC = b"\xa5\x5a"
+#: Bytes before the payload: SYNC, CMD, SEQ, LEN.
+HEADER_BYTES = 6
+CRC_BYTES = 2
+#: Set in a response's CMD byte.
+RESPONSE_FLAG = 0x80
+#: Longest payload a device accepts; a larger LEN is refused at once (``BAD_LENGTH``).
+MAX_PAYLOAD = 1024
+#: A frame that stalls for this many byte times mid-way is abandoned (``TIMEOUT``).
+IDLE_TIMEOUT_BYTES = 64
+
+#: ``mode`` byte of CLASSIFY that selects the network image's default encoder mode.
+MODE_DEFAULT = 0xFF
+
+
+class Command(IntEnum):
+    """Request codes."""
+
+    INFO = 0x01
+    CLASSIFY = 0x02
+
+
+class Status(IntEnum):
+    """First payload byte of every response."""
+
+    OK = 0x00
+    BAD_CRC = 0x01          # the frame's CRC does not match its bytes
+    UNKNOWN_COMMAND = 0x02  # CMD is not a known request code
+    BAD_LENGTH = 0x03       # LEN is wrong for the command, or above MAX_PAYLOAD
+    PIXEL_RANGE = 0x04      # a pixel is above the image's pixel_max
+    BAD_PARAMETER = 0x05    # an unknown encoder mode
+    TIMEOUT = 0x06          # the frame stopped arriving mid-way
+
+
+def crc16(data: bytes, crc: int = 0xFFFF) -> int:
+    """CRC-16/CCITT-FALSE of ``data`` (bitwise, MSB first, as the gateware computes it)."""
+    for byte in data:
+        crc ^= byte << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else crc << 1
+            crc &= 0xFFFF
+    return crc
+
+
+def encode_frame(cmd: int, seq: int, payload: bytes = b"") -> bytes:
+    """One complete frame."""
+    if len(payload) > 0xFFFF:
+        raise ValueError(f"payload of {len(payload)} bytes does not fit LEN")
+    body = struct.pack("<BBH", cmd, seq & 0xFF, len(payload)) + payload
+    return SYNC + body + struct.pack("<H", crc16(body))
+
+
+class Frame(NamedTuple):
+    cmd: int
+    seq: int
+    payload: bytes
+
+
+class FrameError(ValueError):
+    """A frame whose bytes are inconsistent: ``status`` says how."""
+
+    def __init__(self, status: Status, cmd: int, seq: int, message: str):
+        super().__init__(message)
+        self.status, self.cmd, self.seq = status, cmd, seq
+
+
+class FrameParser:
+    """Incremental frame parser with resynchronisation (host side and reference device).
+
+    Feed bytes with :meth:`feed`; it returns the complete frames (and :class:`FrameError` for
+    frames with a bad CRC or an oversized LEN) found so far. Bytes before a SYNC are dropped;
+    after a bad frame the parser hunts for the next SYNC from the byte after the bad SYNC, so a
+    corrupt or cut-off frame never swallows the valid frame behind it.
+    """
+
+    def __init__(self, max_payload: int = MAX_PAYLOAD):
+        self.max_payload = max_payload
+        self.buffer = bytearray()
+        self.dropped = 0
+
+    def pending(self) -> bool:
+        """True while part of a frame is buffered (for idle timeouts)."""
+        return bool(self.buffer)
+
+    def reset(self) -> bytes:
+        """Abandon the buffered partial frame; returns its bytes."""
+        stale, self.buffer = bytes(self.buffer), bytearray()
+        return stale
+
+    def feed(self, data: bytes) -> list[Frame | FrameError]:
+        self.buffer += data
+        out: list[Frame | FrameError] = []
+        while True:
+            start = self.buffer.find(SYNC)
+            if start < 0:
+                # Keep a trailing first SYNC byte: the second may be on its way.
+                keep = 1 if self.buffer[-1:] == SYNC[:1] else 0
+                self.dropped += len(self.buffer) - keep
+                del self.buffer[:len(self.buffer) - keep]
+                return out
+            self.dropped += start
+            del self.buffer[:start]
+            if len(self.buffer) < HEADER_BYTES:
+                return out
+            cmd, seq, length = struct.unpack_from("<BBH", self.buffer, 2)
+            if length > self.max_payload:
+                out.append(FrameError(Status.BAD_LENGTH, cmd, seq,
+                                      f"LEN {length} is above the maximum {self.max_payload}"))
+                del self.buffer[:len(SYNC)]
+                continue
+            total = HEADER_BYTES + length + CRC_BYTES
+            if len(self.buffer) < total:
+                return out
+            body = bytes(self.buffer[2:HEADER_BYTES + length])
+            (crc,) = struct.unpack_from("<H", self.buffer, HEADER_BYTES + length)
+            if crc != crc16(body):
+                out.append(FrameError(Status.BAD_CRC, cmd, seq,
+                                      f"CRC {crc:04x} does not match {crc16(body):04x}"))
+                del self.buffer[:len(SYNC)]
+                continue
+            out.append(Frame(cmd, seq, body[4:]))
+            del self.buffer[:total]
+
+
+# --- payloads ----------------------------------------------------------------------------------
+
+#: INFO response after STATUS: version, hash (32 bytes), inputs, neurons, classes, lanes,
+#: default steps, pixel_max, default mode, clock in Hz, baud rate.
+INFO_FORMAT = "<B32sHHBBHBBII"
+#: CLASSIFY request before the pixels: steps (0 = image default), mode (0, 1 or MODE_DEFAULT).
+CLASSIFY_HEADER_FORMAT = "<HB"
+#: CLASSIFY response after STATUS: label, spike count, cycles; then one int32 score per class.
+CLASSIFY_RESULT_FORMAT = "<BII"
+
+
+class Info(NamedTuple):
+    version: int
+    image_hash: bytes
+    inputs: int
+    neurons: int
+    classes: int
+    lanes: int
+    default_steps: int
+    pixel_max: int
+    default_mode: int
+    clock_hz: int
+    baud: int
+
+
+class Classification(NamedTuple):
+    label: int
+    spike_count: int
+    cycles: int
+    scores: tuple[int, ...]
+
+
+def pack_info(info: Info) -> bytes:
+    return bytes([Status.OK]) + struct.pack(INFO_FORMAT, *info)
+
+
+def unpack_info(payload: bytes) -> Info:
+    return Info(*struct.unpack(INFO_FORMAT, payload[1:]))
+
+
+def pack_classify(pixels, steps: int = 0, mode: int = MODE_DEFAULT) -> bytes:
+    pixels = np.asarray(pixels)
+    if pixels.ndim != 1 or pixels.dtype.kind not in "iu" or pixels.min(initial=0) < 0 \
+            or pixels.max(initial=0) > 255:
+        raise ValueError("pixels must be a flat array of integers in 0 .. 255")
+    return struct.pack(CLASSIFY_HEADER_FORMAT, steps, mode) + pixels.astype(np.uint8).tobytes()
+
+
+def pack_classification(result: Classification) -> bytes:
+    scores = np.asarray(result.scores, dtype="<i4").tobytes()
+    return (bytes([Status.OK])
+            + struct.pack(CLASSIFY_RESULT_FORMAT, result.label, result.spike_count, result.cycles)
+            + scores)
+
+
+def unpack_classification(payload: bytes, classes: int) -> Classification:
+    head = 1 + struct.calcsize(CLASSIFY_RESULT_FORMAT)
+    if len(payload) != head + 4 * classes:
+        raise ValueError(f"CLASSIFY response of {len(payload)} bytes, expected "
+                         f"{head + 4 * classes} for {classes} classes")
+    label, spikes, cycles = struct.unpack_from(CLASSIFY_RESULT_FORMAT, payload, 1)
+    scores = tuple(int(s) for s in np.frombuffer(payload[head:], dtype="<i4"))
+    return Classification(label, spikes, cycles, scores)
+
+
+# --- the device, as a reference model ----------------------------------------------------------
+
+
+class ReferenceDevice:
+    """The device side of the protocol in software: what the board answers, byte for byte.
+
+    Parameters
+    ----------
+    net, manifest : a loaded network image (``golden.image.load``).
+    lanes, clock_hz, baud : reported by INFO (``lanes`` also sets ``cycles`` through
+        ``cycles_model``, a callable ``(pixels, steps, mode) -> int``; without one, 0).
+    """
+
+    def __init__(self, net: model.Network, manifest: dict, *, lanes: int = 16,
+                 clock_hz: int = 0, baud: int = 0, cycles_model=None):
+        self.net, self.manifest = net, manifest
+        self.parser = FrameParser()
+        mode = MODE_RATE if manifest["encoder_mode"] == "rate" else MODE_CURRENT
+        self.info = Info(PROTOCOL_VERSION, bytes.fromhex(manifest["hash"].split(":")[1]),
+                         net.inputs, net.neurons, net.classes, lanes, manifest["timesteps"],
+                         manifest["pixel_max"], mode, clock_hz, baud)
+        self.cycles_model = cycles_model
+
+    def idle_timeout(self) -> bytes:
+        """The link went idle mid-frame: abandon it and answer TIMEOUT (nothing if idle)."""
+        stale = self.parser.reset()
+        if len(stale) < 4:
+            return b"" if not stale else self._error(0, 0, Status.TIMEOUT)
+        return self._error(stale[2], stale[3], Status.TIMEOUT)
+
+    def receive(self, data: bytes) -> bytes:
+        """Bytes from the host; returns the response bytes they complete."""
+        out = b""
+        for item in self.parser.feed(data):
+            if isinstance(item, FrameError):
+                out += self._error(item.cmd, item.seq, item.status)
+            else:
+                out += self._answer(item)
+        return out
+
+    def _error(self, cmd: int, seq: int, status: Status) -> bytes:
+        return encode_frame((cmd | RESPONSE_FLAG) & 0xFF, seq, bytes([status]))
+
+    def _answer(self, frame: Frame) -> bytes:
+        reply = (frame.cmd | RESPONSE_FLAG) & 0xFF
+        if frame.cmd == Command.INFO:
+            if frame.payload:
+                return self._error(frame.cmd, frame.seq, Status.BAD_LENGTH)
+            return encode_frame(reply, frame.seq, pack_info(self.info))
+        if frame.cmd == Command.CLASSIFY:
+            head = struct.calcsize(CLASSIFY_HEADER_FORMAT)
+            if len(frame.payload) != head + self.net.inputs:
+                return self._error(frame.cmd, frame.seq, Status.BAD_LENGTH)
+            steps, mode = struct.unpack_from(CLASSIFY_HEADER_FORMAT, frame.payload)
+            pixels = np.frombuffer(frame.payload[head:], dtype=np.uint8).astype(np.int64)
+            if mode == MODE_DEFAULT:
+                mode = self.info.default_mode
+            if mode not in (MODE_CURRENT, MODE_RATE) or steps >= 1 << STEPS_BITS:
+                return self._error(frame.cmd, frame.seq, Status.BAD_PARAMETER)
+            if pixels.max() > self.info.pixel_max:
+                return self._error(frame.cmd, frame.seq, Status.PIXEL_RANGE)
+            steps = steps or self.info.default_steps
+            result = model.run(pixels[None, :], self.net, steps, mode)
+            cycles = self.cycles_model(pixels, steps, mode) if self.cycles_model else 0
+            answer = Classification(int(result.classes[-1, 0]), int(result.spike_count[0]),
+                                    cycles, tuple(int(s) for s in result.scores[-1, 0]))
+            return encode_frame(reply, frame.seq, pack_classification(answer))
+        return self._error(frame.cmd, frame.seq, Status.UNKNOWN_COMMAND)

@@ -1,0 +1,88 @@
+"""hw/protocol.py: CRC, framing, resynchronisation and the reference device's answers."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from golden import image, model
+from golden.data import load_split
+from hw import protocol as p
+
+SHIPPED = Path(__file__).resolve().parent.parent / "firmware" / "digits"
+
+
+@pytest.fixture(scope="module")
+def device():
+    net, manifest = image.load(SHIPPED)
+    return p.ReferenceDevice(net, manifest)
+
+
+def responses(device, data: bytes):
+    return p.FrameParser().feed(device.receive(data))
+
+
+def test_crc_check_value():
+    assert p.crc16(b"123456789") == 0x29B1  # CRC-16/CCITT-FALSE check value
+
+
+def test_frame_round_trip_in_pieces():
+    frame = p.encode_frame(p.Command.CLASSIFY, 200, bytes(range(70)))
+    parser = p.FrameParser()
+    got = [item for byte in frame for item in parser.feed(bytes([byte]))]
+    assert got == [p.Frame(p.Command.CLASSIFY, 200, bytes(range(70)))]
+
+
+def test_info(device):
+    (reply,) = responses(device, p.encode_frame(p.Command.INFO, 7))
+    assert (reply.cmd, reply.seq, reply.payload[0]) == (p.Command.INFO | 0x80, 7, p.Status.OK)
+    info = p.unpack_info(reply.payload)
+    assert (info.inputs, info.neurons, info.classes, info.pixel_max) == (64, 256, 10, 16)
+    assert "sha256:" + info.image_hash.hex() == device.manifest["hash"]
+
+
+def test_classify_equals_golden_after_garbage(device):
+    x = load_split().x_test[:3]
+    stream = b"\x00\xa5garbage\x5a"
+    for seq, px in enumerate(x):
+        stream += p.encode_frame(p.Command.CLASSIFY, seq, p.pack_classify(px, 32, 1))
+    replies = responses(device, stream)
+    ref = model.run(x, device.net, 32, 1)
+    for b, reply in enumerate(replies):
+        got = p.unpack_classification(reply.payload, 10)
+        assert reply.seq == b and got.label == ref.classes[-1, b]
+        assert list(got.scores) == ref.scores[-1, b].tolist()
+        assert got.spike_count == ref.spike_count[b]
+
+
+@pytest.mark.parametrize(("frame", "status"), [
+    (p.encode_frame(0x33, 1), p.Status.UNKNOWN_COMMAND),
+    (p.encode_frame(p.Command.INFO, 1, b"x"), p.Status.BAD_LENGTH),
+    (p.encode_frame(p.Command.CLASSIFY, 1, p.pack_classify(np.zeros(63, int))),
+     p.Status.BAD_LENGTH),
+    (p.encode_frame(p.Command.CLASSIFY, 1, p.pack_classify(np.full(64, 17))),
+     p.Status.PIXEL_RANGE),
+    (p.encode_frame(p.Command.CLASSIFY, 1, p.pack_classify(np.zeros(64, int), mode=2)),
+     p.Status.BAD_PARAMETER),
+    (p.SYNC + b"\x01\x01\xff\xff", p.Status.BAD_LENGTH),
+])
+def test_errors_then_a_valid_frame(device, frame, status):
+    replies = responses(device, frame + p.encode_frame(p.Command.INFO, 9))
+    assert replies[0].payload == bytes([status])
+    assert replies[-1].seq == 9 and replies[-1].payload[0] == p.Status.OK
+
+
+def test_bad_crc_resynchronises(device):
+    good = p.encode_frame(p.Command.INFO, 3)
+    bad = bytearray(good)
+    bad[-1] ^= 0xFF
+    replies = responses(device, bytes(bad) + good)
+    assert [r.payload[0] for r in replies] == [p.Status.BAD_CRC, p.Status.OK]
+
+
+def test_idle_timeout_abandons_a_cut_frame(device):
+    frame = p.encode_frame(p.Command.INFO, 5)
+    assert device.receive(frame[:5]) == b""
+    (reply,) = p.FrameParser().feed(device.idle_timeout())
+    assert reply.payload == bytes([p.Status.TIMEOUT])
+    assert responses(device, frame)[0].payload[0] == p.Status.OK
