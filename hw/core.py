@@ -365,6 +365,14 @@ class LifCore(wiring.Component):
             m.d.sync += k.eq(k + 1)
 
         # --- controller -------------------------------------------------------------------
+        def drain_state(name: str, then: str, on_exit=()):
+            """A state that waits `drain` cycles for a pipeline to empty, then goes on."""
+            with m.State(name):
+                m.d.sync += drain.eq(drain - 1)
+                with m.If(drain == 1):
+                    m.d.sync += list(on_exit)
+                    m.next = then
+
         with m.FSM(name="phase"):
             with m.State("LOAD"):
                 m.d.comb += [
@@ -406,12 +414,8 @@ class LifCore(wiring.Component):
                     m.d.sync += [j.eq(0), drain.eq(2)]
                     m.next = "DRAW_DRAIN"
 
-            with m.State("DRAW_DRAIN"):
-                m.d.sync += drain.eq(drain - 1)
-                with m.If(drain == 1):
-                    # The last draw is being appended now: the list is complete.
-                    m.d.sync += [count.eq(k + d2_spike), k.eq(0)]
-                    m.next = "INPUT"
+            # The last draw is being appended as DRAW_DRAIN ends: the list is then complete.
+            drain_state("DRAW_DRAIN", "INPUT", [count.eq(k + d2_spike), k.eq(0)])
 
             with m.State("INPUT"):
                 m.d.comb += in_issue.eq(1)
@@ -422,10 +426,7 @@ class LifCore(wiring.Component):
                         m.d.sync += [g.eq(0), g_base.eq(0), drain.eq(3)]
                         m.next = "INPUT_DRAIN"
 
-            with m.State("INPUT_DRAIN"):
-                m.d.sync += drain.eq(drain - 1)
-                with m.If(drain == 1):
-                    m.next = "LIF"
+            drain_state("INPUT_DRAIN", "LIF")
 
             with m.State("LIF"):
                 m.d.comb += lif_issue.eq(1)
@@ -441,17 +442,10 @@ class LifCore(wiring.Component):
                             m.d.sync += drain.eq(2)
                             m.next = "STEP_DRAIN"
 
-            with m.State("STEP_DRAIN"):
-                # Rate mode: the next step's draws start once the last group is written back.
-                m.d.sync += drain.eq(drain - 1)
-                with m.If(drain == 1):
-                    m.d.sync += [j.eq(0), k.eq(0)]
-                    m.next = "DRAW"
+            # Rate mode: the next step's draws start once the last group is written back.
+            drain_state("STEP_DRAIN", "DRAW", [j.eq(0), k.eq(0)])
 
-            with m.State("LIF_DRAIN"):
-                m.d.sync += drain.eq(drain - 1)
-                with m.If(drain == 1):
-                    m.next = "READOUT"
+            drain_state("LIF_DRAIN", "READOUT")
 
             with m.State("READOUT"):
                 m.d.comb += ro_issue.eq(1)
