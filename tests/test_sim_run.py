@@ -1,0 +1,31 @@
+"""`make sim`'s command line end to end on a few digits: table, report fields, exit codes."""
+
+import json
+from pathlib import Path
+
+from sim import run
+
+SHIPPED = Path(__file__).resolve().parent.parent / "firmware" / "digits"
+
+
+def test_make_sim_on_a_few_digits(tmp_path, capsys):
+    # Same design as tests/test_core_sim.py (shipped image, 16 lanes): the model is reused.
+    code = run.main(["--image", str(SHIPPED), "--limit", "6", "--steps", "8",
+                     "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "agreement" in out and "current" in out and "rate" in out
+    report = json.loads((tmp_path / "report.json").read_text())
+    for key in ("dataset", "images", "timesteps", "accuracy", "golden_accuracy", "agreement",
+                "cycles_per_image", "lanes", "neurons", "wall_s"):
+        assert key in report, key
+    assert report["images"] == 6 and report["timesteps"] == 8
+    assert report["agreement"] == 1.0 and report["lanes"] == 16 and report["neurons"] == 256
+    assert set(report["modes"]) == {"current", "rate"}
+    assert report["modes"]["rate"]["agreement"] == 1.0
+
+
+def test_bad_image_is_a_clear_error(tmp_path, capsys):
+    code = run.main(["--image", str(tmp_path / "missing"), "--out", str(tmp_path)])
+    assert code != 0
+    assert "no such network image" in capsys.readouterr().err
