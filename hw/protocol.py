@@ -14,8 +14,10 @@ Frame (both directions), all multi-byte fields little-endian::
     6       LEN   PAYLOAD (a response's payload starts with a STATUS byte)
     6+LEN   2     CRC   CRC-16/CCITT-FALSE of bytes 2 .. 6+LEN-1 (CMD through PAYLOAD)
 
-CRC-16/CCITT-FALSE: polynomial 0x1021, initial value 0xFFFF, no reflection, no final XOR
-(check value: ``crc16(b"123456789") == 0x29B1``).
+CRC-16/CCITT-FALSE (the CRC catalogue's CRC-16/IBM-3740): polynomial 0x1021, initial value
+0xFFFF, no reflection, no final XOR (check value: ``crc16(b"123456789") == 0x29B1``). The
+algorithm is :data:`CRC_ALGORITHM` from Amaranth's ``amaranth.lib.crc`` catalogue, so the
+gateware's CRC processor and the host compute it from one definition.
 
 :class:`ReferenceDevice` is the executable specification of the device side: bytes in,
 response bytes out, answers from :mod:`golden.model`. The gateware frame engine must answer
@@ -29,6 +31,7 @@ from enum import IntEnum
 from typing import NamedTuple
 
 import numpy as np
+from amaranth.lib.crc import catalog
 
 from golden import model
 from golden.constants import MODE_CURRENT, MODE_RATE, STEPS_BITS
@@ -69,14 +72,14 @@ class Status(IntEnum):
     TIMEOUT = 0x06          # the frame stopped arriving mid-way
 
 
-def crc16(data: bytes, crc: int = 0xFFFF) -> int:
-    """CRC-16/CCITT-FALSE of ``data`` (bitwise, MSB first, as the gateware computes it)."""
-    for byte in data:
-        crc ^= byte << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else crc << 1
-            crc &= 0xFFFF
-    return crc
+#: The frame CRC: CRC-16/CCITT-FALSE, a.k.a. CRC-16/IBM-3740.
+CRC_ALGORITHM = catalog.CRC16_IBM_3740
+_CRC_BYTES = CRC_ALGORITHM(data_width=8)
+
+
+def crc16(data: bytes) -> int:
+    """CRC of ``data`` as the frame carries it."""
+    return _CRC_BYTES.compute(data)
 
 
 def encode_frame(cmd: int, seq: int, payload: bytes = b"") -> bytes:

@@ -22,8 +22,22 @@ def responses(device, data: bytes):
     return p.FrameParser().feed(device.receive(data))
 
 
-def test_crc_check_value():
+def bitwise_crc16(data: bytes) -> int:
+    """CRC-16/CCITT-FALSE written out bit by bit, independently of amaranth.lib.crc."""
+    crc = 0xFFFF
+    for byte in data:
+        crc ^= byte << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) & 0xFFFF if crc & 0x8000 else (crc << 1) & 0xFFFF
+    return crc
+
+
+def test_crc_check_value_and_definition():
     assert p.crc16(b"123456789") == 0x29B1  # CRC-16/CCITT-FALSE check value
+    rng = np.random.default_rng(0)
+    for n in (0, 1, 2, 7, 70, 300):
+        data = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
+        assert p.crc16(data) == bitwise_crc16(data)
 
 
 def test_frame_round_trip_in_pieces():
