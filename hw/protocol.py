@@ -34,7 +34,7 @@ import numpy as np
 from amaranth.lib.crc import catalog
 
 from golden import model
-from golden.constants import MODE_CURRENT, MODE_RATE, STEPS_BITS
+from golden.constants import MODE_CURRENT, MODE_RATE
 
 PROTOCOL_VERSION = 1
 
@@ -128,6 +128,7 @@ class FrameParser:
         return stale
 
     def feed(self, data: bytes) -> list[Frame | FrameError]:
+        """Add received bytes; returns the frames and frame errors they complete, in order."""
         self.buffer += data
         out: list[Frame | FrameError] = []
         while True:
@@ -195,14 +196,21 @@ class Classification(NamedTuple):
 
 
 def pack_info(info: Info) -> bytes:
+    """INFO response payload (STATUS OK first)."""
     return bytes([Status.OK]) + struct.pack(INFO_FORMAT, *info)
 
 
 def unpack_info(payload: bytes) -> Info:
+    """Parse an OK INFO response payload; :class:`ValueError` if it is not one."""
+    if len(payload) != 1 + struct.calcsize(INFO_FORMAT) or payload[0] != Status.OK:
+        raise ValueError(f"not an OK INFO response: {len(payload)} bytes, "
+                         f"status {payload[:1].hex() or 'missing'}")
     return Info(*struct.unpack(INFO_FORMAT, payload[1:]))
 
 
 def pack_classify(pixels, steps: int = 0, mode: int = MODE_DEFAULT) -> bytes:
+    """CLASSIFY request payload. Checks only the byte range (0..255), not ``pixel_max``, so
+    that out-of-range frames can be built on purpose; the driver checks ``pixel_max``."""
     pixels = np.asarray(pixels)
     if pixels.ndim != 1 or pixels.dtype.kind not in "iu" or pixels.min(initial=0) < 0 \
             or pixels.max(initial=0) > 255:
@@ -211,6 +219,7 @@ def pack_classify(pixels, steps: int = 0, mode: int = MODE_DEFAULT) -> bytes:
 
 
 def pack_classification(result: Classification) -> bytes:
+    """CLASSIFY response payload (STATUS OK first)."""
     scores = np.asarray(result.scores, dtype="<i4").tobytes()
     return (bytes([Status.OK])
             + struct.pack(CLASSIFY_RESULT_FORMAT, result.label, result.spike_count, result.cycles)
@@ -218,6 +227,7 @@ def pack_classification(result: Classification) -> bytes:
 
 
 def unpack_classification(payload: bytes, classes: int) -> Classification:
+    """Parse an OK CLASSIFY response payload for ``classes`` classes."""
     head = 1 + struct.calcsize(CLASSIFY_RESULT_FORMAT)
     if len(payload) != head + 4 * classes:
         raise ValueError(f"CLASSIFY response of {len(payload)} bytes, expected "
@@ -251,10 +261,14 @@ class ReferenceDevice:
         self.cycles_model = cycles_model
 
     def idle_timeout(self) -> bytes:
-        """The link went idle mid-frame: abandon it and answer TIMEOUT (nothing if idle)."""
+        """The link went idle mid-frame: abandon the partial frame.
+
+        A frame cut off after its CMD and SEQ are known is answered with TIMEOUT; fewer bytes
+        (a stray SYNC, noise) are dropped silently, since there is nothing to address a reply to.
+        """
         stale = self.parser.reset()
         if len(stale) < 4:
-            return b"" if not stale else self._error(0, 0, Status.TIMEOUT)
+            return b""
         return self._error(stale[2], stale[3], Status.TIMEOUT)
 
     def receive(self, data: bytes) -> bytes:
@@ -284,7 +298,7 @@ class ReferenceDevice:
             pixels = np.frombuffer(frame.payload[head:], dtype=np.uint8).astype(np.int64)
             if mode == MODE_DEFAULT:
                 mode = self.info.default_mode
-            if mode not in (MODE_CURRENT, MODE_RATE) or steps >= 1 << STEPS_BITS:
+            if mode not in (MODE_CURRENT, MODE_RATE):
                 return self._error(frame.cmd, frame.seq, Status.BAD_PARAMETER)
             if pixels.max() > self.info.pixel_max:
                 return self._error(frame.cmd, frame.seq, Status.PIXEL_RANGE)

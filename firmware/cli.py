@@ -1,0 +1,340 @@
+"""``lifpga``: the command line of the host driver.
+
+::
+
+    lifpga info --port URL
+    lifpga classify --port URL FILE...            # PNG, PGM or NPY images
+    lifpga classify --port URL --digits N         # the first N test digits, with metrics
+
+``URL`` is anything pyserial opens: ``/dev/ttyUSB0``, ``socket://127.0.0.1:PORT`` (the
+reference board, ``python -m sim.refboard``), ``loop://``.
+
+Image files:
+
+- ``.npy``: integer pixels of shape (M,) or (side, side) for one image, or (B, M) for B.
+- ``.png`` / ``.pgm``: a grayscale image of side x side pixels (colour is averaged to gray),
+  scaled linearly to integers 0 .. pixel_max and rounded to nearest, dark = 0 and light =
+  pixel_max; ``--invert`` makes dark = pixel_max (for dark ink on light paper, since the
+  digits data set has the stroke high on a zero background).
+
+``--digits N`` prints the accuracy, per-class precision, recall and F1 and the confusion
+matrix (rows: true class, columns: predicted); ``--confusion-png PATH`` also draws it.
+``--json`` prints the results as JSON on stdout instead of text.
+
+Exit status: 0 on success, 2 for a usage error or an unreadable or unusable input file, 1 for
+a device or link error. Errors print one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from firmware.driver import DEFAULT_BAUD, DEFAULT_TIMEOUT_S, MODES, Lifpga, LifpgaError
+from hw import protocol
+
+EXIT_DEVICE = 1
+EXIT_USAGE = 2
+
+
+class InputError(Exception):
+    """An input file that cannot be read or used (exit status 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that prints one line, not the usage block, and exits 2."""
+
+    def error(self, message: str):  # noqa: D102 -- argparse's hook
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``lifpga`` argument parser."""
+    parser = _Parser(prog="lifpga", description="Talk to a lifpga board.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def link_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--port", required=True,
+                       help="pyserial URL or device: /dev/ttyUSB0, socket://HOST:PORT, loop://")
+        p.add_argument("--baud", type=int, default=DEFAULT_BAUD,
+                       help=f"UART baud rate (default {DEFAULT_BAUD})")
+        p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S,
+                       help=f"seconds per request (default {DEFAULT_TIMEOUT_S:g})")
+        p.add_argument("--json", action="store_true", help="print JSON on stdout")
+
+    link_options(sub.add_parser("info", help="what the board runs"))
+    classify = sub.add_parser("classify", help="classify image files or the test digits")
+    link_options(classify)
+    classify.add_argument("files", nargs="*", metavar="FILE", help="PNG, PGM or NPY images")
+    classify.add_argument("--digits", type=int, metavar="N",
+                          help="classify the first N digits of the standard test split")
+    classify.add_argument("--steps", type=int, default=0,
+                          help="time steps (default: the network image's)")
+    classify.add_argument("--mode", choices=list(MODES), default="default",
+                          help="encoder mode (default: the network image's)")
+    classify.add_argument("--invert", action="store_true",
+                          help="PNG/PGM: dark pixels are high (dark ink on light paper)")
+    classify.add_argument("--window", type=int, default=4, help="requests in flight")
+    classify.add_argument("--confusion-png", type=Path, metavar="PATH",
+                          help="with --digits: write the confusion matrix as a PNG")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``lifpga``; returns the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    if args.command == "classify":
+        problem = None
+        if (args.digits is None) == (not args.files):
+            problem = "classify needs FILE... or --digits N (not both)"
+        elif args.digits is not None and args.digits < 1:
+            problem = "--digits must be at least 1"
+        elif args.confusion_png and args.digits is None:
+            problem = "--confusion-png needs --digits"
+        if problem:
+            print(f"lifpga: error: {problem}", file=sys.stderr)
+            return EXIT_USAGE
+    try:
+        with Lifpga(args.port, baud=args.baud, timeout=args.timeout) as board:
+            if args.command == "info":
+                return _info(board, args)
+            return _classify(board, args)
+    except InputError as exc:
+        print(f"lifpga: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except LifpgaError as exc:
+        print(f"lifpga: error: {exc}", file=sys.stderr)
+        return EXIT_DEVICE
+    except KeyboardInterrupt:
+        print("lifpga: interrupted", file=sys.stderr)
+        return 130
+
+
+def _info(board: Lifpga, args: argparse.Namespace) -> int:
+    info = board.info()
+    fields = info._asdict()
+    fields["image_hash"] = "sha256:" + info.image_hash.hex()
+    fields["default_mode"] = _mode_name(info.default_mode)
+    if args.json:
+        print(json.dumps(fields, indent=2))
+    else:
+        for key, value in fields.items():
+            print(f"{key:14} {value}")
+    return 0
+
+
+def _mode_name(mode: int) -> str:
+    return {v: k for k, v in MODES.items()}.get(mode, str(mode))
+
+
+def _classify(board: Lifpga, args: argparse.Namespace) -> int:
+    info = board.info()
+    mode = MODES[args.mode]
+    if args.digits is not None:
+        return _classify_digits(board, info, args, mode)
+    named: list[tuple[str, np.ndarray]] = []
+    for path in args.files:
+        named += load_images(Path(path), info.inputs, info.pixel_max, invert=args.invert)
+    results = _run(board, [x for _, x in named], args.steps, mode, args.window)
+    rows = [{"file": name, "label": r.label, "spike_count": r.spike_count, "cycles": r.cycles,
+             "scores": list(r.scores)} for (name, _), r in zip(named, results, strict=True)]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for row in rows:
+            print(f"{row['file']}: {row['label']}")
+    return 0
+
+
+def _run(board: Lifpga, images: list[np.ndarray], steps: int, mode: int,
+         window: int) -> list[protocol.Classification]:
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(images), unit="img", disable=None, file=sys.stderr, leave=False)
+    results = []
+    with bar:
+        for result in board.classify_many(images, steps, mode, window):
+            results.append(result)
+            bar.update()
+    return results
+
+
+def _classify_digits(board: Lifpga, info: protocol.Info, args: argparse.Namespace,
+                     mode: int) -> int:
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    from golden.data import load_split
+
+    split = load_split()
+    x, y = split.x_test[:args.digits], split.y_test[:args.digits]
+    start = time.monotonic()
+    results = _run(board, list(x), args.steps, mode, args.window)
+    wall = time.monotonic() - start
+    predicted = np.array([r.label for r in results])
+    labels = list(range(info.classes))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y, predicted, labels=labels, zero_division=0)
+    confusion = confusion_matrix(y, predicted, labels=labels)
+    accuracy = float(np.mean(predicted == y))
+    if args.confusion_png:
+        write_confusion_png(confusion, args.confusion_png,
+                            f"{len(y)} test digits, accuracy {100 * accuracy:.2f} %")
+    report: dict[str, Any] = {
+        "images": len(y), "accuracy": accuracy,
+        "steps": args.steps or info.default_steps,
+        "mode": _mode_name(info.default_mode if mode == protocol.MODE_DEFAULT else mode),
+        "wall_s": wall, "images_per_s": len(y) / wall if wall > 0 else None,
+        "per_class": [{"class": c, "precision": float(precision[c]), "recall": float(recall[c]),
+                       "f1": float(f1[c]), "support": int(support[c])} for c in labels],
+        "confusion": confusion.tolist(),
+        "labels": y.tolist(), "predicted": predicted.tolist(),
+        "spike_count": [r.spike_count for r in results], "cycles": [r.cycles for r in results],
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"{len(y)} test digits, {report['steps']} steps, {report['mode']} mode: "
+          f"accuracy {100 * accuracy:.2f} % ({report['images_per_s']:.0f} images/s)")
+    print("\nclass  precision  recall     F1  support")
+    for row in report["per_class"]:
+        print(f"{row['class']:5}  {row['precision']:9.3f}  {row['recall']:6.3f}  "
+              f"{row['f1']:5.3f}  {row['support']:7}")
+    print("\nconfusion (rows: true, columns: predicted)")
+    print("      " + "".join(f"{c:5}" for c in labels))
+    for c in labels:
+        print(f"{c:5} " + "".join(f"{n:5}" for n in confusion[c]))
+    return 0
+
+
+def write_confusion_png(confusion: np.ndarray, path: Path, title: str) -> None:
+    """Draw a confusion matrix (rows: true class) with its counts into a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    ax.imshow(confusion, cmap="Blues")
+    for (i, j), n in np.ndenumerate(confusion):
+        if n:
+            ax.text(j, i, str(n), ha="center", va="center", fontsize=8,
+                    color="white" if n > confusion.max() / 2 else "black")
+    ticks = range(confusion.shape[0])
+    ax.set(xticks=ticks, yticks=ticks, xlabel="predicted", ylabel="true", title=title)
+    fig.tight_layout()
+    try:
+        fig.savefig(path, format="png", dpi=100)
+    except OSError as exc:
+        raise InputError(f"cannot write {path}: {exc}") from exc
+    finally:
+        plt.close(fig)
+
+
+def load_images(path: Path, inputs: int, pixel_max: int,
+                invert: bool = False) -> list[tuple[str, np.ndarray]]:
+    """Images in a file as ``(name, pixels)`` pairs of flat integer arrays.
+
+    Parameters
+    ----------
+    path : ``.npy`` (integer pixels; (M,), (side, side) or (B, M)), ``.png`` or ``.pgm``
+        (grayscale scaled to 0 .. pixel_max, see the module docstring).
+    inputs, pixel_max : the network's input count and largest pixel value.
+    invert : PNG/PGM: dark = pixel_max.
+
+    Raises
+    ------
+    InputError : the file cannot be read or does not hold images the network takes.
+    """
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npy":
+            x = np.load(path, allow_pickle=False)
+        elif suffix == ".png":
+            from matplotlib.image import imread
+
+            x = _to_pixels(imread(path), None, pixel_max, invert)
+        elif suffix == ".pgm":
+            gray, maxval = read_pgm(path)
+            x = _to_pixels(gray, maxval, pixel_max, invert)
+        else:
+            raise InputError(f"{path}: unknown image type {suffix!r} (use .npy, .png or .pgm)")
+    except InputError:
+        raise
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise InputError(f"cannot read {path}: {exc}") from exc
+    if x.dtype.kind not in "iu":
+        raise InputError(f"{path}: pixels must be integers, got dtype {x.dtype}")
+    if x.ndim == 2 and x.shape[0] == x.shape[1] and x.size == inputs:
+        images = [(str(path), x.reshape(-1))]
+    elif x.ndim == 1 and x.shape == (inputs,):
+        images = [(str(path), x)]
+    elif x.ndim == 2 and x.shape[1] == inputs:
+        images = [(f"{path}[{i}]", row) for i, row in enumerate(x)]
+    else:
+        raise InputError(f"{path}: shape {x.shape} is not an image of {inputs} pixels "
+                         f"((M,), (side, side) or (B, M))")
+    for name, pixels in images:
+        if pixels.size and (pixels.min() < 0 or pixels.max() > pixel_max):
+            raise InputError(f"{name}: pixels must lie in 0 .. {pixel_max}, "
+                             f"got {pixels.min()} .. {pixels.max()}")
+    return images
+
+
+def _to_pixels(gray: np.ndarray, maxval: int | None, pixel_max: int,
+               invert: bool) -> np.ndarray:
+    """A grayscale (or colour) image scaled to integers 0 .. pixel_max, rounded to nearest."""
+    g = np.asarray(gray, dtype=np.float64)
+    if g.ndim == 3:
+        g = g[..., :3].mean(axis=2)  # drop alpha, average the colour channels
+    if maxval is None:  # matplotlib: floats in 0 .. 1, or integers for some formats
+        maxval = 1 if np.asarray(gray).dtype.kind == "f" else np.iinfo(np.asarray(gray).dtype).max
+    g = g / maxval
+    if invert:
+        g = 1.0 - g
+    return np.rint(np.clip(g, 0.0, 1.0) * pixel_max).astype(np.int64)
+
+
+def read_pgm(path: Path) -> tuple[np.ndarray, int]:
+    """A binary (P5) or ASCII (P2) PGM file as ``(pixels, maxval)``."""
+    data = path.read_bytes()
+    tokens: list[bytes] = []
+    pos = 0
+    while len(tokens) < 4:
+        while pos < len(data) and data[pos:pos + 1].isspace():
+            pos += 1
+        if data[pos:pos + 1] == b"#":
+            pos = data.find(b"\n", pos) + 1 or len(data)
+            continue
+        end = pos
+        while end < len(data) and not data[end:end + 1].isspace() and data[end:end + 1] != b"#":
+            end += 1
+        if end == pos:
+            raise ValueError("truncated PGM header")
+        tokens.append(data[pos:end])
+        pos = end
+    magic, width, height, maxval = tokens[0], int(tokens[1]), int(tokens[2]), int(tokens[3])
+    if magic == b"P5":
+        dtype = ">u2" if maxval > 255 else "u1"
+        count = width * height
+        raw = np.frombuffer(data, dtype=dtype, count=count, offset=pos + 1)
+        return raw.reshape(height, width).astype(np.int64), maxval
+    if magic == b"P2":
+        values = np.array(data[pos:].split(), dtype=np.int64)
+        if values.size < width * height:
+            raise ValueError("truncated PGM pixel data")
+        return values[:width * height].reshape(height, width), maxval
+    raise ValueError(f"not a PGM file (magic {magic!r}, expected P2 or P5)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""firmware/cli.py (``lifpga``) against the reference board (sim/refboard.py)."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from firmware.cli import main, read_pgm
+from golden import model
+from golden.constants import MODE_CURRENT, MODE_RATE
+from golden.data import load_split
+from sim.refboard import RefBoard
+
+SHIPPED = Path(__file__).resolve().parent.parent / "firmware" / "digits"
+
+
+@pytest.fixture(scope="module")
+def refboard():
+    board = RefBoard(SHIPPED)
+    board.start()
+    yield board
+    board.stop()
+
+
+@pytest.fixture(scope="module")
+def split():
+    return load_split()
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_info(refboard, capsys):
+    code, out, err = run(capsys, "info", "--port", refboard.url, "--json")
+    assert code == 0, err
+    info = json.loads(out)
+    assert info["image_hash"] == refboard.manifest["hash"]
+    assert (info["inputs"], info["classes"], info["default_mode"]) == (64, 10, "current")
+    code, out, _ = run(capsys, "info", "--port", refboard.url)
+    assert code == 0 and "pixel_max" in out and "16" in out
+
+
+@pytest.mark.parametrize("mode", ["current", "rate"])
+def test_classify_digits_json(refboard, split, capsys, mode):
+    code, out, err = run(capsys, "classify", "--port", refboard.url, "--digits", 20,
+                         "--steps", 16, "--mode", mode, "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    ref = model.run(split.x_test[:20], refboard.net, 16,
+                    MODE_CURRENT if mode == "current" else MODE_RATE)
+    assert report["predicted"] == ref.classes[-1].tolist()
+    assert report["labels"] == split.y_test[:20].tolist()
+    assert report["accuracy"] == np.mean(ref.classes[-1] == split.y_test[:20])
+    assert (report["images"], report["steps"], report["mode"]) == (20, 16, mode)
+    assert np.sum(report["confusion"]) == 20 and len(report["per_class"]) == 10
+
+
+def test_classify_digits_text_and_confusion_png(refboard, capsys, tmp_path):
+    png = tmp_path / "confusion.png"
+    code, out, err = run(capsys, "classify", "--port", refboard.url, "--digits", 20,
+                         "--steps", 8, "--confusion-png", png)
+    assert code == 0, err
+    assert "accuracy" in out and "precision" in out and "confusion" in out
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_classify_npy_files(refboard, split, capsys, tmp_path):
+    x = split.x_test[:3]
+    np.save(tmp_path / "one.npy", x[0])
+    np.save(tmp_path / "square.npy", x[1].reshape(8, 8))
+    np.save(tmp_path / "batch.npy", x)
+    code, out, err = run(capsys, "classify", "--port", refboard.url, "--steps", 16, "--json",
+                         tmp_path / "one.npy", tmp_path / "square.npy", tmp_path / "batch.npy")
+    assert code == 0, err
+    rows = json.loads(out)
+    ref = model.run(x, refboard.net, 16, MODE_CURRENT)
+    assert [r["label"] for r in rows] == ref.classes[-1, [0, 1, 0, 1, 2]].tolist()
+    assert rows[2]["file"].endswith("batch.npy[0]")
+    assert rows[0]["scores"] == ref.scores[-1, 0].tolist()
+
+
+def test_classify_png_and_pgm(refboard, split, capsys, tmp_path):
+    from matplotlib.image import imsave
+
+    x = split.x_test[0].reshape(8, 8)
+    gray = x / 16.0  # pixel_max 16: scaling back to 0 .. 16 recovers x exactly
+    imsave(tmp_path / "digit.png", gray, cmap="gray", vmin=0, vmax=1)
+    imsave(tmp_path / "inverted.png", 1 - gray, cmap="gray", vmin=0, vmax=1)
+    pgm = tmp_path / "digit.pgm"
+    pgm.write_bytes(b"P5\n# a digit\n8 8\n16\n" + x.astype(np.uint8).tobytes())
+    assert np.array_equal(read_pgm(pgm)[0], x)
+    ref = model.run(x.reshape(1, 64), refboard.net, 16, MODE_CURRENT)
+    for name, extra in [("digit.png", []), ("inverted.png", ["--invert"]), ("digit.pgm", [])]:
+        code, out, err = run(capsys, "classify", "--port", refboard.url, "--steps", 16,
+                             "--json", *extra, tmp_path / name)
+        assert code == 0, err
+        (row,) = json.loads(out)
+        assert row["scores"] == ref.scores[-1, 0].tolist(), name
+
+
+def test_missing_port(capsys):
+    code, out, err = run(capsys, "info", "--port", "/dev/ttyNOPE")
+    assert code == 1
+    assert err.startswith("lifpga: error: cannot open port /dev/ttyNOPE")
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize(("content", "match"), [
+    (None, "cannot read"),
+    (b"not an npy file", "cannot read"),
+    (np.zeros(63, np.uint8), "shape"),
+    (np.full(64, 17, np.uint8), "0 .. 16"),
+    (np.zeros(64), "integers"),
+])
+def test_bad_file(refboard, capsys, tmp_path, content, match):
+    path = tmp_path / "bad.npy"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
+        np.save(path, content)
+    code, out, err = run(capsys, "classify", "--port", refboard.url, path)
+    assert code == 2
+    assert err.startswith("lifpga: error:") and match in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("argv", [
+    [],
+    ["bogus"],
+    ["info"],
+    ["classify", "--port", "loop://"],
+    ["classify", "--port", "loop://", "--digits", "3", "x.npy"],
+    ["classify", "--port", "loop://", "--digits", "0"],
+    ["classify", "--port", "loop://", "--mode", "fast", "--digits", "3"],
+])
+def test_usage_errors(capsys, argv):
+    code, out, err = run(capsys, *argv)
+    assert code == 2
+    assert "error" in err and "Traceback" not in err
+
+
+def test_loopback_echo_is_a_protocol_error(capsys):
+    # loop:// echoes the request back: a frame without the response flag.
+    code, out, err = run(capsys, "info", "--port", "loop://", "--timeout", "0.2")
+    assert code == 1 and err == "lifpga: error: response CMD 0x01 to INFO, expected 0x81\n"
+
+
+def test_link_timeout_on_a_silent_port(capsys):
+    import socket
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)  # the kernel accepts the connection; nobody ever answers
+        url = f"socket://127.0.0.1:{listener.getsockname()[1]}"
+        code, out, err = run(capsys, "info", "--port", url, "--timeout", "0.2")
+    assert code == 1 and "no complete response to INFO (seq 0) within 0.2 s" in err
