@@ -73,8 +73,8 @@ D_BITS = 8
 #: Class scores and the decoder bias: signed 32 bit. The image loader proves that no sum can
 #: leave this range (``neurons * 2**(D_BITS-1) * (PSC_ONE-1) + max|dec_bias| < 2**31``).
 SCORE_BITS = 32
-#: Argmax tie rule: among equal maximal scores, the lowest class index wins (``np.argmax``).
-ARGMAX_TIE_LOWEST_INDEX = True
+# Argmax tie rule: among equal maximal scores, the lowest class index wins (``np.argmax``);
+# golden.model.argmax and hw/readout.py implement it.
 
 # --- hardware interface ---------------------------------------------------------------------
 #: Steps per image in a classify request: unsigned 16 bit (1 .. 65535; 0 is refused).
@@ -88,6 +88,7 @@ MODE_CURRENT = 0
 #: Rate encoder: each pixel becomes a Bernoulli spike train from the LFSR.
 MODE_RATE = 1
 MODE_NAMES = {MODE_CURRENT: "current", MODE_RATE: "rate"}
+MODE_BY_NAME = {name: mode for mode, name in MODE_NAMES.items()}
 
 
 def signed_range(bits: int) -> tuple[int, int]:

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from . import data, image, model, reference
-from .constants import MODE_CURRENT, MODE_RATE, V_FRAC
+from .constants import MODE_BY_NAME, MODE_CURRENT, MODE_RATE, V_FRAC
 from .train import TrainConfig, accuracy, float_network
 
 #: Steps before presentation drawn in the accuracy curve (the network is at rest there).
@@ -48,9 +48,14 @@ def images_per_second(images, net, timesteps, mode, repeats: int = 3) -> float:
 
 
 def training_config(manifest: dict) -> TrainConfig:
-    """The training configuration recorded in an image's manifest."""
-    cfg = dict(manifest["metadata"]["training"])
-    cfg["encoder_mode"] = {"current": MODE_CURRENT, "rate": MODE_RATE}[cfg["encoder_mode"]]
+    """The training configuration recorded in an image's manifest (for the float reference)."""
+    try:
+        cfg = dict(manifest["metadata"]["training"])
+    except (KeyError, TypeError):
+        raise image.NetworkImageError(
+            "the manifest records no training configuration (metadata.training), so the float "
+            "reference cannot be rebuilt; images written by golden.train have one") from None
+    cfg["encoder_mode"] = MODE_BY_NAME[cfg["encoder_mode"]]
     for key in ("max_rate_range", "intercept_range"):
         cfg[key] = tuple(cfg[key])
     return TrainConfig(**cfg)

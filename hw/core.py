@@ -29,23 +29,24 @@ Architecture
               each lane accumulates ``W_in[n, j] * x`` over the list; at the end of a group
               the ``CurrentLane`` lanes write ``I = sat((acc + bias) << shift)`` to ``cur_mem``.
               A zero input adds nothing, so skipping it is exact.
-``LIF``       ``G`` cycles per step (+2 drain): the ``NeuronLane`` lanes update ``v``, ``ref``,
-              ``psc`` of a group per cycle and count spikes. Constant-current mode runs
-              ``INPUT`` once, then ``LIF`` for every step; rate mode runs ``DRAW``, ``INPUT``,
-              ``LIF`` at every step.
+``LIF``       ``G`` cycles per step (+2 drain), a 3-stage pipeline (register the inputs, run
+              the lanes into registers, write back), hence ``G >= 4``: the ``NeuronLane``
+              lanes update ``v``, ``ref``, ``psc`` of a group per cycle and count spikes.
+              Constant-current mode runs ``INPUT`` once, then ``LIF`` for every step; rate
+              mode runs ``DRAW``, ``INPUT``, ``LIF`` at every step.
 ``READOUT``   ``N`` cycles: the PSC values stream, one neuron per cycle, into the ``Readout``
               (``hw/readout.py``): ``C`` class accumulators add ``dec[c, n] * psc[n]`` from
-              ``dec_bias``; ``C + 1`` cycles after the last value (one to settle, ``C - 1`` for
+              ``dec_bias``; ``C + 2`` cycles after the last value (two to settle, ``C - 1`` for
               an upward argmax scan with golden's tie rule) the result is offered on ``o``.
 ``RESULT``    until ``o`` is taken.
 
 Cycles per image (:meth:`LifCore.expected_cycles`; both test tiers check it)::
 
-    constant current:  M + G*max(K, 1) + 3 + T*G + 2 + N + 2 + (C - 1)
-    rate encoder:      M + sum_t (M + 2 + G*max(K_t, 1) + 3 + G + 2) + N + 2 + (C - 1)
+    constant current:  M + G*max(K, 1) + 3 + T*G + 2 + N + 3 + (C - 1)
+    rate encoder:      M + sum_t (M + 2 + G*max(K_t, 1) + 3 + G + 2) + N + 3 + (C - 1)
 
 with ``K`` the nonzero pixels and ``K_t`` the pixels spiking at step ``t``. For the digits
-(N = 256, M = 64, C = 10, about 33 nonzero pixels) with P = 16 and T = 32: 1,371 cycles per
+(N = 256, M = 64, C = 10, about 33 nonzero pixels) with P = 16 and T = 32: 1,372 cycles per
 image on average over the test split, 1,873 at most (every pixel nonzero). docs/ARCHITECTURE.md
 gives the lower bound.
 
@@ -81,6 +82,11 @@ from .rate_encoder import RateEncoder
 from .readout import Readout
 
 __all__ = ["LifCore"]
+
+#: Cycles between the last LIF issue and READOUT. The last write-back lands 3 cycles after its
+#: issue, but READOUT reads group g only g * P cycles after it starts and group 0 was written
+#: long before, so 2 is enough for every G >= 4.
+LIF_DRAIN = 2
 
 #: Per-neuron constants, one ROM word per group.
 NEURON_LAYOUT = data.StructLayout({
@@ -129,10 +135,10 @@ class LifCore(wiring.Component):
         neurons, inputs, classes = net.neurons, net.inputs, net.classes
         if lanes < 1 or neurons % lanes:
             raise ValueError(f"lanes ({lanes}) must divide the neuron count ({neurons})")
-        if neurons // lanes < 2:
-            # A group's state is read again G cycles after it is written back; the write-back
-            # needs one cycle, so G >= 2 keeps every read after its write.
-            raise ValueError(f"lanes ({lanes}) must be at most half the neuron count")
+        if neurons // lanes < 4:
+            # A group's state is read again G cycles after its read; the LIF pipeline writes it
+            # back 3 cycles after the read, so G >= 4 keeps every read after its write.
+            raise ValueError(f"lanes ({lanes}) must be at most a quarter of the neuron count")
         if inputs < 2:
             # The mode is latched from the first pixel and acted on at the last one.
             raise ValueError(f"the core needs at least 2 inputs, the image has {inputs}")
@@ -171,11 +177,11 @@ class LifCore(wiring.Component):
         steps = max(int(steps), 1)
         if mode != MODE_RATE:
             listed = max(int(np.count_nonzero(pixels)), 1)
-            return m + g * listed + 3 + steps * g + 2 + n + 2 + (c - 1)
+            return m + g * listed + 3 + steps * g + LIF_DRAIN + n + 3 + (c - 1)
         draws = rate_draws(self.net.lfsr_seed, steps, m, self.net.rate_bits)
         spiking = (draws < pixels).sum(axis=1)
         per_step = sum(m + 2 + g * max(int(k), 1) + 3 + g + 2 for k in spiking)
-        return m + per_step - 2 + 2 + n + 2 + (c - 1)
+        return m + per_step - 2 + LIF_DRAIN + n + 3 + (c - 1)
 
     def elaborate(self, platform) -> Module:
         m = Module()
@@ -244,7 +250,7 @@ class LifCore(wiring.Component):
         n = Signal(range(N))
         rg = Signal(range(G))
         rp = Signal(range(P))
-        drain = Signal(2)
+        drain = Signal(range(LIF_DRAIN + 1))
         last_step = Signal()
         m.d.comb += last_step.eq(t == steps - 1)
 
@@ -301,16 +307,22 @@ class LifCore(wiring.Component):
             ]
         m.d.comb += [cur_wr.addr.eq(s3_g), cur_wr.en.eq(s3_valid)]
 
-        # --- LIF pipeline: stage 0 issues group g, stage 1 updates it and writes it back.
+        # --- LIF pipeline: stage 0 issues group g; stage 1 registers the lanes' inputs (the
+        # memories' outputs, or rest on the first step); stage 2 runs the lanes into registers;
+        # stage 3 writes the group back. Registers on both sides keep the RAM routing out of the
+        # lanes' path; the write lands 3 cycles after the read, hence G >= 4.
         lif_issue = Signal()
         l1_valid, l1_g, l1_rest = Signal(), Signal(range(G)), Signal()
         m.d.sync += [l1_valid.eq(lif_issue), l1_g.eq(g), l1_rest.eq(t == 0)]
         m.d.comb += cur_rd.addr.eq(g)
-        spikes = Signal(range(P + 1))
+        l2_valid, l2_g = Signal(), Signal(range(G))
+        l3_valid, l3_g, l3_spikes = Signal(), Signal(range(G)), Signal(range(P + 1))
+        m.d.sync += [l2_valid.eq(l1_valid), l2_g.eq(l1_g), l3_valid.eq(l2_valid), l3_g.eq(l2_g),
+                     l3_spikes.eq(sum(lane.spike for lane in neuron_lanes))]
         for p in range(P):
             lane = neuron_lanes[p]
             state = st_rd.data[p]
-            m.d.comb += [
+            m.d.sync += [
                 lane.current.eq(cur_rd.data[p]),
                 lane.v_th.eq(nrn_rd.data[p].v_th),
                 # Every image starts from rest: the first step ignores the stored state.
@@ -321,13 +333,9 @@ class LifCore(wiring.Component):
                 st_wr.data[p].ref.eq(lane.ref_next),
                 st_wr.data[p].psc.eq(lane.psc_next),
             ]
-        m.d.comb += [
-            spikes.eq(sum(lane.spike for lane in neuron_lanes)),
-            st_wr.addr.eq(l1_g),
-            st_wr.en.eq(l1_valid),
-        ]
-        with m.If(l1_valid):
-            m.d.sync += spike_count.eq(spike_count + spikes)
+        m.d.comb += [st_wr.addr.eq(l3_g), st_wr.en.eq(l3_valid)]
+        with m.If(l3_valid):
+            m.d.sync += spike_count.eq(spike_count + l3_spikes)
 
         # --- READOUT pipeline: stage 0 reads neuron n's group, stage 1 sends its PSC to the
         # readout (always ready here: its previous result was taken before this image began).
@@ -434,7 +442,7 @@ class LifCore(wiring.Component):
                 with m.If(g == G - 1):
                     m.d.sync += g.eq(0)
                     with m.If(last_step):
-                        m.d.sync += [n.eq(0), rg.eq(0), rp.eq(0), drain.eq(2)]
+                        m.d.sync += [n.eq(0), rg.eq(0), rp.eq(0), drain.eq(LIF_DRAIN)]
                         m.next = "LIF_DRAIN"
                     with m.Else():
                         m.d.sync += t.eq(t + 1)

@@ -34,7 +34,7 @@ import numpy as np
 from amaranth.lib.crc import catalog
 
 from golden import model
-from golden.constants import MODE_CURRENT, MODE_RATE
+from golden.constants import MODE_BY_NAME, MODE_CURRENT, MODE_RATE
 
 PROTOCOL_VERSION = 1
 
@@ -254,7 +254,7 @@ class ReferenceDevice:
                  clock_hz: int = 0, baud: int = 0, cycles_model=None):
         self.net, self.manifest = net, manifest
         self.parser = FrameParser()
-        mode = MODE_RATE if manifest["encoder_mode"] == "rate" else MODE_CURRENT
+        mode = MODE_BY_NAME[manifest["encoder_mode"]]
         self.info = Info(PROTOCOL_VERSION, bytes.fromhex(manifest["hash"].split(":")[1]),
                          net.inputs, net.neurons, net.classes, lanes, manifest["timesteps"],
                          manifest["pixel_max"], mode, clock_hz, baud)

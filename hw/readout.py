@@ -13,13 +13,13 @@ ROM (``N`` words of ``C`` weights) is addressed by the readout's own neuron coun
 cycle ahead of the multiply, and ``C`` accumulators add ``dec[c, n] * psc[n]`` in parallel, the
 first neuron starting from ``dec_bias``. After the ``N``-th transfer:
 
-* 1 cycle: the last product is added (the scores are final);
+* 2 cycles: the last products are formed, then added (the scores are final);
 * ``C - 1`` cycles: an upward scan keeps the best class, replacing it only on a strictly greater
   score, so ties go to the lowest class;
 * then ``o.valid`` is high, with a stable payload, until ``o.ready``; after that transfer the
   readout takes the next image's PSC values.
 
-From the last ``i`` transfer to ``o.valid`` is ``C + 1`` cycles.
+From the last ``i`` transfer to ``o.valid`` is ``C + 2`` cycles.
 """
 
 from __future__ import annotations
@@ -83,15 +83,22 @@ class Readout(wiring.Component):
         n = Signal(range(neurons))
         m.d.comb += dec_rd.addr.eq(n)
 
-        # Stage 1: the weights of the neuron taken last cycle are on dec_rd.data.
-        add, first, psc = Signal(), Signal(), Signal(PSC_BITS)
+        # Stage 1: the weights of the neuron taken last cycle are on dec_rd.data; the products
+        # are registered. Stage 2 accumulates them. (Multiply and 32-bit add in one cycle were
+        # the core's critical path on ECP5.)
+        add1, first1, psc = Signal(), Signal(), Signal(PSC_BITS)
         take = self.i.valid & self.i.ready
-        m.d.sync += [add.eq(take), first.eq(n == 0), psc.eq(self.i.payload)]
+        m.d.sync += [add1.eq(take), first1.eq(n == 0), psc.eq(self.i.payload)]
+        add2, first2 = Signal(), Signal()
+        products = [Signal(signed(D_BITS + PSC_BITS + 1), name=f"product{c}")
+                    for c in range(classes)]
+        m.d.sync += [add2.eq(add1), first2.eq(first1)]
+        m.d.sync += [products[c].eq(dec_rd.data[c] * psc) for c in range(classes)]
         scores = Array(Signal(signed(SCORE_BITS), name=f"score{c}") for c in range(classes))
-        with m.If(add):
+        with m.If(add2):
             for c in range(classes):
                 start = Const(int(self.dec_bias[c]), signed(SCORE_BITS))
-                m.d.sync += scores[c].eq(Mux(first, start, scores[c]) + dec_rd.data[c] * psc)
+                m.d.sync += scores[c].eq(Mux(first2, start, scores[c]) + products[c])
 
         best = Signal(range(classes))
         c = Signal(range(classes))
@@ -108,7 +115,9 @@ class Readout(wiring.Component):
                         m.d.sync += n.eq(0)
                         m.next = "SETTLE"
             with m.State("SETTLE"):
-                # The last neuron's products are added in this cycle.
+                # The last neuron's products are formed, then added.
+                m.next = "SETTLE2"
+            with m.State("SETTLE2"):
                 m.d.sync += [best.eq(0), c.eq(1)]
                 m.next = "SCAN"
             with m.State("SCAN"):

@@ -123,8 +123,6 @@ def _build(net: model.Network, manifest: dict, lanes: int,
     """Build (or reuse) the Verilator model; returns it, or an error message."""
     try:
         sim_model = verilator.build(net, manifest["pixel_max"], lanes, waves=waves)
-    except ModuleNotFoundError as e:
-        return f"the hardware core cannot be imported ({e}); hw/core.py defines LifCore"
     except (verilator.ToolNotFoundError, verilator.SimulationError, ValueError) as e:
         return str(e)
     built = "cached" if sim_model.cached else "exported and built"

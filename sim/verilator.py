@@ -72,7 +72,6 @@ __all__ = [
     "build",
     "FstUnavailableError",
     "fst_build_args",
-    "run",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -152,8 +151,28 @@ class SimResult(NamedTuple):
 
 
 def _design_sources(root: Path) -> list[Path]:
-    """Source files whose content is part of the design key."""
-    return sorted((root / "hw").rglob("*.py")) + [root / "golden" / "constants.py"]
+    """Source files whose content is part of the design key.
+
+    ``hw/core.py`` and every ``hw`` module it imports, followed statically (so the key does not
+    depend on what else a process has imported), plus ``golden/constants.py``. Editing the UART
+    or the protocol therefore does not rebuild the core's model.
+    """
+    import ast
+
+    hw = root / "hw"
+    todo, seen = [hw / "core.py"], set()
+    while todo:
+        path = todo.pop()
+        if path in seen or not path.exists():
+            continue
+        seen.add(path)
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                if node.level == 1 and node.module:
+                    todo.append(hw / f"{node.module.replace('.', '/')}.py")
+                elif node.level == 0 and (node.module or "").startswith("hw."):
+                    todo.append(hw / f"{node.module[3:].replace('.', '/')}.py")
+    return sorted(seen) + [root / "golden" / "constants.py"]
 
 
 def _make_core(net: Network, pixel_max: int, lanes: int):
@@ -828,7 +847,3 @@ public_flat_rw -module "{HARNESS}" -var "*"
     return verilog, control
 
 
-def run(images: np.ndarray, steps: int | np.ndarray, mode: int | np.ndarray, *,
-        model: SimModel, **options: Any) -> SimResult:
-    """Classify ``images`` on ``model``: the same as ``model.run(images, steps, mode, ...)``."""
-    return model.run(images, steps, mode, **options)

@@ -14,7 +14,7 @@ from hw.core import LifCore
 SHIPPED = Path(__file__).resolve().parent.parent / "firmware" / "digits"
 
 
-def random_net(rng, neurons=8, inputs=5, classes=3, **params) -> model.Network:
+def random_net(rng, neurons=16, inputs=5, classes=3, **params) -> model.Network:
     p = dict(leak_shift=2, psc_shift=2, ref_steps=1, rate_bits=4, lfsr_seed=0xACE1)
     p.update(params)
     return model.Network(
@@ -93,7 +93,7 @@ def test_small_network_equals_golden(mode, lanes, steps):
 
 def test_backpressure_and_ties():
     rng = np.random.default_rng(5)
-    zeros = np.zeros((3, 8), dtype=np.int64)
+    zeros = np.zeros((3, 16), dtype=np.int64)
     net = random_net(rng)._replace(dec=zeros, dec_bias=np.array([4, 9, 9]))
     core = LifCore(net, pixel_max=16, lanes=2)
     got = check(core, rng.integers(0, 17, (3, net.inputs)), 3, c.MODE_CURRENT, ready_gaps=0.7)
@@ -114,5 +114,5 @@ def test_bad_parameters():
     net = random_net(np.random.default_rng(0))
     with pytest.raises(ValueError, match="divide"):
         LifCore(net, pixel_max=16, lanes=3)
-    with pytest.raises(ValueError, match="half"):
+    with pytest.raises(ValueError, match="quarter"):
         LifCore(net, pixel_max=16, lanes=8)

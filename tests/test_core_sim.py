@@ -179,8 +179,7 @@ def test_cycles_per_image(outcomes, network):
         assert (cycles > 0).all(), name
         expected = [core.expected_cycles(px, outcome.steps, outcome.mode)
                     for px in outcome.images]
-        if "stress" not in name:  # stress adds idle cycles between pixels
-            assert cycles.tolist() == expected, name
+        assert cycles.tolist() == expected, name
         # The core counts from its first pixel transfer, that cycle included; the testbench
         # measures edges from that transfer to o.valid. Same clock, so a fixed offset.
         offset = set((cycles - outcome.sim.latency).tolist())

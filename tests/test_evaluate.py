@@ -36,3 +36,12 @@ def test_first_step_reaching():
 def test_bad_image_is_a_clear_error(tmp_path, capsys):
     assert evaluate.main(["--image", str(tmp_path / "nope"), "--out", str(tmp_path)]) == 1
     assert "no such network image" in capsys.readouterr().err
+
+
+def test_image_without_training_record_is_a_clear_error(tmp_path, capsys):
+    from golden import image
+
+    net, manifest = image.load(SHIPPED)
+    image.save(tmp_path / "img", net, 8, 0, manifest["pixel_max"], {})
+    assert evaluate.main(["--image", str(tmp_path / "img"), "--out", str(tmp_path)]) == 1
+    assert "no training configuration" in capsys.readouterr().err

@@ -81,8 +81,8 @@ def test_extremes_and_timing():
     assert [g[0] for g in got] == labels.tolist()
     assert [g[1] for g in got] == scores.tolist()
     assert min(min(g[1]) for g in got) == c.SCORE_MIN
-    # From the last PSC transfer to o.valid: C + 1 cycles, as documented.
-    assert {g[2] for g in got} == {classes + 1}
+    # From the last PSC transfer to o.valid: C + 2 cycles, as documented.
+    assert {g[2] for g in got} == {classes + 2}
 
 
 def test_ties_go_to_lowest_class():
