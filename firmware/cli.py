@@ -36,11 +36,22 @@ from typing import Any
 
 import numpy as np
 
-from firmware.driver import DEFAULT_BAUD, DEFAULT_TIMEOUT_S, MODES, Lifpga, LifpgaError
+from firmware.driver import (
+    DEFAULT_BAUD,
+    DEFAULT_TIMEOUT_S,
+    MODES,
+    Lifpga,
+    LifpgaError,
+    ParameterError,
+)
+from golden.constants import STEPS_BITS
 from hw import protocol
 
 EXIT_DEVICE = 1
 EXIT_USAGE = 2
+#: Largest ``--steps`` (the STEPS field is 16 bits) and ``--window`` (the driver's limit).
+MAX_STEPS = (1 << STEPS_BITS) - 1
+MAX_WINDOW = 128
 
 
 class InputError(Exception):
@@ -101,6 +112,10 @@ def main(argv: list[str] | None = None) -> int:
             problem = "--digits must be at least 1"
         elif args.confusion_png and args.digits is None:
             problem = "--confusion-png needs --digits"
+        elif not 0 <= args.steps <= MAX_STEPS:
+            problem = f"--steps must lie in 0 .. {MAX_STEPS}, got {args.steps}"
+        elif not 1 <= args.window <= MAX_WINDOW:
+            problem = f"--window must lie in 1 .. {MAX_WINDOW}, got {args.window}"
         if problem:
             print(f"lifpga: error: {problem}", file=sys.stderr)
             return EXIT_USAGE
@@ -109,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.command == "info":
                 return _info(board, args)
             return _classify(board, args)
-    except InputError as exc:
+    except (InputError, ParameterError) as exc:  # ParameterError: raised before sending
         print(f"lifpga: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except LifpgaError as exc:
@@ -176,6 +191,9 @@ def _classify_digits(board: Lifpga, info: protocol.Info, args: argparse.Namespac
     from golden.data import load_split
 
     split = load_split()
+    if args.digits > len(split.x_test):
+        raise InputError(f"--digits {args.digits} is more than the {len(split.x_test)} "
+                         "images of the test split")
     x, y = split.x_test[:args.digits], split.y_test[:args.digits]
     start = time.monotonic()
     results = _run(board, list(x), args.steps, mode, args.window)
@@ -323,6 +341,8 @@ def read_pgm(path: Path) -> tuple[np.ndarray, int]:
         tokens.append(data[pos:end])
         pos = end
     magic, width, height, maxval = tokens[0], int(tokens[1]), int(tokens[2]), int(tokens[3])
+    if not 1 <= maxval <= 65535:
+        raise ValueError(f"PGM maxval must lie in 1 .. 65535, got {maxval}")
     if magic == b"P5":
         dtype = ">u2" if maxval > 255 else "u1"
         count = width * height

@@ -5,8 +5,12 @@
 UART (``/dev/ttyUSB0``), the reference or virtual board (``socket://127.0.0.1:PORT``) and
 ``loop://`` all work the same; it never knows which is on the other end.
 
-Every read has a deadline (``timeout`` seconds per request), so no call hangs. Bytes before a
-response's SYNC are skipped by :class:`hw.protocol.FrameParser`. Errors are typed, all
+Every request has a deadline (``timeout`` seconds), so no call hangs, provided the transport's
+reads return within a bounded time: a transport the driver opens itself from a URL gets a read
+timeout of at most ``READ_SLICE_S``; a transport object passed in must have one of its own.
+Bytes before a response's SYNC are skipped by :class:`hw.protocol.FrameParser`. A late answer
+to a request the driver gave up on (a :class:`LinkTimeout`, or a :meth:`Lifpga.classify_many`
+stream abandoned early) is recognised by its SEQ and dropped silently. Errors are typed, all
 subclasses of :class:`LifpgaError`:
 
 ==================  =============================================================
@@ -16,7 +20,7 @@ subclasses of :class:`LifpgaError`:
 ``ProtocolError``   a malformed response: wrong command, unexpected SEQ, bad length
 ``DeviceError``     the device answered with a non-OK status (``.status``)
 ``ImageError``      an image of the wrong shape, range or dtype (raised before sending)
-``ParameterError``  steps or mode out of range (raised before sending)
+``ParameterError``  steps or mode out of range or not integers (raised before sending)
 ==================  =============================================================
 
 Example::
@@ -30,6 +34,7 @@ Example::
 
 from __future__ import annotations
 
+import numbers
 import struct
 import time
 from collections.abc import Iterable, Iterator
@@ -57,7 +62,7 @@ STATUS_MESSAGES = {
     Status.BAD_LENGTH: "the device refused the payload length (wrong image size for this "
                        "network, or LEN above the maximum)",
     Status.PIXEL_RANGE: "a pixel is above the network image's pixel_max",
-    Status.BAD_PARAMETER: "unknown encoder mode or steps out of range",
+    Status.BAD_PARAMETER: "unknown encoder mode",
     Status.TIMEOUT: "the request stopped arriving mid-frame and the device abandoned it",
 }
 
@@ -103,7 +108,7 @@ class ImageError(LifpgaError, ValueError):
 
 
 class ParameterError(LifpgaError, ValueError):
-    """Steps or mode out of range. Raised before sending."""
+    """Steps or mode out of range or not integers. Raised before sending."""
 
 
 class Transport(Protocol):
@@ -160,6 +165,9 @@ class Lifpga:
         self.parser = protocol.FrameParser()
         self._frames: list[protocol.Frame | protocol.FrameError] = []  # parsed, not yet used
         self._seq = 0
+        #: SEQ -> response CMD of requests sent whose response has not been taken yet. An
+        #: unexpected response matching one of them is a late answer and is dropped.
+        self._outstanding: dict[int, int] = {}
         self._info: protocol.Info | None = None
 
     # --- lifetime --------------------------------------------------------------------------
@@ -185,10 +193,10 @@ class Lifpga:
         protocol.Info
         """
         payload = self.request(Command.INFO)
-        if len(payload) != 1 + struct.calcsize(protocol.INFO_FORMAT):
-            raise ProtocolError(f"INFO response of {len(payload)} payload bytes, expected "
-                                f"{1 + struct.calcsize(protocol.INFO_FORMAT)}")
-        self._info = protocol.unpack_info(payload)
+        try:
+            self._info = protocol.unpack_info(payload)
+        except ValueError as exc:
+            raise ProtocolError(str(exc)) from exc
         return self._info
 
     @property
@@ -227,6 +235,8 @@ class Lifpga:
 
         Each request carries its own SEQ; responses are matched by SEQ. Each image is
         validated just before it is sent, so an :class:`ImageError` stops the stream there.
+        If the stream is abandoned (``break``, an exception) with requests in flight, their
+        late answers are dropped by later calls.
 
         Parameters
         ----------
@@ -297,6 +307,7 @@ class Lifpga:
     def _send(self, command: int, payload: bytes) -> int:
         seq = self._seq
         self._seq = (self._seq + 1) & 0xFF
+        self._outstanding[seq] = (command | protocol.RESPONSE_FLAG) & 0xFF
         try:
             self.transport.write(protocol.encode_frame(command, seq, payload))
         except (serial.SerialException, OSError) as exc:
@@ -313,7 +324,12 @@ class Lifpga:
         received = 0
         while True:
             if self._frames:
-                return self._check_frame(self._frames.pop(0), command, expected)
+                item = self._frames.pop(0)
+                if self._is_late(item, expected):
+                    continue
+                frame = self._check_frame(item, command, expected)
+                self._outstanding.pop(frame.seq, None)
+                return frame
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise LinkTimeout(
@@ -328,6 +344,14 @@ class Lifpga:
             if data:
                 received += len(data)
                 self._frames += self.parser.feed(data)
+
+    def _is_late(self, item: protocol.Frame | protocol.FrameError, expected: set[int]) -> bool:
+        """Whether ``item`` answers an earlier request that was abandoned: drop it then."""
+        if (isinstance(item, protocol.Frame) and item.seq not in expected
+                and self._outstanding.get(item.seq) == item.cmd):
+            del self._outstanding[item.seq]
+            return True
+        return False
 
     def _bytes_wanted(self) -> int:
         """Bytes that surely belong to the frame being parsed, so a read never over-waits."""
@@ -371,6 +395,10 @@ class Lifpga:
     def _classify_payload(self, image: Any, steps: int, mode: int) -> bytes:
         info = self.cached_info
         pixels = validate_image(image, info.inputs, info.pixel_max)
+        if not isinstance(steps, numbers.Integral):
+            raise ParameterError(f"steps must be an integer, got {steps!r}")
+        if not isinstance(mode, numbers.Integral):
+            raise ParameterError(f"mode must be an integer, got {mode!r}")
         if not 0 <= steps < 1 << STEPS_BITS:
             raise ParameterError(f"steps must lie in 0 .. {(1 << STEPS_BITS) - 1}, got {steps}")
         if mode not in MODES.values():

@@ -8,11 +8,18 @@ it cannot tell this board from a real one. This is the software stand-in for the
 board, which later serves the Verilator model behind the same socket.
 
 Each connection gets a fresh device (an empty frame parser), as a board does after reset.
+Concurrent connections are each served in a thread of their own, with a device of their own,
+so a second client is answered rather than left to time out in the listen backlog.
+
+A client that stops reading its replies cannot block the board: a reply that cannot be sent
+within ``SEND_TIMEOUT_S`` closes that connection. Every thread polls a stop flag every
+``POLL_S`` seconds, so :meth:`RefBoard.stop` always joins them.
 
 Idle timeout: when part of a frame has been buffered and no byte has arrived for
 ``idle_timeout`` seconds, the device abandons it and answers ``TIMEOUT``
 (:meth:`~hw.protocol.ReferenceDevice.idle_timeout`). The default is
-``IDLE_TIMEOUT_BYTES`` byte times at the configured baud rate (8N1: 10 bits per byte), but
+``IDLE_TIMEOUT_BYTES`` byte times at the configured baud rate (8N1: ``hw.uart.FRAME_BITS``
+bits per byte), but
 never below 50 ms: TCP on a loaded host delivers a frame with more jitter than a UART, and a
 host writes each frame with one call, so a real stall is much longer than that.
 
@@ -33,15 +40,21 @@ import threading
 import time
 from pathlib import Path
 
+from firmware.driver import DEFAULT_BAUD
 from golden import image
 from hw import protocol
+from hw.uart import FRAME_BITS
 
 #: Lower bound of the idle timeout, seconds (see the module docstring).
 IDLE_TIMEOUT_MIN_S = 0.05
-#: Bits on the wire per byte with 8N1 framing.
-BITS_PER_BYTE = 10
-#: How often the serving thread checks for shutdown, seconds.
+#: How often the serving threads check for shutdown, seconds.
 POLL_S = 0.05
+#: A reply that cannot be sent within this many seconds closes its connection.
+SEND_TIMEOUT_S = 2.0
+
+
+class RefBoardError(OSError):
+    """The board cannot listen (for instance, the port is in use)."""
 
 
 class RefBoard:
@@ -62,18 +75,20 @@ class RefBoard:
     connections : number of client connections accepted so far.
     """
 
-    def __init__(self, image_dir: str | Path, *, port: int = 0, baud: int = 115_200,
+    def __init__(self, image_dir: str | Path, *, port: int = 0, baud: int = DEFAULT_BAUD,
                  lanes: int = 16, clock_hz: int = 0, idle_timeout: float | None = None):
         self.net, self.manifest = image.load(image_dir)
         self.port, self.baud, self.lanes, self.clock_hz = port, baud, lanes, clock_hz
         if idle_timeout is None:
-            byte_times = protocol.IDLE_TIMEOUT_BYTES * BITS_PER_BYTE / baud if baud else 0.0
+            byte_times = protocol.IDLE_TIMEOUT_BYTES * FRAME_BITS / baud if baud else 0.0
             idle_timeout = max(byte_times, IDLE_TIMEOUT_MIN_S)
         self.idle_timeout = idle_timeout
         self.connections = 0
         self.url = ""
         self._listener: socket.socket | None = None
         self._thread: threading.Thread | None = None
+        self._clients: list[threading.Thread] = []
+        self._lock = threading.Lock()
         self._stop = threading.Event()
 
     def new_device(self) -> protocol.ReferenceDevice:
@@ -82,11 +97,21 @@ class RefBoard:
                                         clock_hz=self.clock_hz, baud=self.baud)
 
     def start(self) -> str:
-        """Bind, listen and start serving in a daemon thread; returns the URL."""
+        """Bind, listen and start serving in a daemon thread; returns the URL.
+
+        Raises
+        ------
+        RefBoardError : the port cannot be bound (in use, not permitted).
+        """
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
-        listener.listen(4)
+        try:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind(("127.0.0.1", self.port))
+            listener.listen(4)
+        except OSError as exc:
+            listener.close()
+            raise RefBoardError(f"cannot listen on 127.0.0.1:{self.port}: "
+                                f"{exc.strerror or exc}") from exc
         self._listener = listener
         self.port = listener.getsockname()[1]
         self.url = f"socket://127.0.0.1:{self.port}"
@@ -99,8 +124,12 @@ class RefBoard:
         """Stop serving, close every socket and join the thread."""
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=5)
+            self._thread.join()  # every thread polls the stop flag every POLL_S
             self._thread = None
+        with self._lock:
+            clients, self._clients = self._clients, []
+        for thread in clients:
+            thread.join()
         if self._listener is not None:
             self._listener.close()
             self._listener = None
@@ -112,7 +141,7 @@ class RefBoard:
         self.stop()
 
     def serve(self) -> None:
-        """Accept and serve connections one after another until :meth:`stop`."""
+        """Accept connections until :meth:`stop`, serving each in a thread of its own."""
         assert self._listener is not None
         while not self._stop.is_set():
             ready, _, _ = select.select([self._listener], [], [], POLL_S)
@@ -122,11 +151,32 @@ class RefBoard:
                 conn, _ = self._listener.accept()
             except OSError:
                 continue
-            self.connections += 1
-            with conn:
-                self._serve_connection(conn)
+            thread = threading.Thread(target=self._serve_and_close, args=(conn,),
+                                      name="refboard-client", daemon=True)
+            with self._lock:
+                self.connections += 1
+                self._clients = [t for t in self._clients if t.is_alive()] + [thread]
+            thread.start()
+
+    def _serve_and_close(self, conn: socket.socket) -> None:
+        with conn:
+            self._serve_connection(conn)
+
+    def _send(self, conn: socket.socket, reply: bytes) -> bool:
+        """Send ``reply``; False if the client stopped reading or the board is stopping."""
+        deadline = time.monotonic() + SEND_TIMEOUT_S
+        view = memoryview(reply)
+        while view:
+            if self._stop.is_set() or time.monotonic() >= deadline:
+                return False
+            try:
+                view = view[conn.send(view):]
+            except TimeoutError:  # socket.timeout: the send buffer stayed full for POLL_S
+                continue
+        return True
 
     def _serve_connection(self, conn: socket.socket) -> None:
+        conn.settimeout(POLL_S)  # bounds every send, so a client that stops reading
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         device = self.new_device()
         last_byte = time.monotonic()
@@ -147,8 +197,8 @@ class RefBoard:
                     reply = device.idle_timeout()
                 else:
                     continue
-                if reply:
-                    conn.sendall(reply)
+                if reply and not self._send(conn, reply):
+                    return  # the client stopped reading, or stop(): close the connection
             except OSError:
                 return  # connection reset by the client
 
@@ -159,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--image", default="firmware/digits", help="network image directory")
     parser.add_argument("--port", type=int, default=0, help="TCP port (0: pick a free one)")
-    parser.add_argument("--baud", type=int, default=115_200,
+    parser.add_argument("--baud", type=int, default=DEFAULT_BAUD,
                         help="baud rate reported by INFO and used for the idle timeout")
     parser.add_argument("--lanes", type=int, default=16, help="lanes reported by INFO")
     args = parser.parse_args(argv)

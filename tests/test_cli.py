@@ -1,6 +1,7 @@
 """firmware/cli.py (``lifpga``) against the reference board (sim/refboard.py)."""
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -157,3 +158,45 @@ def test_link_timeout_on_a_silent_port(capsys):
         url = f"socket://127.0.0.1:{listener.getsockname()[1]}"
         code, out, err = run(capsys, "info", "--port", url, "--timeout", "0.2")
     assert code == 1 and "no complete response to INFO (seq 0) within 0.2 s" in err
+
+
+@pytest.mark.parametrize(("option", "match"), [
+    (["--window", "0"], "--window must lie in 1 .. 128"),
+    (["--window", "129"], "--window must lie in 1 .. 128"),
+    (["--steps", "70000"], "--steps must lie in 0 .. 65535"),
+    (["--steps", "-1"], "--steps must lie in 0 .. 65535"),
+])
+def test_out_of_range_options_are_usage_errors(refboard, capsys, option, match):
+    code, out, err = run(capsys, "classify", "--port", refboard.url, "--digits", 3, *option)
+    assert code == 2, err
+    assert err.startswith("lifpga: error:") and match in err and err.count("\n") == 1
+
+
+def test_parameter_error_from_the_driver_is_a_usage_error(refboard, capsys, monkeypatch):
+    import firmware.cli as cli
+
+    monkeypatch.setattr(cli, "MAX_STEPS", 1 << 20)  # let the driver's own check catch it
+    code, out, err = run(capsys, "classify", "--port", refboard.url, "--digits", 3,
+                         "--steps", 70000)
+    assert code == 2 and "steps must lie in 0 .. 65535" in err
+
+
+def test_too_many_digits(refboard, split, capsys):
+    code, out, err = run(capsys, "classify", "--port", refboard.url, "--digits", 1000)
+    assert code == 2 and out == ""
+    assert f"the {len(split.x_test)} images of the test split" in err and "1000" in err
+    assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize("maxval", [b"0", b"65536"])
+def test_pgm_maxval_out_of_range(refboard, capsys, tmp_path, maxval):
+    pgm = tmp_path / "bad.pgm"
+    pgm.write_bytes(b"P5\n8 8\n" + maxval + b"\n" + bytes(64 * (2 if maxval != b"0" else 1)))
+    with pytest.raises(ValueError, match="maxval must lie in 1 .. 65535"):
+        read_pgm(pgm)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no RuntimeWarning from dividing by 0
+        code, out, err = run(capsys, "classify", "--port", refboard.url, pgm)
+    assert code == 2
+    assert err == f"lifpga: error: cannot read {pgm}: PGM maxval must lie in 1 .. 65535, " \
+                  f"got {int(maxval)}\n"

@@ -151,6 +151,103 @@ def test_parameter_error_before_sending(lifpga, digits):
         lifpga.classify(digits[0], mode=7)
 
 
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"steps": 16.0}, "steps must be an integer"),
+    ({"steps": "16"}, "steps must be an integer"),
+    ({"mode": 1.0}, "mode must be an integer"),
+])
+def test_parameter_error_for_non_integers(refboard, digits, kwargs, match):
+    with Lifpga(refboard.url, timeout=5) as driver:
+        driver.info()
+        counting = CountingTransport(driver.transport)
+        driver.transport = counting
+        with pytest.raises(ParameterError, match=match):
+            driver.classify(digits[0], **kwargs)
+        with pytest.raises(ParameterError, match=match):
+            list(driver.classify_many(digits[:2], **kwargs))
+        assert counting.written == 0
+        assert driver.classify(digits[0], steps=np.int64(STEPS)).label >= 0  # numpy ints do
+
+
+class HeldReplies:
+    """A reference device whose replies arrive only when released, not at once.
+
+    ``reset_input_buffer`` drops only bytes that have arrived, as on a real link, so a late
+    answer still on the way survives it.
+    """
+
+    def __init__(self, device):
+        self.device, self.arrived, self.on_the_way, self.hold = device, b"", [], False
+        self.let_through = 0  # with hold: replies that still arrive at once
+
+    def write(self, data):
+        self.on_the_way.append(self.device.receive(data))
+        if not self.hold or self.let_through:
+            self.let_through = max(0, self.let_through - 1)
+            self.release()
+
+    def release(self):
+        self.arrived += b"".join(self.on_the_way)
+        self.on_the_way.clear()
+
+    def read(self, size=1):
+        out, self.arrived = self.arrived[:size], self.arrived[size:]
+        if not out:
+            time.sleep(0.005)
+        return out
+
+    def reset_input_buffer(self):
+        self.arrived = b""
+
+
+def test_late_answers_after_an_abandoned_stream_are_dropped(refboard, digits):
+    """Breaking out of classify_many leaves requests in flight; their answers do no harm."""
+    ref = model.run(digits, refboard.net, STEPS, MODE_CURRENT)
+    link = HeldReplies(refboard.new_device())
+    driver = Lifpga(link, timeout=1)
+    driver.info()
+    link.hold, link.let_through = True, 1  # the first answer arrives; the others do not
+    stream = driver.classify_many(digits[:8], steps=STEPS, window=4)
+    first = next(stream)
+    stream.close()
+    assert list(first.scores) == ref.scores[-1, 0].tolist()
+    assert link.on_the_way  # answers in flight when the stream was abandoned
+    link.hold = False  # they arrive after the reset, before the next answer
+    for b in (10, 11):
+        got = driver.classify(digits[b], steps=STEPS)
+        assert list(got.scores) == ref.scores[-1, b].tolist()
+    assert list(driver.classify_many(digits[12:16], steps=STEPS)) == [
+        driver.classify(x, steps=STEPS) for x in digits[12:16]]
+
+
+def test_late_answer_after_a_link_timeout_is_dropped(refboard, digits):
+    ref = model.run(digits[:2], refboard.net, STEPS, MODE_CURRENT)
+    link = HeldReplies(refboard.new_device())
+    driver = Lifpga(link, timeout=0.2)
+    driver.info()
+    link.hold = True
+    with pytest.raises(LinkTimeout):
+        driver.classify(digits[0], steps=STEPS)
+    with pytest.raises(LinkTimeout):
+        driver.info()
+    link.hold = False  # both late answers arrive just before the next one
+    got = driver.classify(digits[1], steps=STEPS)
+    assert list(got.scores) == ref.scores[-1, 1].tolist()
+    assert driver.info().inputs == 64
+
+
+def test_break_out_of_classify_many_against_the_refboard(lifpga, refboard, digits):
+    ref = model.run(digits, refboard.net, STEPS, MODE_CURRENT)
+    for _ in lifpga.classify_many(digits, steps=STEPS, window=4):
+        break
+    got = lifpga.classify(digits[19], steps=STEPS)
+    assert list(got.scores) == ref.scores[-1, 19].tolist()
+    with pytest.raises(ImageError):
+        for _ in lifpga.classify_many([digits[0], digits[1], np.zeros(3, int)], steps=STEPS):
+            pass
+    assert lifpga.classify(digits[18], steps=STEPS).label == ref.classes[-1, 18]
+
+
 def test_device_error_for_a_pixel_out_of_range_sent_raw(lifpga):
     lifpga.info()
     with pytest.raises(DeviceError) as caught:
@@ -282,8 +379,9 @@ def test_crc_error_and_wrong_seq_in_responses():
     with pytest.raises(ProtocolError, match="seq 9"):
         Lifpga(Scripted(other_seq), timeout=0.5).info()
     short = p.encode_frame(p.Command.INFO | 0x80, 0, b"\x00" * 5)
-    with pytest.raises(ProtocolError, match="payload bytes"):
+    with pytest.raises(ProtocolError, match="not an OK INFO response: 5 bytes") as caught:
         Lifpga(Scripted(short), timeout=0.5).info()
+    assert isinstance(caught.value.__cause__, ValueError)  # from hw.protocol.unpack_info
 
 
 def test_fuzz_then_valid_frames_are_answered(refboard, digits):
@@ -318,6 +416,7 @@ def test_fuzz_then_valid_frames_are_answered(refboard, digits):
                 break
             replies += answers.feed(data)
         # The device answers garbage only with well-formed error or result frames.
+        assert replies
         assert all(isinstance(r, p.Frame) and r.cmd & 0x80 for r in replies)
         conn.settimeout(5)
         frames = [p.encode_frame(p.Command.CLASSIFY, 200 + b, p.pack_classify(x, STEPS, 0))
@@ -325,7 +424,9 @@ def test_fuzz_then_valid_frames_are_answered(refboard, digits):
         conn.sendall(b"".join(frames))
         got = []
         while len(got) < len(frames):
-            got += [f for f in answers.feed(conn.recv(65536))]
+            data = conn.recv(65536)
+            assert data, "the board closed the connection"
+            got += answers.feed(data)
     ref = model.run(digits[:5], refboard.net, STEPS, MODE_CURRENT)
     assert [f.seq for f in got] == [200, 201, 202, 203, 204, 250]
     for b, frame in enumerate(got[:5]):
@@ -355,3 +456,76 @@ def test_refboard_stops_cleanly():
     assert not thread.is_alive()
     with pytest.raises(PortError):
         Lifpga(url)  # nobody listens any more
+
+
+def test_refboard_stops_while_a_client_does_not_read():
+    """A client that sends requests and never reads the replies cannot block stop()."""
+    board = RefBoard(SHIPPED)
+    board.start()
+    thread = board._thread
+    client = socket.socket()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    client.connect(("127.0.0.1", board.port))
+    client.settimeout(0.2)
+    request = p.encode_frame(p.Command.INFO, 1) * 512
+    deadline = time.monotonic() + 10
+    try:
+        while time.monotonic() < deadline:  # until the board stops taking requests
+            client.sendall(request)
+    except (TimeoutError, OSError):
+        pass
+    time.sleep(0.2)
+    clients = list(board._clients)
+    assert clients
+    start = time.monotonic()
+    board.stop()
+    assert time.monotonic() - start < 2
+    assert not thread.is_alive()
+    assert not any(t.is_alive() for t in clients)
+    client.close()
+
+
+def test_refboard_serves_concurrent_clients(refboard, digits):
+    ref = model.run(digits[:1], refboard.net, STEPS, MODE_CURRENT)
+    with Lifpga(refboard.url, timeout=2) as first, Lifpga(refboard.url, timeout=2) as second:
+        assert second.info().inputs == 64
+        assert first.info().inputs == 64
+        assert list(second.classify(digits[0], steps=STEPS).scores) == ref.scores[-1, 0].tolist()
+
+
+def test_refboard_port_in_use_closes_its_socket(monkeypatch):
+    import sim.refboard as refboard_module
+
+    created = []
+
+    class Recording(socket.socket):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            created.append(self)
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        monkeypatch.setattr(refboard_module.socket, "socket", Recording)
+        board = RefBoard(SHIPPED, port=port)
+        with pytest.raises(refboard_module.RefBoardError,
+                           match=f"cannot listen on 127.0.0.1:{port}"):
+            board.start()
+        monkeypatch.undo()
+    assert created and all(s.fileno() == -1 for s in created)
+    board.stop()  # harmless after a failed start
+
+
+def test_refboard_cli_port_in_use(capsys):
+    from sim.refboard import main as refboard_main
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        code = refboard_main(["--image", str(SHIPPED), "--port", str(port)])
+    out, err = capsys.readouterr()
+    assert code == 1 and out == ""
+    assert err.startswith(f"refboard: error: cannot listen on 127.0.0.1:{port}")
+    assert err.count("\n") == 1 and "Traceback" not in err

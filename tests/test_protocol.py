@@ -61,6 +61,7 @@ def test_classify_equals_golden_after_garbage(device):
     for seq, px in enumerate(x):
         stream += p.encode_frame(p.Command.CLASSIFY, seq, p.pack_classify(px, 32, 1))
     replies = responses(device, stream)
+    assert len(replies) == 3
     ref = model.run(x, device.net, 32, 1)
     for b, reply in enumerate(replies):
         got = p.unpack_classification(reply.payload, 10)
@@ -100,3 +101,14 @@ def test_idle_timeout_abandons_a_cut_frame(device):
     (reply,) = p.FrameParser().feed(device.idle_timeout())
     assert reply.payload == bytes([p.Status.TIMEOUT])
     assert responses(device, frame)[0].payload[0] == p.Status.OK
+
+
+def test_idle_timeout_drops_fewer_than_four_bytes_silently(device):
+    """docs/PROTOCOL.md, resynchronisation rule 4: no CMD/SEQ known, no reply."""
+    frame = p.encode_frame(p.Command.INFO, 5)
+    for cut in (1, 2, 3):
+        assert device.receive(frame[:cut]) == b""
+        assert device.idle_timeout() == b""
+    (reply,) = p.FrameParser().feed(device.receive(frame[:4]) + device.idle_timeout())
+    assert (reply.cmd, reply.seq, reply.payload) == (
+        p.Command.INFO | 0x80, 5, bytes([p.Status.TIMEOUT]))
