@@ -43,7 +43,7 @@ from typing import Any, Protocol
 import numpy as np
 import serial
 
-from golden.constants import MODE_CURRENT, MODE_RATE, STEPS_BITS
+from golden.constants import MODE_BY_NAME, STEPS_BITS
 from hw import protocol
 from hw.protocol import Command, Status
 
@@ -126,7 +126,7 @@ def _command_name(command: int) -> str:
         return f"command 0x{command:02x}"
 
 
-MODES = {"current": MODE_CURRENT, "rate": MODE_RATE, "default": protocol.MODE_DEFAULT}
+MODES = {**MODE_BY_NAME, "default": protocol.MODE_DEFAULT}
 
 
 class Lifpga:

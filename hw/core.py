@@ -83,6 +83,16 @@ from .readout import Readout
 
 __all__ = ["LifCore"]
 
+#: Pipeline drains, in cycles, between phases (used by the controller and by
+#: ``LifCore.expected_cycles``): DRAW to INPUT (the last draw is appended 2 cycles after its
+#: issue), INPUT to LIF (the last group's current is written 3 cycles after its issue), and LIF
+#: to the next step's DRAW in rate mode.
+DRAW_DRAIN = 2
+INPUT_DRAIN = 3
+STEP_DRAIN = 2
+#: Cycles from the last READOUT issue to the result: the PSC reaches the readout one cycle after
+#: its issue, and the readout needs 2 more before its argmax scan.
+READOUT_DRAIN = 3
 #: Cycles between the last LIF issue and READOUT. The last write-back lands 3 cycles after its
 #: issue, but READOUT reads group g only g * P cycles after it starts and group 0 was written
 #: long before, so 2 is enough for every G >= 4.
@@ -177,11 +187,14 @@ class LifCore(wiring.Component):
         steps = max(int(steps), 1)
         if mode != MODE_RATE:
             listed = max(int(np.count_nonzero(pixels)), 1)
-            return m + g * listed + 3 + steps * g + LIF_DRAIN + n + 3 + (c - 1)
+            return (m + g * listed + INPUT_DRAIN + steps * g + LIF_DRAIN + n + READOUT_DRAIN
+                    + (c - 1))
         draws = rate_draws(self.net.lfsr_seed, steps, m, self.net.rate_bits)
         spiking = (draws < pixels).sum(axis=1)
-        per_step = sum(m + 2 + g * max(int(k), 1) + 3 + g + 2 for k in spiking)
-        return m + per_step - 2 + LIF_DRAIN + n + 3 + (c - 1)
+        per_step = sum(m + DRAW_DRAIN + g * max(int(k), 1) + INPUT_DRAIN + g + STEP_DRAIN
+                       for k in spiking)
+        # The last step ends with the LIF drain instead of a step drain.
+        return m + per_step - STEP_DRAIN + LIF_DRAIN + n + READOUT_DRAIN + (c - 1)
 
     def elaborate(self, platform) -> Module:
         m = Module()
@@ -250,7 +263,7 @@ class LifCore(wiring.Component):
         n = Signal(range(N))
         rg = Signal(range(G))
         rp = Signal(range(P))
-        drain = Signal(range(LIF_DRAIN + 1))
+        drain = Signal(range(max(DRAW_DRAIN, INPUT_DRAIN, STEP_DRAIN, LIF_DRAIN) + 1))
         last_step = Signal()
         m.d.comb += last_step.eq(t == steps - 1)
 
@@ -419,7 +432,7 @@ class LifCore(wiring.Component):
                 m.d.comb += draw_issue.eq(1)
                 m.d.sync += j.eq(j + 1)
                 with m.If(j == M - 1):
-                    m.d.sync += [j.eq(0), drain.eq(2)]
+                    m.d.sync += [j.eq(0), drain.eq(DRAW_DRAIN)]
                     m.next = "DRAW_DRAIN"
 
             # The last draw is being appended as DRAW_DRAIN ends: the list is then complete.
@@ -431,7 +444,7 @@ class LifCore(wiring.Component):
                 with m.If((k == count - 1) | (count == 0)):
                     m.d.sync += [k.eq(0), g.eq(g + 1), g_base.eq(g_base + M)]
                     with m.If(g == G - 1):
-                        m.d.sync += [g.eq(0), g_base.eq(0), drain.eq(3)]
+                        m.d.sync += [g.eq(0), g_base.eq(0), drain.eq(INPUT_DRAIN)]
                         m.next = "INPUT_DRAIN"
 
             drain_state("INPUT_DRAIN", "LIF")
@@ -447,7 +460,7 @@ class LifCore(wiring.Component):
                     with m.Else():
                         m.d.sync += t.eq(t + 1)
                         with m.If(rate):
-                            m.d.sync += drain.eq(2)
+                            m.d.sync += drain.eq(STEP_DRAIN)
                             m.next = "STEP_DRAIN"
 
             # Rate mode: the next step's draws start once the last group is written back.

@@ -11,17 +11,8 @@ from firmware.cli import main, read_pgm
 from golden import model
 from golden.constants import MODE_CURRENT, MODE_RATE
 from golden.data import load_split
-from sim.refboard import RefBoard
 
 SHIPPED = Path(__file__).resolve().parent.parent / "firmware" / "digits"
-
-
-@pytest.fixture(scope="module")
-def refboard():
-    board = RefBoard(SHIPPED)
-    board.start()
-    yield board
-    board.stop()
 
 
 @pytest.fixture(scope="module")

@@ -31,14 +31,6 @@ SHIPPED = Path(__file__).resolve().parent.parent / "firmware" / "digits"
 STEPS = 16
 
 
-@pytest.fixture(scope="module")
-def refboard():
-    board = RefBoard(SHIPPED)
-    board.start()
-    yield board
-    board.stop()
-
-
 @pytest.fixture
 def lifpga(refboard):
     with Lifpga(refboard.url, timeout=5) as driver:
