@@ -91,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="encoder mode (default: the network image's)")
     classify.add_argument("--invert", action="store_true",
                           help="PNG/PGM: dark pixels are high (dark ink on light paper)")
-    classify.add_argument("--window", type=int, default=4, help="requests in flight")
+    classify.add_argument("--window", type=int, default=protocol.MAX_IN_FLIGHT,
+                          help="requests in flight (a board holds %(default)s)")
     classify.add_argument("--confusion-png", type=Path, metavar="PATH",
                           help="with --digits: write the confusion matrix as a PNG")
     return parser

@@ -64,6 +64,8 @@ STATUS_MESSAGES = {
     Status.PIXEL_RANGE: "a pixel is above the network image's pixel_max",
     Status.BAD_PARAMETER: "unknown encoder mode",
     Status.TIMEOUT: "the request stopped arriving mid-frame and the device abandoned it",
+    Status.BUSY: (f"the device already holds {protocol.IMAGE_SLOTS} waiting images (keep at "
+                  f"most {protocol.MAX_IN_FLIGHT} CLASSIFY requests in flight)"),
 }
 
 
@@ -230,7 +232,8 @@ class Lifpga:
 
     def classify_many(self, images: Iterable[Any], steps: int = 0,
                       mode: int = protocol.MODE_DEFAULT,
-                      window: int = 4) -> Iterator[protocol.Classification]:
+                      window: int = protocol.MAX_IN_FLIGHT
+                      ) -> Iterator[protocol.Classification]:
         """Classify images pipelined: up to ``window`` requests in flight, results in order.
 
         Each request carries its own SEQ; responses are matched by SEQ. Each image is
@@ -242,7 +245,9 @@ class Lifpga:
         ----------
         images : iterable of images as for :meth:`classify` (a (B, M) array works).
         steps, mode : as for :meth:`classify`.
-        window : requests in flight, 1 .. 128.
+        window : requests in flight, 1 .. 128. A board holds
+            :data:`~hw.protocol.MAX_IN_FLIGHT` (the default) and answers more with ``BUSY``;
+            the reference board takes any number.
 
         Yields
         ------

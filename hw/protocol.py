@@ -44,13 +44,23 @@ HEADER_BYTES = 6
 CRC_BYTES = 2
 #: Set in a response's CMD byte.
 RESPONSE_FLAG = 0x80
-#: Longest payload a device accepts; a larger LEN is refused at once (``BAD_LENGTH``).
+#: Longest payload a frame may carry. A device refuses a larger LEN at once (``BAD_LENGTH``);
+#: the host parser does the same for responses.
 MAX_PAYLOAD = 1024
 #: A frame that stalls for this many byte times mid-way is abandoned (``TIMEOUT``).
 IDLE_TIMEOUT_BYTES = 64
 
 #: ``mode`` byte of CLASSIFY that selects the network image's default encoder mode.
 MODE_DEFAULT = 0xFF
+
+#: CLASSIFY requests the device buffers while its core works on another one. A request that
+#: completes while every slot is taken is answered ``BUSY``.
+IMAGE_SLOTS = 2
+#: CLASSIFY requests a host may have in flight without ever getting ``BUSY``: one in the core
+#: (or its answer on the wire) and :data:`IMAGE_SLOTS` waiting.
+MAX_IN_FLIGHT = IMAGE_SLOTS + 1
+#: Replies the device queues (errors and INFO included) before it starts dropping frames.
+REPLY_QUEUE = 8
 
 
 class Command(IntEnum):
@@ -70,6 +80,7 @@ class Status(IntEnum):
     PIXEL_RANGE = 0x04      # a pixel is above the image's pixel_max
     BAD_PARAMETER = 0x05    # an unknown encoder mode
     TIMEOUT = 0x06          # the frame stopped arriving mid-way
+    BUSY = 0x07             # CLASSIFY while all IMAGE_SLOTS are taken (flow control)
 
 
 #: The frame CRC: CRC-16/CCITT-FALSE, a.k.a. CRC-16/IBM-3740.
@@ -105,7 +116,8 @@ class FrameError(ValueError):
 
 
 class FrameParser:
-    """Incremental frame parser with resynchronisation (host side and reference device).
+    """Incremental frame parser with resynchronisation (the host's; the device's is
+    :class:`DeviceParser`).
 
     Feed bytes with :meth:`feed`; it returns the complete frames (and :class:`FrameError` for
     frames with a bad CRC or an oversized LEN) found so far. Bytes before a SYNC are dropped;
@@ -240,8 +252,112 @@ def unpack_classification(payload: bytes, classes: int) -> Classification:
 # --- the device, as a reference model ----------------------------------------------------------
 
 
+def device_info(net: model.Network, manifest: dict, *, lanes: int, clock_hz: int,
+                baud: int) -> Info:
+    """What a device running ``net`` answers to INFO."""
+    return Info(PROTOCOL_VERSION, bytes.fromhex(manifest["hash"].split(":")[1]), net.inputs,
+                net.neurons, net.classes, lanes, manifest["timesteps"], manifest["pixel_max"],
+                MODE_BY_NAME[manifest["encoder_mode"]], clock_hz, baud)
+
+
+def request_length(cmd: int, inputs: int) -> int | None:
+    """Payload length a request ``cmd`` must have; ``None`` for an unknown command."""
+    if cmd == Command.INFO:
+        return 0
+    if cmd == Command.CLASSIFY:
+        return struct.calcsize(CLASSIFY_HEADER_FORMAT) + inputs
+    return None
+
+
+class Request(NamedTuple):
+    """A request the device parser accepted (``status`` OK) or refused (any other status)."""
+
+    cmd: int
+    seq: int
+    status: Status
+    payload: bytes = b""
+
+
+class DeviceParser:
+    """The device's frame parser, one byte at a time: the gateware's state machine in software.
+
+    It differs from the host's :class:`FrameParser` in what it does after a bad frame, because
+    the gateware cannot go back over bytes it has already consumed:
+
+    * The header is checked as soon as LEN arrives. LEN above :data:`MAX_PAYLOAD`, or a known
+      command with the wrong LEN, is refused at once (``BAD_LENGTH``), and hunting for SYNC
+      resumes with the next byte.
+    * Otherwise the frame is consumed whole, ``LEN + 2`` more bytes, and then judged: a wrong
+      CRC gives ``BAD_CRC``; an unknown command ``UNKNOWN_COMMAND``.
+    * A byte equal to ``A5`` while waiting for ``5A`` keeps waiting for ``5A``.
+
+    Parameters
+    ----------
+    inputs : M, the CLASSIFY pixel count.
+    """
+
+    _HUNT, _SYNC1, _CMD, _SEQ, _LEN0, _LEN1, _BODY = range(7)
+
+    def __init__(self, inputs: int):
+        self.inputs = inputs
+        self.state = self._HUNT
+        self.cmd = self.seq = self.length = 0
+        self.body = bytearray()
+
+    def pending(self) -> bool:
+        """True while part of a frame has been received."""
+        return self.state != self._HUNT
+
+    def timeout(self) -> Request | None:
+        """The link went idle: abandon a partial frame; ``TIMEOUT`` if CMD and SEQ are known."""
+        known = self.state in (self._LEN0, self._LEN1, self._BODY)
+        request = Request(self.cmd, self.seq, Status.TIMEOUT) if known else None
+        self.state = self._HUNT
+        return request
+
+    def feed(self, byte: int) -> Request | None:
+        """One received byte; returns the request it completes or refuses, if any."""
+        state = self.state
+        if state == self._HUNT:
+            self.state = self._SYNC1 if byte == SYNC[0] else self._HUNT
+        elif state == self._SYNC1:
+            self.state = (self._CMD if byte == SYNC[1]
+                          else self._SYNC1 if byte == SYNC[0] else self._HUNT)
+        elif state == self._CMD:
+            self.cmd, self.state = byte, self._SEQ
+        elif state == self._SEQ:
+            self.seq, self.state = byte, self._LEN0
+        elif state == self._LEN0:
+            self.length, self.state = byte, self._LEN1
+        elif state == self._LEN1:
+            self.length |= byte << 8
+            expected = request_length(self.cmd, self.inputs)
+            if self.length > MAX_PAYLOAD or expected not in (None, self.length):
+                self.state = self._HUNT
+                return Request(self.cmd, self.seq, Status.BAD_LENGTH)
+            self.body = bytearray()
+            self.state = self._BODY
+        else:
+            self.body.append(byte)
+            if len(self.body) == self.length + CRC_BYTES:
+                self.state = self._HUNT
+                payload = bytes(self.body[:self.length])
+                crc = int.from_bytes(self.body[self.length:], "little")
+                head = struct.pack("<BBH", self.cmd, self.seq, self.length)
+                if crc != crc16(head + payload):
+                    return Request(self.cmd, self.seq, Status.BAD_CRC)
+                if request_length(self.cmd, self.inputs) is None:
+                    return Request(self.cmd, self.seq, Status.UNKNOWN_COMMAND)
+                return Request(self.cmd, self.seq, Status.OK, payload)
+        return None
+
+
 class ReferenceDevice:
     """The device side of the protocol in software: what the board answers, byte for byte.
+
+    It answers at once and buffers without limit, so it never sends ``BUSY`` and never drops a
+    reply; a host within :data:`MAX_IN_FLIGHT` requests and :data:`REPLY_QUEUE` replies sees
+    the gateware answer exactly the same bytes.
 
     Parameters
     ----------
@@ -253,11 +369,8 @@ class ReferenceDevice:
     def __init__(self, net: model.Network, manifest: dict, *, lanes: int = 16,
                  clock_hz: int = 0, baud: int = 0, cycles_model=None):
         self.net, self.manifest = net, manifest
-        self.parser = FrameParser()
-        mode = MODE_BY_NAME[manifest["encoder_mode"]]
-        self.info = Info(PROTOCOL_VERSION, bytes.fromhex(manifest["hash"].split(":")[1]),
-                         net.inputs, net.neurons, net.classes, lanes, manifest["timesteps"],
-                         manifest["pixel_max"], mode, clock_hz, baud)
+        self.parser = DeviceParser(net.inputs)
+        self.info = device_info(net, manifest, lanes=lanes, clock_hz=clock_hz, baud=baud)
         self.cycles_model = cycles_model
 
     def idle_timeout(self) -> bytes:
@@ -266,46 +379,38 @@ class ReferenceDevice:
         A frame cut off after its CMD and SEQ are known is answered with TIMEOUT; fewer bytes
         (a stray SYNC, noise) are dropped silently, since there is nothing to address a reply to.
         """
-        stale = self.parser.reset()
-        if len(stale) < 4:
-            return b""
-        return self._error(stale[2], stale[3], Status.TIMEOUT)
+        request = self.parser.timeout()
+        return self._answer(request) if request else b""
 
     def receive(self, data: bytes) -> bytes:
         """Bytes from the host; returns the response bytes they complete."""
         out = b""
-        for item in self.parser.feed(data):
-            if isinstance(item, FrameError):
-                out += self._error(item.cmd, item.seq, item.status)
-            else:
-                out += self._answer(item)
+        for byte in data:
+            if request := self.parser.feed(byte):
+                out += self._answer(request)
         return out
 
     def _error(self, cmd: int, seq: int, status: Status) -> bytes:
         return encode_frame((cmd | RESPONSE_FLAG) & 0xFF, seq, bytes([status]))
 
-    def _answer(self, frame: Frame) -> bytes:
-        reply = (frame.cmd | RESPONSE_FLAG) & 0xFF
-        if frame.cmd == Command.INFO:
-            if frame.payload:
-                return self._error(frame.cmd, frame.seq, Status.BAD_LENGTH)
-            return encode_frame(reply, frame.seq, pack_info(self.info))
-        if frame.cmd == Command.CLASSIFY:
-            head = struct.calcsize(CLASSIFY_HEADER_FORMAT)
-            if len(frame.payload) != head + self.net.inputs:
-                return self._error(frame.cmd, frame.seq, Status.BAD_LENGTH)
-            steps, mode = struct.unpack_from(CLASSIFY_HEADER_FORMAT, frame.payload)
-            pixels = np.frombuffer(frame.payload[head:], dtype=np.uint8).astype(np.int64)
-            if mode == MODE_DEFAULT:
-                mode = self.info.default_mode
-            if mode not in (MODE_CURRENT, MODE_RATE):
-                return self._error(frame.cmd, frame.seq, Status.BAD_PARAMETER)
-            if pixels.max() > self.info.pixel_max:
-                return self._error(frame.cmd, frame.seq, Status.PIXEL_RANGE)
-            steps = steps or self.info.default_steps
-            result = model.run(pixels[None, :], self.net, steps, mode)
-            cycles = self.cycles_model(pixels, steps, mode) if self.cycles_model else 0
-            answer = Classification(int(result.classes[-1, 0]), int(result.spike_count[0]),
-                                    cycles, tuple(int(s) for s in result.scores[-1, 0]))
-            return encode_frame(reply, frame.seq, pack_classification(answer))
-        return self._error(frame.cmd, frame.seq, Status.UNKNOWN_COMMAND)
+    def _answer(self, request: Request) -> bytes:
+        reply = (request.cmd | RESPONSE_FLAG) & 0xFF
+        if request.status != Status.OK:
+            return self._error(request.cmd, request.seq, request.status)
+        if request.cmd == Command.INFO:
+            return encode_frame(reply, request.seq, pack_info(self.info))
+        head = struct.calcsize(CLASSIFY_HEADER_FORMAT)
+        steps, mode = struct.unpack_from(CLASSIFY_HEADER_FORMAT, request.payload)
+        pixels = np.frombuffer(request.payload[head:], dtype=np.uint8).astype(np.int64)
+        if mode == MODE_DEFAULT:
+            mode = self.info.default_mode
+        if mode not in (MODE_CURRENT, MODE_RATE):
+            return self._error(request.cmd, request.seq, Status.BAD_PARAMETER)
+        if pixels.max() > self.info.pixel_max:
+            return self._error(request.cmd, request.seq, Status.PIXEL_RANGE)
+        steps = steps or self.info.default_steps
+        result = model.run(pixels[None, :], self.net, steps, mode)
+        cycles = self.cycles_model(pixels, steps, mode) if self.cycles_model else 0
+        answer = Classification(int(result.classes[-1, 0]), int(result.spike_count[0]),
+                                cycles, tuple(int(s) for s in result.scores[-1, 0]))
+        return encode_frame(reply, request.seq, pack_classification(answer))

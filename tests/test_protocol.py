@@ -112,3 +112,41 @@ def test_idle_timeout_drops_fewer_than_four_bytes_silently(device):
     (reply,) = p.FrameParser().feed(device.receive(frame[:4]) + device.idle_timeout())
     assert (reply.cmd, reply.seq, reply.payload) == (
         p.Command.INFO | 0x80, 5, bytes([p.Status.TIMEOUT]))
+
+
+# --- the device parser's resynchronisation rules (docs/PROTOCOL.md) ---------------------------
+
+
+def test_a_bad_crc_frame_is_consumed_whole(device):
+    """Rule 2: a frame with a plausible header and a bad CRC is consumed whole, so a frame
+    hidden in its payload is not answered; the frame after it is."""
+    hidden = p.encode_frame(p.Command.INFO, 4)
+    bad = bytearray(p.encode_frame(0x33, 3, hidden))
+    bad[-1] ^= 0x01
+    replies = responses(device, bytes(bad) + p.encode_frame(p.Command.INFO, 5))
+    assert [(r.seq, r.payload[0]) for r in replies] == [(3, p.Status.BAD_CRC), (5, p.Status.OK)]
+
+
+def test_an_unknown_command_is_consumed_whole(device):
+    hidden = p.encode_frame(p.Command.INFO, 4)
+    replies = responses(device, p.encode_frame(0x33, 3, hidden) + p.encode_frame(p.Command.INFO, 5))
+    assert [(r.seq, r.payload[0]) for r in replies] == [
+        (3, p.Status.UNKNOWN_COMMAND), (5, p.Status.OK)]
+
+
+@pytest.mark.parametrize("length", [1, 2, 100, p.MAX_PAYLOAD + 1, 0xFFFF])
+def test_a_wrong_length_is_refused_at_the_header(device, length):
+    """Rule 3: the frame right behind a header with a wrong LEN is answered."""
+    header = p.SYNC + bytes([p.Command.INFO, 3]) + length.to_bytes(2, "little")
+    replies = responses(device, header + p.encode_frame(p.Command.INFO, 5))
+    assert [(r.seq, r.payload[0]) for r in replies] == [(3, p.Status.BAD_LENGTH), (5, p.Status.OK)]
+
+
+def test_a5_before_sync_is_not_lost(device):
+    replies = responses(device, b"\xa5\xa5" + p.encode_frame(p.Command.INFO, 5))
+    assert [(r.seq, r.payload[0]) for r in replies] == [(5, p.Status.OK)]
+
+
+def test_busy_is_a_status_the_reference_never_sends():
+    """The reference buffers without limit; BUSY is the gateware's flow control."""
+    assert p.Status.BUSY == 0x07 and p.MAX_IN_FLIGHT == p.IMAGE_SLOTS + 1

@@ -1,0 +1,101 @@
+"""The whole device behind two UART pins: receiver, frame engine, core, transmitter.
+
+::
+
+    rx pin --> UartRx --> FrameEngine --> LifCore
+                              |   ^          |
+                              |   +----------+
+                              v
+    tx pin <-- UartTx <-------+
+
+Board tops (``hw/boards.py``) add a clock, a reset and LEDs around it; the virtual board
+(``sim/board.py``) exports it as ``lifpga_system`` and drives its pins from a TCP socket.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from golden.model import Network
+
+from . import protocol
+from .core import LifCore
+from .frame_engine import FrameEngine
+from .uart import FRAME_BITS, UartRx, UartTx
+
+__all__ = ["LifpgaSystem"]
+
+
+class LifpgaSystem(wiring.Component):
+    """A lifpga device for one network image.
+
+    Parameters
+    ----------
+    net, manifest : a network image (:func:`golden.image.load`).
+    lanes : int
+        ``P``, parallel LIF lanes of the core.
+    clk_hz : int
+        Frequency of the ``sync`` clock, Hz (reported by INFO; sets the baud divisor).
+    baud : int
+        UART bit rate.
+
+    Attributes
+    ----------
+    core : LifCore
+    info : hw.protocol.Info
+        What the device answers to INFO.
+    divisor : int
+        Clock cycles per UART bit.
+
+    Members
+    -------
+    rx : :py:`In(1)`
+        UART receive pin, idle high (asynchronous; synchronised inside).
+    tx : :py:`Out(1, init=1)`
+        UART transmit pin, idle high.
+    busy : :py:`Out(1)`
+        Work in flight: a request queued or computing, or an answer being sent.
+    last_label : :py:`Out(4)`
+        Low 4 bits of the last class answered OK (for LEDs).
+    error : :py:`Out(1)`
+        One-cycle pulse when an error answer starts.
+    """
+
+    def __init__(self, net: Network, manifest: dict, *, lanes: int = 16,
+                 clk_hz: int = 100_000_000, baud: int = 3_000_000):
+        self.core = LifCore(net, pixel_max=manifest["pixel_max"], lanes=lanes)
+        self.uart_rx = UartRx(clk_hz=clk_hz, baud=baud)
+        self.uart_tx = UartTx(clk_hz=clk_hz, baud=baud)
+        self.divisor = self.uart_rx.divisor
+        self.info = protocol.device_info(net, manifest, lanes=lanes, clock_hz=clk_hz, baud=baud)
+        self.engine = FrameEngine(
+            self.info, i_layout=self.core.i_layout, o_layout=self.core.o_layout,
+            idle_timeout_cycles=protocol.IDLE_TIMEOUT_BYTES * FRAME_BITS * self.divisor)
+        super().__init__({
+            "rx": In(1),
+            "tx": Out(1, init=1),
+            "busy": Out(1),
+            "last_label": Out(4),
+            "error": Out(1),
+        })
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        m.submodules.uart_rx = self.uart_rx
+        m.submodules.uart_tx = self.uart_tx
+        m.submodules.engine = self.engine
+        m.submodules.core = self.core
+        wiring.connect(m, self.uart_rx.o, self.engine.rx)
+        wiring.connect(m, self.engine.tx, self.uart_tx.i)
+        wiring.connect(m, self.engine.core_i, self.core.i)
+        wiring.connect(m, self.core.o, self.engine.core_o)
+        m.d.comb += [
+            self.uart_rx.rx.eq(self.rx),
+            self.tx.eq(self.uart_tx.tx),
+            self.busy.eq(self.engine.busy | self.uart_tx.busy),
+            self.last_label.eq(self.engine.last_label),
+            self.error.eq(self.engine.error),
+        ]
+        return m
