@@ -21,6 +21,11 @@ Image files:
 matrix (rows: true class, columns: predicted); ``--confusion-png PATH`` also draws it.
 ``--json`` prints the results as JSON on stdout instead of text.
 
+``--golden DIR`` checks every answer against the golden model of the network image in ``DIR``
+(whose hash must equal the one the device reports): the label, every class score and the
+spike count must be equal. It prints how many were, and exits 1 if any was not: a board that
+differs from its simulation cannot go unnoticed.
+
 Exit status: 0 on success, 2 for a usage error or an unreadable or unusable input file, 1 for
 a device or link error. Errors print one line on stderr, never a traceback.
 """
@@ -95,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="requests in flight (a board holds %(default)s)")
     classify.add_argument("--confusion-png", type=Path, metavar="PATH",
                           help="with --digits: write the confusion matrix as a PNG")
+    classify.add_argument("--golden", type=Path, metavar="DIR",
+                          help="compare every answer with the golden model of this network "
+                               "image (exit 1 on any difference)")
     return parser
 
 
@@ -161,14 +169,58 @@ def _classify(board: Lifpga, args: argparse.Namespace) -> int:
     named: list[tuple[str, np.ndarray]] = []
     for path in args.files:
         named += load_images(Path(path), info.inputs, info.pixel_max, invert=args.invert)
-    results = _run(board, [x for _, x in named], args.steps, mode, args.window)
+    golden = _golden_net(args.golden, info) if args.golden else None
+    images = [x for _, x in named]
+    results = _run(board, images, args.steps, mode, args.window)
     rows = [{"file": name, "label": r.label, "spike_count": r.spike_count, "cycles": r.cycles,
              "scores": list(r.scores)} for (name, _), r in zip(named, results, strict=True)]
+    equal = _compare_golden(golden, info, images, results, args.steps, mode) if golden else None
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps(rows if equal is None else {"results": rows, "golden_equal": equal},
+                         indent=2))
     else:
         for row in rows:
             print(f"{row['file']}: {row['label']}")
+    return _golden_verdict(equal, len(images), quiet=args.json)
+
+
+def _golden_net(directory: Path, info: protocol.Info):
+    """The golden network of ``--golden``, checked to be the one the device runs."""
+    from golden import image
+
+    try:
+        net, manifest = image.load(directory)
+    except image.NetworkImageError as exc:
+        raise InputError(f"--golden: {exc}") from exc
+    if manifest["hash"] != "sha256:" + info.image_hash.hex():
+        raise InputError(f"--golden: {directory} is image {manifest['hash'][:19]}..., the "
+                         f"device runs sha256:{info.image_hash.hex()[:12]}...")
+    return net
+
+
+def _compare_golden(net, info: protocol.Info, images: list[np.ndarray],
+                    results: list[protocol.Classification], steps: int, mode: int) -> list[bool]:
+    """Per image: the device's label, scores and spike count equal golden's."""
+    from golden import model
+
+    steps = steps or info.default_steps
+    mode = info.default_mode if mode == protocol.MODE_DEFAULT else mode
+    ref = model.run(np.asarray(images, dtype=np.int64).reshape(len(images), -1), net, steps,
+                    mode)
+    return [bool(r.label == ref.classes[-1, k] and list(r.scores) == ref.scores[-1, k].tolist()
+                 and r.spike_count == ref.spike_count[k]) for k, r in enumerate(results)]
+
+
+def _golden_verdict(equal: list[bool] | None, count: int, *, quiet: bool) -> int:
+    if equal is None:
+        return 0
+    same = sum(equal)
+    if not quiet:
+        print(f"golden: {same}/{count} answers equal the golden model bit for bit")
+    if same != count:
+        print(f"lifpga: error: {count - same} answer(s) differ from the golden model, the "
+              f"first for image {equal.index(False)}", file=sys.stderr)
+        return EXIT_DEVICE
     return 0
 
 
@@ -196,6 +248,7 @@ def _classify_digits(board: Lifpga, info: protocol.Info, args: argparse.Namespac
         raise InputError(f"--digits {args.digits} is more than the {len(split.x_test)} "
                          "images of the test split")
     x, y = split.x_test[:args.digits], split.y_test[:args.digits]
+    golden = _golden_net(args.golden, info) if args.golden else None
     start = time.monotonic()
     results = _run(board, list(x), args.steps, mode, args.window)
     wall = time.monotonic() - start
@@ -219,9 +272,12 @@ def _classify_digits(board: Lifpga, info: protocol.Info, args: argparse.Namespac
         "labels": y.tolist(), "predicted": predicted.tolist(),
         "spike_count": [r.spike_count for r in results], "cycles": [r.cycles for r in results],
     }
+    equal = _compare_golden(golden, info, list(x), results, args.steps, mode) if golden else None
+    if equal is not None:
+        report["golden_equal"] = equal
     if args.json:
         print(json.dumps(report, indent=2))
-        return 0
+        return _golden_verdict(equal, len(y), quiet=True)
     print(f"{len(y)} test digits, {report['steps']} steps, {report['mode']} mode: "
           f"accuracy {100 * accuracy:.2f} % ({report['images_per_s']:.0f} images/s)")
     print("\nclass  precision  recall     F1  support")
@@ -232,7 +288,7 @@ def _classify_digits(board: Lifpga, info: protocol.Info, args: argparse.Namespac
     print("      " + "".join(f"{c:5}" for c in labels))
     for c in labels:
         print(f"{c:5} " + "".join(f"{n:5}" for n in confusion[c]))
-    return 0
+    return _golden_verdict(equal, len(y), quiet=False)
 
 
 def write_confusion_png(confusion: np.ndarray, path: Path, title: str) -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from firmware.cli import main, read_pgm
 from golden import model
-from golden.constants import MODE_CURRENT, MODE_RATE
+from golden.constants import MODE_BY_NAME, MODE_CURRENT, MODE_RATE
 from golden.data import load_split
 
 SHIPPED = Path(__file__).resolve().parent.parent / "firmware" / "digits"
@@ -191,3 +191,46 @@ def test_pgm_maxval_out_of_range(refboard, capsys, tmp_path, maxval):
     assert code == 2
     assert err == f"lifpga: error: cannot read {pgm}: PGM maxval must lie in 1 .. 65535, " \
                   f"got {int(maxval)}\n"
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_golden_check_passes_on_an_honest_board(refboard, capsys, fmt):
+    code, out, err = run(capsys, "classify", "--port", refboard.url, "--digits", 12,
+                         "--steps", 8, "--mode", "rate", "--golden", SHIPPED,
+                         *(["--json"] if fmt == "json" else []))
+    assert code == 0, err
+    if fmt == "json":
+        assert json.loads(out)["golden_equal"] == [True] * 12
+    else:
+        assert "golden: 12/12 answers equal the golden model bit for bit" in out
+
+
+def test_golden_check_catches_a_board_that_differs(capsys, tmp_path):
+    """A device reporting the shipped image's hash but computing something else (here: one
+    class's decoder bias off by one) fails the check, with exit status 1."""
+    from sim.refboard import RefBoard
+
+    board = RefBoard(SHIPPED)
+    board.net = board.net._replace(dec_bias=board.net.dec_bias + np.eye(10, dtype=int)[3])
+    board.start()
+    try:
+        np.save(tmp_path / "x.npy", load_split().x_test[:4])
+        code, out, err = run(capsys, "classify", "--port", board.url, "--steps", 8,
+                             "--golden", SHIPPED, tmp_path / "x.npy")
+    finally:
+        board.stop()
+    assert code == 1
+    assert "golden: 0/4 answers equal" in out and "differ from the golden model" in err
+
+
+def test_golden_check_refuses_another_image(refboard, capsys, tmp_path):
+    from golden import image
+
+    net, manifest = image.load(SHIPPED)
+    other = tmp_path / "other"
+    image.save(other, net._replace(dec_bias=net.dec_bias + 1), manifest["timesteps"],
+               MODE_BY_NAME[manifest["encoder_mode"]], manifest["pixel_max"],
+               manifest["metadata"])
+    code, _, err = run(capsys, "classify", "--port", refboard.url, "--digits", 2,
+                       "--golden", other)
+    assert code == 2 and "--golden" in err and "the device runs" in err
