@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 IMAGE  ?= firmware/digits
 ARGS   ?=
 
-.PHONY: all sim test golden train figures lint clean distclean venv
+.PHONY: all sim board test golden train figures lint clean distclean venv
 
 all: test
 
@@ -41,6 +41,10 @@ train: $(STAMP)
 ## make sim: classify the test digits through the simulated hardware (Verilator) vs golden
 sim: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m sim.run --image $(IMAGE) $(ARGS)
+
+## make board: the virtual board: the simulated device on a TCP port, for the driver and CLI
+board: $(STAMP)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m sim.board --image $(IMAGE) $(ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

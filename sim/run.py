@@ -1,17 +1,24 @@
 """``make sim``: classify the test digits on the simulated hardware and compare with golden.
 
-``python -m sim.run --image firmware/digits`` exports :class:`hw.core.LifCore` for the image,
-builds its Verilator model (once; later runs reuse it, see :mod:`sim.verilator`), streams the
-whole test split through it in each encoder mode (one simulator process per mode) and compares
-every image with :func:`golden.model.run`: the label, every class score and the spike count.
+``python -m sim.run --image firmware/digits`` runs end to end, as a user of a real board
+would: it builds the virtual board (:mod:`sim.board`: :class:`hw.system.LifpgaSystem`, the
+UART receiver, frame engine, core and UART transmitter, Verilated once and cached), starts it
+on a TCP port, and sends the whole test split through the host driver
+(:class:`firmware.driver.Lifpga`, pipelined ``classify_many``) in each encoder mode: driver ->
+socket -> UART rx pin -> frame engine -> core -> UART tx pin -> driver. Every answer is
+compared with :func:`golden.model.run`: the label, every class score and the spike count.
+
+``--via core`` instead streams the images straight into the core's ports (:mod:`sim.verilator`,
+cocotb), the tier that also checks each image's cycle count against the timing model.
 
 It prints a table per mode (accuracy on the true labels, golden accuracy, agreement, cycles per
-image, wall time) and writes ``build/sim/report.json``. An image *agrees* when its label and
-every score equal golden's; the command fails (exit 1) unless every image of every mode agrees,
-and prints the first image that does not.
+image, wall time) and the link figures (bytes per image each way, the images/s a 3 Mbaud link
+allows one at a time and pipelined), and writes ``build/sim/report.json``. An image *agrees*
+when its label and every score equal golden's; the command fails (exit 1) unless every image
+of every mode agrees, and prints the first image that does not.
 
 ``--wave`` also runs the first two images (in current mode, unless ``--modes`` leaves it out)
-on a second model built with FST tracing and writes ``build/sim/wave-<mode>.fst`` (every signal
+on a core model built with FST tracing and writes ``build/sim/wave-<mode>.fst`` (every signal
 of the harness and the core; GTKWave and Surfer open it). Verilator's FST writer needs LZ4:
 the system's if it has one, otherwise the first ``--wave`` builds it into ``build/sim/lz4/``
 from the C sources in the PyPI sdist of python-lz4 (:func:`sim.verilator.fst_build_args`). If
@@ -25,15 +32,25 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from firmware.driver import Lifpga, LifpgaError
 from golden import data, image, model
 from golden.constants import MODE_NAMES
+from hw import protocol
 
-from . import verilator
+from . import board, verilator
+
+#: The board's UART: the rate the link figures are quoted at, and the virtual board's.
+LINK_BAUD = board.BAUD
+#: The virtual board's clock (see :data:`sim.board.CLK_HZ`).
+BOARD_CLK_HZ = board.CLK_HZ
+#: Seconds the driver waits for one answer from the virtual board.
+BOARD_TIMEOUT_S = 60.0
 
 #: Images of a ``--wave`` run unless ``--limit`` asks for fewer.
 WAVE_IMAGES = 2
@@ -83,11 +100,40 @@ def run_mode(sim_model: verilator.SimModel, net: model.Network, x: np.ndarray, y
         sim = sim_model.run(x, steps, mode, progress=update, **options)
     finally:
         close()
+    return _entry(sim, net, x, y, steps, mode)
+
+
+def run_board_mode(url: str, net: model.Network, x: np.ndarray, y: np.ndarray, steps: int,
+                   mode: int) -> tuple[dict, str | None]:
+    """Run one mode over ``x`` through the virtual board at ``url``, like :func:`run_mode`."""
+    name = MODE_NAMES[mode]
+    update, close = _progress(name, len(x))
+    label, scores, spikes, cycles = [], [], [], []
+    start = time.perf_counter()
+    try:
+        with Lifpga(url, timeout=BOARD_TIMEOUT_S) as device:
+            for k, answer in enumerate(device.classify_many(x, steps=steps, mode=mode)):
+                label.append(answer.label)
+                scores.append(answer.scores)
+                spikes.append(answer.spike_count)
+                cycles.append(answer.cycles)
+                update(k + 1)
+    finally:
+        close()
+    wall = time.perf_counter() - start
+    cycles_arr = np.array(cycles, dtype=np.int64)
+    sim = verilator.SimResult(np.array(label, dtype=np.int64), np.array(scores, dtype=np.int64),
+                              np.array(spikes, dtype=np.int64), cycles_arr, cycles_arr, wall)
+    return _entry(sim, net, x, y, steps, mode)
+
+
+def _entry(sim: verilator.SimResult, net: model.Network, x: np.ndarray, y: np.ndarray,
+           steps: int, mode: int) -> tuple[dict, str | None]:
     golden = model.run(x, net, steps, mode)
     agree = _agreement(sim, golden)
     spikes_agree = sim.spike_count == golden.spike_count
     entry = {
-        "mode": name,
+        "mode": MODE_NAMES[mode],
         "images": len(x),
         "timesteps": steps,
         "accuracy": float(np.mean(sim.label == y)),
@@ -104,6 +150,18 @@ def run_mode(sim_model: verilator.SimModel, net: model.Network, x: np.ndarray, y
     mismatch = _describe_mismatch(int(bad[0]), sim, golden, y) if bad.size else None
     entry["first_mismatch"] = int(bad[0]) if bad.size else None
     return entry, mismatch
+
+
+def link_figures(net: model.Network, baud: int = LINK_BAUD) -> dict:
+    """Bytes per image each way and the images/s a ``baud`` link allows (8N1)."""
+    overhead = protocol.HEADER_BYTES + protocol.CRC_BYTES
+    request = overhead + protocol.request_length(protocol.Command.CLASSIFY, net.inputs)
+    response = overhead + len(protocol.pack_classification(
+        protocol.Classification(0, 0, 0, (0,) * net.classes)))
+    bytes_per_s = baud / 10
+    return {"baud": baud, "request_bytes": request, "response_bytes": response,
+            "images_per_s_one_at_a_time": round(bytes_per_s / (request + response), 1),
+            "images_per_s_pipelined": round(bytes_per_s / max(request, response), 1)}
 
 
 def _table(entries: list[dict]) -> str:
@@ -171,6 +229,9 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"also dump a waveform of the first {WAVE_IMAGES} images "
                              "(current mode if listed, else the first mode)")
     parser.add_argument("--out", default="build/sim", help="output directory")
+    parser.add_argument("--via", choices=("board", "core"), default="board",
+                        help="board: through the driver, a socket and the UART of the virtual "
+                             "board (default); core: straight into the core's streams")
     args = parser.parse_args(argv)
 
     by_name = {v: k for k, v in MODE_NAMES.items()}
@@ -193,23 +254,51 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"{args.image}: {net.neurons} neurons, {args.lanes} lanes, {steps} steps, "
           f"{len(x)} test images of {split.name}, image {manifest['hash'][:19]}...")
-    sim_model = _build(net, manifest, args.lanes)
-    if isinstance(sim_model, str):
-        print(f"error: {sim_model}", file=sys.stderr)
-        return 2
+    if args.via == "core":
+        sim_model = _build(net, manifest, args.lanes)
+        if isinstance(sim_model, str):
+            print(f"error: {sim_model}", file=sys.stderr)
+            return 2
+        build = {"build_s": round(sim_model.build_s, 3), "build_cached": sim_model.cached,
+                 "design_key": sim_model.key}
+    else:
+        try:
+            board_model = board.build_board(args.image, lanes=args.lanes, clk_hz=BOARD_CLK_HZ,
+                                            baud=LINK_BAUD, announce=print)
+        except (board.ToolNotFoundError, board.SimulationError, ValueError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        built = "cached" if board_model.cached else "exported and built"
+        print(f"virtual board {built} in {board_model.build_s:.1f} s: "
+              f"{board_model.executable}")
+        build = {"build_s": round(board_model.build_s, 3), "build_cached": board_model.cached,
+                 "design_key": board_model.key, "clk_hz": BOARD_CLK_HZ, "baud": LINK_BAUD}
 
     entries, mismatches = [], []
     for name in modes:
         try:
-            entry, mismatch = run_mode(sim_model, net, x, y, steps, by_name[name])
+            if args.via == "core":
+                entry, mismatch = run_mode(sim_model, net, x, y, steps, by_name[name])
+            else:
+                with board_model.start() as running:
+                    entry, mismatch = run_board_mode(running.url, net, x, y, steps,
+                                                     by_name[name])
         except (verilator.SimulationError, ValueError) as e:
             print(f"error ({name} mode): {e}", file=sys.stderr)
+            return 2
+        except (LifpgaError, board.BoardError) as e:
+            print(f"error ({name} mode, virtual board): {e}", file=sys.stderr)
             return 2
         entries.append(entry)
         if mismatch:
             mismatches.append(f"{name} mode, first mismatching {mismatch}")
 
     print(_table(entries))
+    link = link_figures(net)
+    print(f"link at {link['baud']:,} baud: {link['request_bytes']} bytes per request, "
+          f"{link['response_bytes']} per answer; it allows "
+          f"{link['images_per_s_one_at_a_time']:,.0f} images/s one at a time, "
+          f"{link['images_per_s_pipelined']:,.0f} pipelined")
     main_entry = next((e for e in entries if e["mode"] == "current"), entries[0])
     report = {
         "dataset": split.name,
@@ -223,11 +312,11 @@ def main(argv: list[str] | None = None) -> int:
         "lanes": args.lanes,
         "neurons": net.neurons,
         "wall_s": main_entry["wall_s"],
-        "build_s": round(sim_model.build_s, 3),
-        "build_cached": sim_model.cached,
+        "via": args.via,
+        **build,
         "image": str(args.image),
         "image_hash": manifest["hash"],
-        "design_key": sim_model.key,
+        "link": link,
         "modes": {e["mode"]: e for e in entries},
     }
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")

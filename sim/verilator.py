@@ -68,6 +68,7 @@ __all__ = [
     "SimResult",
     "SimModel",
     "design_key",
+    "design_sources",
     "export",
     "build",
     "FstUnavailableError",
@@ -150,17 +151,24 @@ class SimResult(NamedTuple):
     wall_s: float
 
 
-def _design_sources(root: Path) -> list[Path]:
-    """Source files whose content is part of the design key.
+def design_sources(entry: str | Path = "hw/core.py", root: Path = REPO_ROOT) -> list[Path]:
+    """Source files whose content is part of the design key of the design in ``entry``.
 
-    ``hw/core.py`` and every ``hw`` module it imports, followed statically (so the key does not
-    depend on what else a process has imported), plus ``golden/constants.py``. Editing the UART
-    or the protocol therefore does not rebuild the core's model.
+    ``entry`` (relative to ``root``, or absolute) and every ``hw`` module it imports, followed
+    statically (so the key does not depend on what else a process has imported), plus
+    ``golden/constants.py``. Followed: ``from .x import ...`` and ``from . import x`` (next to
+    the importing file), ``from hw.x import ...``, ``from hw import x`` and ``import hw.x``.
+    For ``hw/core.py``, editing the UART or the protocol therefore does not rebuild the core's
+    model.
     """
     import ast
 
     hw = root / "hw"
-    todo, seen = [hw / "core.py"], set()
+
+    def module_file(package: Path, dotted: str) -> Path:
+        return package / f"{dotted.replace('.', '/')}.py"
+
+    todo, seen = [root / entry], set()
     while todo:
         path = todo.pop()
         if path in seen or not path.exists():
@@ -168,11 +176,23 @@ def _design_sources(root: Path) -> list[Path]:
         seen.add(path)
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom):
-                if node.level == 1 and node.module:
-                    todo.append(hw / f"{node.module.replace('.', '/')}.py")
-                elif node.level == 0 and (node.module or "").startswith("hw."):
-                    todo.append(hw / f"{node.module[3:].replace('.', '/')}.py")
+                module = node.module or ""
+                if node.level == 1:
+                    todo += ([module_file(path.parent, module)] if module else
+                             [module_file(path.parent, a.name) for a in node.names])
+                elif node.level == 0 and module.startswith("hw."):
+                    todo.append(module_file(hw, module[3:]))
+                elif node.level == 0 and module == "hw":
+                    todo += [module_file(hw, a.name) for a in node.names]
+            elif isinstance(node, ast.Import):
+                todo += [module_file(hw, a.name[3:]) for a in node.names
+                         if a.name.startswith("hw.")]
     return sorted(seen) + [root / "golden" / "constants.py"]
+
+
+def _design_sources(root: Path) -> list[Path]:
+    """Source files of the core's design key: :func:`design_sources` of ``hw/core.py``."""
+    return design_sources("hw/core.py", root)
 
 
 def _make_core(net: Network, pixel_max: int, lanes: int):

@@ -3,15 +3,19 @@
 import json
 from pathlib import Path
 
+import pytest
+
 from sim import run
 
 SHIPPED = Path(__file__).resolve().parent.parent / "firmware" / "digits"
 
 
-def test_make_sim_on_a_few_digits(tmp_path, capsys):
-    # Same design as tests/test_core_sim.py (shipped image, 16 lanes): the model is reused.
+@pytest.mark.parametrize("via", ["board", "core"])
+def test_make_sim_on_a_few_digits(tmp_path, capsys, via):
+    # Same designs as tests/test_core_sim.py and tests/test_board.py (shipped image, 16
+    # lanes): the models are reused.
     code = run.main(["--image", str(SHIPPED), "--limit", "6", "--steps", "8",
-                     "--out", str(tmp_path)])
+                     "--out", str(tmp_path), "--via", via])
     out = capsys.readouterr().out
     assert code == 0, out
     assert "agreement" in out and "current" in out and "rate" in out
@@ -23,6 +27,12 @@ def test_make_sim_on_a_few_digits(tmp_path, capsys):
     assert report["agreement"] == 1.0 and report["lanes"] == 16 and report["neurons"] == 256
     assert set(report["modes"]) == {"current", "rate"}
     assert report["modes"]["rate"]["agreement"] == 1.0
+    assert report["via"] == via
+    # The link figures of docs/PROTOCOL.md: 75 bytes out, 58 back, at 3 Mbaud.
+    assert report["link"] == {"baud": 3_000_000, "request_bytes": 75, "response_bytes": 58,
+                              "images_per_s_one_at_a_time": 2255.6,
+                              "images_per_s_pipelined": 4000.0}
+    assert "4,000 pipelined" in out
 
 
 def test_bad_image_is_a_clear_error(tmp_path, capsys):
