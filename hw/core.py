@@ -25,29 +25,36 @@ Architecture
 ``DRAW``      rate mode, every step, ``M`` cycles (+2 drain): every pixel takes its LFSR draw
               (draw ``t * M + j``, the golden order) in the ``RateEncoder``; pixels that spike
               are listed with ``x = 2**rate_bits``.
-``INPUT``     ``G * max(K, 1)`` cycles (+3 drain) for a list of ``K`` entries: for each group,
-              each lane accumulates ``W_in[n, j] * x`` over the list; at the end of a group
-              the ``CurrentLane`` lanes write ``I = sat((acc + bias) << shift)`` to ``cur_mem``.
-              A zero input adds nothing, so skipping it is exact.
-``LIF``       ``G`` cycles per step (+2 drain), a 3-stage pipeline (register the inputs, run
-              the lanes into registers, write back), hence ``G >= 4``: the ``NeuronLane``
+``INPUT``     ``G * max(K, 1)`` cycles for a list of ``K`` entries: for each group, each lane
+              accumulates ``W_in[n, j] * x`` over the list (weights registered, then a
+              two-stage multiply in logic); at the end of a group the two-stage
+              ``CurrentLane`` lanes write ``I = sat((acc + bias) << shift)`` to ``cur_mem``,
+              7 cycles after the group's last issue. A zero input adds nothing, so skipping it
+              is exact.
+``LIF``       ``G`` cycles per step, a 5-stage pipeline (register the inputs, the two-stage
+              ``NeuronLane``, register its outputs, write back 4 cycles after the read): the
               lanes update ``v``, ``ref``, ``psc`` of a group per cycle and count spikes.
               Constant-current mode runs ``INPUT`` once, then ``LIF`` for every step; rate
               mode runs ``DRAW``, ``INPUT``, ``LIF`` at every step.
 ``READOUT``   ``N`` cycles: the PSC values stream, one neuron per cycle, into the ``Readout``
               (``hw/readout.py``): ``C`` class accumulators add ``dec[c, n] * psc[n]`` from
-              ``dec_bias``; ``C + 2`` cycles after the last value (two to settle, ``C - 1`` for
-              an upward argmax scan with golden's tie rule) the result is offered on ``o``.
+              ``dec_bias``; ``ceil(log2 C) + 4`` cycles after the last value (three to
+              settle, ``ceil(log2 C)`` for an argmax tree with golden's tie rule) the result is
+              offered on ``o``.
 ``RESULT``    until ``o`` is taken.
+
+Only ``DRAW`` waits for its pipeline to drain. ``INPUT`` to ``LIF`` and ``LIF`` to ``READOUT``
+overlap the pipelines: both sides visit the groups in order, so with ``G >= MIN_GROUPS`` (8)
+every group is read after its last write (see ``MIN_GROUPS``).
 
 Cycles per image (:meth:`LifCore.expected_cycles`; both test tiers check it)::
 
-    constant current:  M + G*max(K, 1) + 3 + T*G + 2 + N + 3 + (C - 1)
-    rate encoder:      M + sum_t (M + 2 + G*max(K_t, 1) + 3 + G + 2) + N + 3 + (C - 1)
+    constant current:  M + G*max(K, 1) + T*G + N + 4 + ceil(log2 C)
+    rate encoder:      M + sum_t (M + 2 + G*max(K_t, 1) + G) + N + 4 + ceil(log2 C)
 
 with ``K`` the nonzero pixels and ``K_t`` the pixels spiking at step ``t``. For the digits
-(N = 256, M = 64, C = 10, about 33 nonzero pixels) with P = 16 and T = 32: 1,372 cycles per
-image on average over the test split, 1,873 at most (every pixel nonzero). docs/ARCHITECTURE.md
+(N = 256, M = 64, C = 10, about 33 nonzero pixels) with P = 16 and T = 32: 1,363 cycles per
+image on average over the test split, 1,864 at most (every pixel nonzero). docs/ARCHITECTURE.md
 gives the lower bound.
 
 Timing of the stream ports: ``i.ready`` is high only in ``LOAD``; ``o.valid`` rises when the
@@ -57,7 +64,7 @@ image only after its result has been taken.
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -77,30 +84,37 @@ from golden.constants import (
 )
 from golden.model import Network
 
-from .neuron import CurrentLane, NeuronLane
+from .neuron import LANE_LATENCY, CurrentLane, NeuronLane
 from .rate_encoder import RateEncoder
 from .readout import Readout
 
 __all__ = ["LifCore"]
 
-#: Pipeline drains, in cycles, between phases (used by the controller and by
-#: ``LifCore.expected_cycles``): DRAW to INPUT (the last draw is appended 2 cycles after its
-#: issue), INPUT to LIF (the last group's current is written 3 cycles after its issue), and LIF
-#: to the next step's DRAW in rate mode.
-DRAW_DRAIN = 2
-INPUT_DRAIN = 3
-STEP_DRAIN = 2
-#: Cycles from the last READOUT issue to the result: the PSC reaches the readout one cycle after
-#: its issue, and the readout needs 2 more before its argmax scan.
-READOUT_DRAIN = 3
-#: Cycles between the last LIF issue and READOUT. The last write-back lands 3 cycles after its
-#: issue, but READOUT reads group g only g * P cycles after it starts and group 0 was written
-#: long before, so 2 is enough for every G >= 4.
-LIF_DRAIN = 2
+#: Pipeline latencies, in cycles from a group's issue to the clock edge that writes its result:
+#: INPUT (list entry, weight ROM, weight register, two-stage multiply, accumulator, then the
+#: two-stage ``CurrentLane`` into ``cur_mem``) and LIF (the lanes' inputs registered, the
+#: two-stage ``NeuronLane``, the new state registered, then written to ``st_mem``).
+INPUT_LATENCY = 6 + LANE_LATENCY
+LIF_LATENCY = 3 + LANE_LATENCY
+#: Groups per image needed for the overlaps below: LIF reads group ``g`` ``g + 1`` cycles after
+#: INPUT's last issue, which must follow the current's write (at most ``INPUT_LATENCY -
+#: (G - 1 - g)`` cycles after that issue); a group's state is read again ``G`` cycles after its
+#: read, which must follow its write-back.
+MIN_GROUPS = max(INPUT_LATENCY, LIF_LATENCY) + 1
 
-#: Per-neuron constants, one ROM word per group.
-NEURON_LAYOUT = data.StructLayout({
-    "bias": signed(B_BITS), "shift": unsigned(W_SHIFT_BITS), "v_th": unsigned(V_TH_BITS)})
+#: Pipeline drains, in cycles, between phases (used by the controller and by
+#: ``LifCore.expected_cycles``). DRAW to INPUT waits 2: the last draw is appended 2 cycles after
+#: its issue, and INPUT needs the list's length. No other phase change waits; the pipelines
+#: overlap instead. INPUT to LIF and LIF to READOUT: both phases visit the groups in order, one
+#: per cycle or slower, so every read stays after its write given ``G >= MIN_GROUPS``. LIF to
+#: the next step's DRAW (rate mode): the two share no memory.
+DRAW_DRAIN = 2
+#: Cycles from the last READOUT issue to the result: the PSC reaches the readout one cycle after
+#: its issue, and the readout needs 3 more before its argmax tree.
+READOUT_DRAIN = 4
+
+#: Per-neuron constants of the input current, one ROM word per group.
+CURRENT_LAYOUT = data.StructLayout({"bias": signed(B_BITS), "shift": unsigned(W_SHIFT_BITS)})
 #: Per-neuron state, one RAM word per group.
 STATE_LAYOUT = data.StructLayout({
     "v": signed(V_BITS), "ref": unsigned(REF_BITS), "psc": unsigned(PSC_BITS)})
@@ -125,7 +139,7 @@ class LifCore(wiring.Component):
     pixel_max : int
         Largest pixel value (the image's ``pixel_max``); sets the pixel width.
     lanes : int
-        ``P``, neurons updated in parallel. Must divide ``N``, and ``N / P >= 2``.
+        ``P``, neurons updated in parallel. Must divide ``N``, and ``N / P >= MIN_GROUPS`` (8).
 
     Members
     -------
@@ -145,10 +159,12 @@ class LifCore(wiring.Component):
         neurons, inputs, classes = net.neurons, net.inputs, net.classes
         if lanes < 1 or neurons % lanes:
             raise ValueError(f"lanes ({lanes}) must divide the neuron count ({neurons})")
-        if neurons // lanes < 4:
-            # A group's state is read again G cycles after its read; the LIF pipeline writes it
-            # back 3 cycles after the read, so G >= 4 keeps every read after its write.
-            raise ValueError(f"lanes ({lanes}) must be at most a quarter of the neuron count")
+        if neurons // lanes < MIN_GROUPS:
+            # The pipelines overlap across phases and steps; every read stays after its write
+            # only if there are enough groups (see MIN_GROUPS).
+            raise ValueError(
+                f"lanes ({lanes}) leave {neurons // lanes} groups of neurons; the core's "
+                f"pipelines need at least {MIN_GROUPS} (lanes at most {neurons // MIN_GROUPS})")
         if inputs < 2:
             # The mode is latched from the first pixel and acted on at the last one.
             raise ValueError(f"the core needs at least 2 inputs, the image has {inputs}")
@@ -182,19 +198,17 @@ class LifCore(wiring.Component):
 
         from golden.lfsr import rate_draws
 
-        n, m, c, g = self.net.neurons, self.net.inputs, self.net.classes, self.groups
+        n, m, g = self.net.neurons, self.net.inputs, self.groups
+        argmax = (self.net.classes - 1).bit_length()  # the readout's argmax tree
         pixels = np.asarray(pixels)
         steps = max(int(steps), 1)
         if mode != MODE_RATE:
             listed = max(int(np.count_nonzero(pixels)), 1)
-            return (m + g * listed + INPUT_DRAIN + steps * g + LIF_DRAIN + n + READOUT_DRAIN
-                    + (c - 1))
+            return m + g * listed + steps * g + n + READOUT_DRAIN + argmax
         draws = rate_draws(self.net.lfsr_seed, steps, m, self.net.rate_bits)
         spiking = (draws < pixels).sum(axis=1)
-        per_step = sum(m + DRAW_DRAIN + g * max(int(k), 1) + INPUT_DRAIN + g + STEP_DRAIN
-                       for k in spiking)
-        # The last step ends with the LIF drain instead of a step drain.
-        return m + per_step - STEP_DRAIN + LIF_DRAIN + n + READOUT_DRAIN + (c - 1)
+        per_step = sum(m + DRAW_DRAIN + g * max(int(k), 1) + g for k in spiking)
+        return m + per_step + n + READOUT_DRAIN + argmax
 
     def elaborate(self, platform) -> Module:
         m = Module()
@@ -206,11 +220,15 @@ class LifCore(wiring.Component):
             shape=data.ArrayLayout(signed(W_BITS), P), depth=G * M,
             init=[[int(net.w_in[g * P + p, j]) for p in range(P)]
                   for g in range(G) for j in range(M)])
-        m.submodules.nrn_mem = nrn_mem = memory.Memory(
-            shape=data.ArrayLayout(NEURON_LAYOUT, P), depth=G,
-            init=[[{"bias": int(net.bias[n]), "shift": int(net.w_shift[n]),
-                    "v_th": int(net.v_th[n])} for n in range(g * P, (g + 1) * P)]
-                  for g in range(G)])
+        # The per-neuron constants sit in two ROMs, one per phase, so INPUT's last groups and
+        # LIF's first ones can overlap.
+        m.submodules.cur_param_mem = cur_param_mem = memory.Memory(
+            shape=data.ArrayLayout(CURRENT_LAYOUT, P), depth=G,
+            init=[[{"bias": int(net.bias[n]), "shift": int(net.w_shift[n])}
+                   for n in range(g * P, (g + 1) * P)] for g in range(G)])
+        m.submodules.v_th_mem = v_th_mem = memory.Memory(
+            shape=data.ArrayLayout(unsigned(V_TH_BITS), P), depth=G,
+            init=[[int(net.v_th[n]) for n in range(g * P, (g + 1) * P)] for g in range(G)])
         m.submodules.cur_mem = cur_mem = memory.Memory(
             shape=data.ArrayLayout(signed(I_BITS), P), depth=G, init=[])
         m.submodules.st_mem = st_mem = memory.Memory(
@@ -224,7 +242,8 @@ class LifCore(wiring.Component):
         m.submodules.lst_mem = lst_mem = memory.Memory(shape=entry, depth=M, init=[])
 
         w_rd = w_mem.read_port()
-        nrn_rd = nrn_mem.read_port()
+        cp_rd = cur_param_mem.read_port()
+        th_rd = v_th_mem.read_port()
         cur_rd, cur_wr = cur_mem.read_port(), cur_mem.write_port()
         st_rd, st_wr = st_mem.read_port(), st_mem.write_port()
         pix_rd, pix_wr = pix_mem.read_port(), pix_mem.write_port()
@@ -263,7 +282,7 @@ class LifCore(wiring.Component):
         n = Signal(range(N))
         rg = Signal(range(G))
         rp = Signal(range(P))
-        drain = Signal(range(max(DRAW_DRAIN, INPUT_DRAIN, STEP_DRAIN, LIF_DRAIN) + 1))
+        drain = Signal(range(DRAW_DRAIN + 1))
         last_step = Signal()
         m.d.comb += last_step.eq(t == steps - 1)
 
@@ -285,8 +304,10 @@ class LifCore(wiring.Component):
         d2_spike = Signal()
         m.d.comb += d2_spike.eq(encoder.o.valid & (encoder.o.p.value != 0))
 
-        # --- INPUT pipeline: stage 0 reads list entry k, stage 1 reads the weights of input j
-        # for group g, stage 2 accumulates, stage 3 forms the currents of a finished group. An
+        # --- INPUT pipeline: stage 0 reads list entry k; stage 1 reads the weights of input j
+        # for group g; stage 2 registers them (the block RAM's output is slow); stages 3 and 4
+        # multiply them by x; stage 5 accumulates; stages 6 and 7 are the CurrentLane of a
+        # finished group, whose current is written at the end of stage 7 (INPUT_LATENCY). An
         # empty list still takes one (zero) entry per group, so every group gets its current.
         in_issue = Signal()
         s1_valid, s1_first, s1_last, s1_empty = Signal(), Signal(), Signal(), Signal()
@@ -295,49 +316,88 @@ class LifCore(wiring.Component):
             s1_valid.eq(in_issue), s1_first.eq(k == 0), s1_g.eq(g), s1_base.eq(g_base),
             s1_last.eq((k == count - 1) | (count == 0)), s1_empty.eq(count == 0),
         ]
-        m.d.comb += [lst_rd.addr.eq(k), w_rd.addr.eq(s1_base + lst_rd.data.j)]
+        m.d.comb += lst_rd.addr.eq(k)
+        if M & (M - 1):
+            m.d.comb += w_rd.addr.eq(s1_base + lst_rd.data.j)
+        else:  # g * M + j without an adder
+            m.d.comb += w_rd.addr.eq(Cat(lst_rd.data.j, s1_g))
 
-        s2_valid, s2_first, s2_last = Signal(), Signal(), Signal()
-        s2_g = Signal(range(G))
-        x = Signal(self.x_bits)
-        m.d.sync += [
-            s2_valid.eq(s1_valid), s2_first.eq(s1_first), s2_last.eq(s1_last), s2_g.eq(s1_g),
-            x.eq(Mux(s1_empty, 0, lst_rd.data.x)),
-        ]
+        # The group's control bits travel with its entries: stage s has valid[s], first[s],
+        # last[s], grp[s] (stage 1's are the registers above).
+        valid, first, last, grp = {1: s1_valid}, {1: s1_first}, {1: s1_last}, {1: s1_g}
+        for stage in range(2, 6):
+            valid[stage], first[stage], last[stage] = (
+                Signal(name=f"s{stage}_{f}") for f in ("valid", "first", "last"))
+            grp[stage] = Signal(range(G), name=f"s{stage}_g")
+            m.d.sync += [valid[stage].eq(valid[stage - 1]), first[stage].eq(first[stage - 1]),
+                         last[stage].eq(last[stage - 1]), grp[stage].eq(grp[stage - 1])]
+        s2_x, s3_x = Signal(self.x_bits), Signal(self.x_bits)
+        m.d.sync += [s2_x.eq(Mux(s1_empty, 0, lst_rd.data.x)), s3_x.eq(s2_x)]
+        weights = [Signal(signed(W_BITS), name=f"weight{p}") for p in range(P)]
+        m.d.sync += [weights[p].eq(w_rd.data[p]) for p in range(P)]
+        # W * x in logic, in two stages: W times each 2-bit digit of x (a choice of 0, W, 2W
+        # and 3W), then the sum of the shifted digit products. (A DSP multiplier fed by one x
+        # register for all lanes was the critical path on ECP5: routing to 16 fixed DSP sites.)
+        digits = [s3_x[i:i + 2] for i in range(0, self.x_bits, 2)]
+        products = [Signal(signed(W_BITS + self.x_bits + 1), name=f"product{p}")
+                    for p in range(P)]
+        for p in range(P):
+            w = weights[p]
+            w3 = w + (w << 1)
+            partials = []
+            for d, digit in enumerate(digits):
+                partial = Signal(signed(W_BITS + 2), name=f"partial{p}_{d}")
+                if len(digit) == 2:
+                    m.d.sync += partial.eq(
+                        Mux(digit[1], Mux(digit[0], w3, w << 1), Mux(digit[0], w, 0)))
+                else:
+                    m.d.sync += partial.eq(Mux(digit[0], w, 0))
+                partials.append(partial << (2 * d))
+            m.d.sync += products[p].eq(sum(partials))
         acc = [Signal(signed(self.acc_bits), name=f"acc{p}") for p in range(P)]
-        with m.If(s2_valid):
+        with m.If(valid[5]):
             for p in range(P):
-                m.d.sync += acc[p].eq(Mux(s2_first, 0, acc[p]) + w_rd.data[p] * x)
+                m.d.sync += acc[p].eq(Mux(first[5], 0, acc[p]) + products[p])
 
-        s3_valid, s3_g = Signal(), Signal(range(G))
-        m.d.sync += [s3_valid.eq(s2_valid & s2_last), s3_g.eq(s2_g)]
+        s6_valid, s6_g = Signal(), Signal(range(G))
+        m.d.sync += [s6_valid.eq(valid[5] & last[5]), s6_g.eq(grp[5])]
+        s7_valid, s7_g = Signal(), Signal(range(G))
+        m.d.sync += [s7_valid.eq(s6_valid), s7_g.eq(s6_g)]
+        # The group's bias and shift are read as it accumulates, and are ready in stage 6.
+        m.d.comb += cp_rd.addr.eq(grp[5])
         for p in range(P):
             m.d.comb += [
                 current_lanes[p].acc.eq(acc[p]),
-                current_lanes[p].bias.eq(nrn_rd.data[p].bias),
-                current_lanes[p].shift.eq(nrn_rd.data[p].shift),
+                current_lanes[p].bias.eq(cp_rd.data[p].bias),
+                current_lanes[p].shift.eq(cp_rd.data[p].shift),
                 cur_wr.data[p].eq(current_lanes[p].current),
             ]
-        m.d.comb += [cur_wr.addr.eq(s3_g), cur_wr.en.eq(s3_valid)]
+        m.d.comb += [cur_wr.addr.eq(s7_g), cur_wr.en.eq(s7_valid)]
 
         # --- LIF pipeline: stage 0 issues group g; stage 1 registers the lanes' inputs (the
-        # memories' outputs, or rest on the first step); stage 2 runs the lanes into registers;
-        # stage 3 writes the group back. Registers on both sides keep the RAM routing out of the
-        # lanes' path; the write lands 3 cycles after the read, hence G >= 4.
+        # memories' outputs, or rest on the first step); stages 2 and 3 are the NeuronLane
+        # (integrate, then fire), whose outputs stage 3 registers; stage 4 writes the group
+        # back (LIF_LATENCY). Registers on both sides keep the RAM routing out of the lanes'
+        # paths. The spikes are counted two cycles later, off the path.
         lif_issue = Signal()
         l1_valid, l1_g, l1_rest = Signal(), Signal(range(G)), Signal()
         m.d.sync += [l1_valid.eq(lif_issue), l1_g.eq(g), l1_rest.eq(t == 0)]
-        m.d.comb += cur_rd.addr.eq(g)
+        m.d.comb += [cur_rd.addr.eq(g), th_rd.addr.eq(g)]
         l2_valid, l2_g = Signal(), Signal(range(G))
-        l3_valid, l3_g, l3_spikes = Signal(), Signal(range(G)), Signal(range(P + 1))
+        l3_valid, l3_g = Signal(), Signal(range(G))
+        l4_valid, l4_g = Signal(), Signal(range(G))
+        l4_spikes = Signal(P)
+        l5_valid, l5_count = Signal(), Signal(range(P + 1))
         m.d.sync += [l2_valid.eq(l1_valid), l2_g.eq(l1_g), l3_valid.eq(l2_valid), l3_g.eq(l2_g),
-                     l3_spikes.eq(sum(lane.spike for lane in neuron_lanes))]
+                     l4_valid.eq(l3_valid), l4_g.eq(l3_g),
+                     l4_spikes.eq(Cat(lane.spike for lane in neuron_lanes)),
+                     l5_valid.eq(l4_valid), l5_count.eq(sum(l4_spikes[p] for p in range(P)))]
         for p in range(P):
             lane = neuron_lanes[p]
             state = st_rd.data[p]
             m.d.sync += [
                 lane.current.eq(cur_rd.data[p]),
-                lane.v_th.eq(nrn_rd.data[p].v_th),
+                lane.v_th.eq(th_rd.data[p]),
                 # Every image starts from rest: the first step ignores the stored state.
                 lane.v.eq(Mux(l1_rest, 0, state.v)),
                 lane.ref.eq(Mux(l1_rest, 0, state.ref)),
@@ -346,9 +406,9 @@ class LifCore(wiring.Component):
                 st_wr.data[p].ref.eq(lane.ref_next),
                 st_wr.data[p].psc.eq(lane.psc_next),
             ]
-        m.d.comb += [st_wr.addr.eq(l3_g), st_wr.en.eq(l3_valid)]
-        with m.If(l3_valid):
-            m.d.sync += spike_count.eq(spike_count + l3_spikes)
+        m.d.comb += [st_wr.addr.eq(l4_g), st_wr.en.eq(l4_valid)]
+        with m.If(l5_valid):
+            m.d.sync += spike_count.eq(spike_count + l5_count)
 
         # --- READOUT pipeline: stage 0 reads neuron n's group, stage 1 sends its PSC to the
         # readout (always ready here: its previous result was taken before this image began).
@@ -358,15 +418,11 @@ class LifCore(wiring.Component):
         psc_lanes = Array(st_rd.data[p].psc for p in range(P))
         m.d.comb += [readout.i.valid.eq(r1_valid), readout.i.payload.eq(psc_lanes[r1_p])]
 
-        # Shared read addresses: the state and neuron ROMs serve several phases.
+        # The state RAM's read port serves LIF and READOUT.
         with m.If(ro_issue):
             m.d.comb += st_rd.addr.eq(rg)
         with m.Else():
             m.d.comb += st_rd.addr.eq(g)
-        with m.If(s2_valid):
-            m.d.comb += nrn_rd.addr.eq(s2_g)
-        with m.Else():
-            m.d.comb += nrn_rd.addr.eq(g)
 
         # --- the result ---------------------------------------------------------------------
         m.d.comb += [
@@ -386,14 +442,6 @@ class LifCore(wiring.Component):
             m.d.sync += k.eq(k + 1)
 
         # --- controller -------------------------------------------------------------------
-        def drain_state(name: str, then: str, on_exit=()):
-            """A state that waits `drain` cycles for a pipeline to empty, then goes on."""
-            with m.State(name):
-                m.d.sync += drain.eq(drain - 1)
-                with m.If(drain == 1):
-                    m.d.sync += list(on_exit)
-                    m.next = then
-
         with m.FSM(name="phase"):
             with m.State("LOAD"):
                 m.d.comb += [
@@ -435,8 +483,12 @@ class LifCore(wiring.Component):
                     m.d.sync += [j.eq(0), drain.eq(DRAW_DRAIN)]
                     m.next = "DRAW_DRAIN"
 
-            # The last draw is being appended as DRAW_DRAIN ends: the list is then complete.
-            drain_state("DRAW_DRAIN", "INPUT", [count.eq(k + d2_spike), k.eq(0)])
+            with m.State("DRAW_DRAIN"):
+                m.d.sync += drain.eq(drain - 1)
+                with m.If(drain == 1):
+                    # The last draw is being appended: the list is then complete.
+                    m.d.sync += [count.eq(k + d2_spike), k.eq(0)]
+                    m.next = "INPUT"
 
             with m.State("INPUT"):
                 m.d.comb += in_issue.eq(1)
@@ -444,10 +496,10 @@ class LifCore(wiring.Component):
                 with m.If((k == count - 1) | (count == 0)):
                     m.d.sync += [k.eq(0), g.eq(g + 1), g_base.eq(g_base + M)]
                     with m.If(g == G - 1):
-                        m.d.sync += [g.eq(0), g_base.eq(0), drain.eq(INPUT_DRAIN)]
-                        m.next = "INPUT_DRAIN"
-
-            drain_state("INPUT_DRAIN", "LIF")
+                        # LIF starts at once: it reads group g's current g + 1 cycles from
+                        # now, after INPUT has written it (G >= MIN_GROUPS).
+                        m.d.sync += [g.eq(0), g_base.eq(0)]
+                        m.next = "LIF"
 
             with m.State("LIF"):
                 m.d.comb += lif_issue.eq(1)
@@ -455,18 +507,16 @@ class LifCore(wiring.Component):
                 with m.If(g == G - 1):
                     m.d.sync += g.eq(0)
                     with m.If(last_step):
-                        m.d.sync += [n.eq(0), rg.eq(0), rp.eq(0), drain.eq(LIF_DRAIN)]
-                        m.next = "LIF_DRAIN"
+                        # READOUT starts at once: it reads group rg at least rg * P cycles
+                        # from now, after its write-back.
+                        m.d.sync += [n.eq(0), rg.eq(0), rp.eq(0)]
+                        m.next = "READOUT"
                     with m.Else():
                         m.d.sync += t.eq(t + 1)
                         with m.If(rate):
-                            m.d.sync += drain.eq(STEP_DRAIN)
-                            m.next = "STEP_DRAIN"
-
-            # Rate mode: the next step's draws start once the last group is written back.
-            drain_state("STEP_DRAIN", "DRAW", [j.eq(0), k.eq(0)])
-
-            drain_state("LIF_DRAIN", "READOUT")
+                            # The next step's draws share nothing with the LIF pipeline's tail.
+                            m.d.sync += [j.eq(0), k.eq(0)]
+                            m.next = "DRAW"
 
             with m.State("READOUT"):
                 m.d.comb += ro_issue.eq(1)
@@ -477,7 +527,7 @@ class LifCore(wiring.Component):
                     m.next = "RESULT"
 
             with m.State("RESULT"):
-                # The readout adds the last PSC, scans for the winner and offers the result.
+                # The readout adds the last PSC, finds the winner and offers the result.
                 with m.If(self.o.valid & self.o.ready):
                     m.d.sync += [j.eq(0), counting.eq(0)]
                     m.next = "LOAD"

@@ -1,9 +1,14 @@
-"""One neuron's arithmetic, combinational: the input current and the LIF + PSC update.
+"""One neuron's arithmetic, as two-stage pipelines: the input current and the LIF + PSC update.
 
 These two components are the lanes of the core (``hw/core.py`` instantiates ``P`` of each) and
 equal, input for input, :func:`golden.model.input_current` (after the accumulation) and
 :func:`golden.model.lif_step` followed by :func:`golden.model.psc_step`. Widths come from
 :mod:`golden.constants`; the intermediate widths below are exact (no wrap anywhere).
+
+Timing: each lane has one register stage inside (:data:`LANE_LATENCY`). The inputs presented
+in cycle ``n`` give their outputs, combinationally from that register, in cycle ``n + 1``; a
+new set of inputs may enter every cycle. The split keeps each stage to about two carry chains,
+which is what lets the core reach 100 MHz on the ECP5.
 """
 
 from __future__ import annotations
@@ -24,11 +29,17 @@ from golden.constants import (
     W_SHIFT_BITS,
 )
 
-__all__ = ["CurrentLane", "NeuronLane"]
+__all__ = ["LANE_LATENCY", "CurrentLane", "NeuronLane"]
+
+#: Cycles from a lane's inputs to its outputs (both lanes).
+LANE_LATENCY = 1
 
 
 class CurrentLane(wiring.Component):
-    """Synaptic current ``I = sat_I((acc + bias) << shift)``, combinational.
+    """Synaptic current ``I = sat_I((acc + bias) << shift)``, a two-stage pipeline.
+
+    Stage 1 adds and shifts into a register, stage 2 saturates (combinational from that
+    register): ``current`` follows the inputs by one cycle.
 
     Parameters
     ----------
@@ -60,16 +71,15 @@ class CurrentLane(wiring.Component):
         m = Module()
         total = Signal(signed(max(self.acc_bits, B_BITS) + 1))
         shifted = Signal(signed(len(total) + (1 << W_SHIFT_BITS) - 1))
-        m.d.comb += [
-            total.eq(self.acc + self.bias),
-            shifted.eq(total << self.shift),
-            self.current.eq(Mux(shifted > I_MAX, I_MAX, Mux(shifted < I_MIN, I_MIN, shifted))),
-        ]
+        m.d.comb += total.eq(self.acc + self.bias)
+        m.d.sync += shifted.eq(total << self.shift)
+        m.d.comb += self.current.eq(
+            Mux(shifted > I_MAX, I_MAX, Mux(shifted < I_MIN, I_MIN, shifted)))
         return m
 
 
 class NeuronLane(wiring.Component):
-    """One LIF step and one PSC step of one neuron, combinational.
+    """One LIF step and one PSC step of one neuron, a two-stage pipeline.
 
     In order (``docs/ARITHMETIC.md``)::
 
@@ -79,6 +89,10 @@ class NeuronLane(wiring.Component):
         v'   = s ? 0 : v1
         ref' = s ? ref_steps : max(ref - 1, 0)
         psc' = psc + (((s << PSC_BITS) - psc) >> psc_shift)
+
+    Stage 1 integrates: it registers ``v1``, ``act``, ``max(ref - 1, 0)`` and both candidates of
+    ``psc'`` (for ``s = 0`` and ``s = 1``). Stage 2 fires, combinationally from those registers:
+    the threshold compare and the three selects. The outputs follow the inputs by one cycle.
 
     Parameters
     ----------
@@ -114,21 +128,38 @@ class NeuronLane(wiring.Component):
 
     def elaborate(self, platform) -> Module:
         m = Module()
-        active = Signal()
+        # Stage 1: integrate.
         diff = Signal(signed(V_BITS + 1))           # I - v: both 16-bit signed
         v_int = Signal(signed(V_BITS + 2))          # v + (diff >> k)
-        v1 = Signal(signed(V_BITS))
-        psc_step = Signal(signed(PSC_BITS + 2))     # (s << 12) - psc: -4095 .. 4096
+        rise = Signal(signed(PSC_BITS + 2))         # PSC_ONE - psc: 1 .. 4096
+        fall = Signal(signed(PSC_BITS + 2))         # -psc: -4095 .. 0
+        active_d = Signal()
         m.d.comb += [
-            active.eq(self.ref == 0),
+            active_d.eq(self.ref == 0),
             diff.eq(self.current - self.v),
             v_int.eq(self.v + (diff >> self.leak_shift)),
-            v1.eq(Mux(active, Mux(v_int < 0, 0, v_int), self.v)),
-            self.spike.eq(active & (v1 >= self.v_th)),
+            rise.eq((1 << PSC_BITS) - self.psc),
+            fall.eq(-self.psc),
+        ]
+        active = Signal()
+        v1 = Signal(signed(V_BITS))
+        v_th = Signal(V_TH_BITS)
+        ref_idle = Signal(REF_BITS)                 # ref' without a spike
+        psc_spike, psc_quiet = Signal(PSC_BITS), Signal(PSC_BITS)
+        m.d.sync += [
+            active.eq(active_d),
+            v1.eq(Mux(active_d, Mux(v_int < 0, 0, v_int), self.v)),
+            v_th.eq(self.v_th),
+            ref_idle.eq(Mux(active_d, 0, self.ref - 1)),
+            psc_spike.eq(self.psc + (rise >> self.psc_shift)),
+            psc_quiet.eq(self.psc + (fall >> self.psc_shift)),
+        ]
+        # Stage 2: fire.
+        m.d.comb += [
+            self.spike.eq(active & (v1 >= v_th)),
             self.v_next.eq(Mux(self.spike, 0, v1)),
-            self.ref_next.eq(Mux(self.spike, self.ref_steps, Mux(active, 0, self.ref - 1))),
-            psc_step.eq((self.spike << PSC_BITS) - self.psc),
-            self.psc_next.eq(self.psc + (psc_step >> self.psc_shift)),
+            self.ref_next.eq(Mux(self.spike, self.ref_steps, ref_idle)),
+            self.psc_next.eq(Mux(self.spike, psc_spike, psc_quiet)),
         ]
         return m
 

@@ -5,27 +5,33 @@ Equation (``golden.model.readout`` and ``golden.model.argmax``)::
     score[c] = dec_bias[c] + sum_n dec[c, n] * psc[n]        signed SCORE_BITS, cannot overflow
     label    = the lowest c with score[c] == max(score)
 
+The argmax is a tree of ``ceil(log2 C)`` registered levels. Each node compares two candidates,
+the lower classes on the left, and takes the right one only if its score is strictly greater,
+so ties go to the lowest class at every node and hence overall.
+
 Data flow and timing
 --------------------
 The PSC values arrive on ``i`` in neuron order, one per transfer; ``i.ready`` is high whenever
 the readout is not busy with a result, so a producer may send one value per cycle. The decoder
-ROM (``N`` words of ``C`` weights) is addressed by the readout's own neuron counter and read one
-cycle ahead of the multiply, and ``C`` accumulators add ``dec[c, n] * psc[n]`` in parallel, the
-first neuron starting from ``dec_bias``. After the ``N``-th transfer:
+ROM (``N`` words of ``C`` weights) is addressed by the readout's own neuron counter. A value
+taken in cycle ``n`` meets its decoder word in a register in cycle ``n + 1`` (the block RAM's
+slow output goes straight into that register), their ``C`` products are registered in cycle
+``n + 2``, and ``C`` accumulators add them in cycle ``n + 3``, the first neuron starting from
+``dec_bias``. After the ``N``-th transfer:
 
-* 2 cycles: the last products are formed, then added (the scores are final);
-* ``C - 1`` cycles: an upward scan keeps the best class, replacing it only on a strictly greater
-  score, so ties go to the lowest class;
+* 3 cycles: the last weights are registered, multiplied, then added (the scores are final);
+* ``ceil(log2 C)`` cycles: the argmax tree settles, one level per cycle;
 * then ``o.valid`` is high, with a stable payload, until ``o.ready``; after that transfer the
   readout takes the next image's PSC values.
 
-From the last ``i`` transfer to ``o.valid`` is ``C + 2`` cycles.
+From the last ``i`` transfer to ``o.valid`` is ``ceil(log2 C) + 4`` cycles
+(:attr:`Readout.latency`).
 """
 
 from __future__ import annotations
 
 import numpy as np
-from amaranth.hdl import Array, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -62,6 +68,10 @@ class Readout(wiring.Component):
                              f"{dec.shape} and dec_bias {dec_bias.shape}")
         self.dec = dec
         self.dec_bias = dec_bias
+        #: Levels of the argmax tree, ``ceil(log2 C)``.
+        self.argmax_levels = (classes - 1).bit_length()
+        #: Cycles from the last ``i`` transfer of an image to ``o.valid``.
+        self.latency = self.argmax_levels + 4
         self.o_layout = data.StructLayout({
             "label": unsigned(max(1, (classes - 1).bit_length())),
             "scores": data.ArrayLayout(signed(SCORE_BITS), classes),
@@ -83,25 +93,48 @@ class Readout(wiring.Component):
         n = Signal(range(neurons))
         m.d.comb += dec_rd.addr.eq(n)
 
-        # Stage 1: the weights of the neuron taken last cycle are on dec_rd.data; the products
-        # are registered. Stage 2 accumulates them. (Multiply and 32-bit add in one cycle were
-        # the core's critical path on ECP5.)
-        add1, first1, psc = Signal(), Signal(), Signal(PSC_BITS)
+        # Stage 1: the weights of the neuron taken last cycle are on dec_rd.data and are
+        # registered as they are (a block RAM's output is slow on the ECP5). Stage 2 registers
+        # the products, stage 3 accumulates them. (ROM, multiply and 32-bit add in one cycle
+        # were the core's critical path on ECP5.)
+        add1, first1, psc1 = Signal(), Signal(), Signal(PSC_BITS)
         take = self.i.valid & self.i.ready
-        m.d.sync += [add1.eq(take), first1.eq(n == 0), psc.eq(self.i.payload)]
-        add2, first2 = Signal(), Signal()
+        m.d.sync += [add1.eq(take), first1.eq(n == 0), psc1.eq(self.i.payload)]
+        add2, first2, psc2 = Signal(), Signal(), Signal(PSC_BITS)
+        weights = [Signal(signed(D_BITS), name=f"weight{c}") for c in range(classes)]
+        m.d.sync += [add2.eq(add1), first2.eq(first1), psc2.eq(psc1)]
+        m.d.sync += [weights[c].eq(dec_rd.data[c]) for c in range(classes)]
+        add3, first3 = Signal(), Signal()
         products = [Signal(signed(D_BITS + PSC_BITS + 1), name=f"product{c}")
                     for c in range(classes)]
-        m.d.sync += [add2.eq(add1), first2.eq(first1)]
-        m.d.sync += [products[c].eq(dec_rd.data[c] * psc) for c in range(classes)]
-        scores = Array(Signal(signed(SCORE_BITS), name=f"score{c}") for c in range(classes))
-        with m.If(add2):
+        m.d.sync += [add3.eq(add2), first3.eq(first2)]
+        m.d.sync += [products[c].eq(weights[c] * psc2) for c in range(classes)]
+        scores = [Signal(signed(SCORE_BITS), name=f"score{c}") for c in range(classes)]
+        with m.If(add3):
             for c in range(classes):
                 start = Const(int(self.dec_bias[c]), signed(SCORE_BITS))
-                m.d.sync += scores[c].eq(Mux(first2, start, scores[c]) + products[c])
+                m.d.sync += scores[c].eq(Mux(first3, start, scores[c]) + products[c])
 
-        best = Signal(range(classes))
-        c = Signal(range(classes))
+        # The argmax tree: free-running registers, valid argmax_levels cycles after the scores
+        # are final. (A sequential scan had a compare-and-select loop, indexed by a counter,
+        # that was the core's critical path on ECP5.) An odd node passes through unregistered:
+        # its inputs are stable by then, so it only settles earlier.
+        nodes = [(Const(c, range(classes)), scores[c]) for c in range(classes)]
+        for level in range(self.argmax_levels):
+            paired = []
+            for k in range(0, len(nodes) - 1, 2):
+                (left_c, left_s), (right_c, right_s) = nodes[k], nodes[k + 1]
+                node_c = Signal(range(classes), name=f"argmax{level + 1}_{k // 2}_class")
+                node_s = Signal(signed(SCORE_BITS), name=f"argmax{level + 1}_{k // 2}_score")
+                right = right_s > left_s
+                m.d.sync += [node_c.eq(Mux(right, right_c, left_c)),
+                             node_s.eq(Mux(right, right_s, left_s))]
+                paired.append((node_c, node_s))
+            if len(nodes) % 2:
+                paired.append(nodes[-1])
+            nodes = paired
+        best = nodes[0][0]
+        c = Signal(range(max(2, self.argmax_levels + 1)))
         m.d.comb += self.o.p.label.eq(best)
         for k in range(classes):
             m.d.comb += self.o.p.scores[k].eq(scores[k])
@@ -115,17 +148,17 @@ class Readout(wiring.Component):
                         m.d.sync += n.eq(0)
                         m.next = "SETTLE"
             with m.State("SETTLE"):
-                # The last neuron's products are formed, then added.
+                # The last neuron's weights are registered, multiplied, then added.
+                m.next = "SETTLE1"
+            with m.State("SETTLE1"):
                 m.next = "SETTLE2"
             with m.State("SETTLE2"):
-                m.d.sync += [best.eq(0), c.eq(1)]
-                m.next = "SCAN"
-            with m.State("SCAN"):
-                # Strictly greater replaces the best: ties keep the lowest class index.
-                with m.If(scores[c] > scores[best]):
-                    m.d.sync += best.eq(c)
+                m.d.sync += c.eq(1)
+                m.next = "ARGMAX"
+            with m.State("ARGMAX"):
+                # Level c of the tree is registered at the end of this cycle.
                 m.d.sync += c.eq(c + 1)
-                with m.If(c == classes - 1):
+                with m.If(c == self.argmax_levels):
                     m.next = "RESULT"
             with m.State("RESULT"):
                 m.d.comb += self.o.valid.eq(1)

@@ -9,7 +9,7 @@ from amaranth.sim import Simulator
 
 from golden import constants as c
 from golden import image, model
-from hw.core import LifCore
+from hw.core import MIN_GROUPS, LifCore
 
 SHIPPED = Path(__file__).resolve().parent.parent / "firmware" / "digits"
 
@@ -78,10 +78,12 @@ def check(core, images, steps, mode, **kw):
 
 
 @pytest.mark.parametrize("mode", [c.MODE_CURRENT, c.MODE_RATE])
-@pytest.mark.parametrize(("lanes", "steps"), [(2, 1), (4, 5), (2, 7)])
-def test_small_network_equals_golden(mode, lanes, steps):
+@pytest.mark.parametrize(("lanes", "groups", "steps"),
+                         [(2, 8, 1), (4, 8, 5), (2, MIN_GROUPS, 7), (3, MIN_GROUPS, 2)])
+def test_small_network_equals_golden(mode, lanes, groups, steps):
+    # The fewest groups the core accepts is where its pipelines overlap most tightly.
     rng = np.random.default_rng(lanes * 10 + steps)
-    net = random_net(rng)
+    net = random_net(rng, neurons=lanes * groups)
     core = LifCore(net, pixel_max=16, lanes=lanes)
     images = rng.integers(0, 17, (3, net.inputs))
     images[0] = 0
@@ -114,5 +116,7 @@ def test_bad_parameters():
     net = random_net(np.random.default_rng(0))
     with pytest.raises(ValueError, match="divide"):
         LifCore(net, pixel_max=16, lanes=3)
-    with pytest.raises(ValueError, match="quarter"):
-        LifCore(net, pixel_max=16, lanes=8)
+    with pytest.raises(ValueError, match=f"need at least {MIN_GROUPS}"):
+        LifCore(net, pixel_max=16, lanes=4)  # 16 neurons: 4 groups
+    LifCore(random_net(np.random.default_rng(0), neurons=2 * MIN_GROUPS), pixel_max=16,
+            lanes=2)

@@ -1,4 +1,4 @@
-"""hw/neuron.py against golden.model, input for input (Amaranth simulator, combinational)."""
+"""hw/neuron.py against golden.model, input for input (Amaranth simulator, one case per cycle)."""
 
 import numpy as np
 import pytest
@@ -6,21 +6,25 @@ from amaranth.sim import Simulator
 
 from golden import constants as c
 from golden import model
-from hw.neuron import CurrentLane, NeuronLane
+from hw.neuron import LANE_LATENCY, CurrentLane, NeuronLane
 
 
-def run_comb(dut, cases, inputs, outputs):
-    """Apply each case (dict of input values) and collect the outputs, no clock needed."""
+def run_pipelined(dut, cases, inputs, outputs):
+    """Apply one case (dict of input values) per cycle, back to back, and collect each case's
+    outputs ``LANE_LATENCY`` cycles later."""
     results = []
 
     async def tb(ctx):
-        for case in cases:
-            for name in inputs:
-                ctx.set(getattr(dut, name), int(case[name]))
-            await ctx.delay(1e-9)
-            results.append({name: ctx.get(getattr(dut, name)) for name in outputs})
+        for n in range(len(cases) + LANE_LATENCY):
+            if n < len(cases):
+                for name in inputs:
+                    ctx.set(getattr(dut, name), int(cases[n][name]))
+            if n >= LANE_LATENCY:
+                results.append({name: ctx.get(getattr(dut, name)) for name in outputs})
+            await ctx.tick()
 
     sim = Simulator(dut)
+    sim.add_clock(1e-6)
     sim.add_testbench(tb)
     sim.run()
     return results
@@ -42,7 +46,7 @@ def test_current_lane_random_and_extremes():
              for a in (a_lo, a_hi, 0, -1, 1) for b in (b_lo, b_hi, 0, -1) for s in (0, 1, 15)]
     cases += [{"acc": int(rng.integers(-3000, 3000)), "bias": int(rng.integers(-5000, 5000)),
                "shift": int(rng.integers(0, 6))} for _ in range(300)]
-    got = run_comb(dut, cases, ("acc", "bias", "shift"), ("current",))
+    got = run_pipelined(dut, cases, ("acc", "bias", "shift"), ("current",))
     for case, out in zip(cases, got, strict=True):
         net = model.Network(np.ones((1, 1), dtype=np.int64), np.array([case["shift"]]),
                             np.array([case["bias"]]), np.array([1]), np.zeros((1, 1), np.int64),
@@ -68,7 +72,7 @@ def test_neuron_lane_equals_golden(leak_shift, psc_shift, ref_steps):
                "v": int(rng.integers(0, c.I_MAX + 1)), "ref": int(rng.integers(0, ref_steps + 1)),
                "psc": int(rng.integers(0, c.PSC_ONE)), "v_th": int(rng.integers(1, 4096))}
               for _ in range(400)]
-    got = run_comb(dut, cases, ("current", "v", "ref", "psc", "v_th"),
+    got = run_pipelined(dut, cases, ("current", "v", "ref", "psc", "v_th"),
                    ("v_next", "ref_next", "psc_next", "spike"))
     for case, out in zip(cases, got, strict=True):
         net = golden_net(leak_shift, psc_shift, ref_steps, case["v_th"])

@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """hw/readout.py against golden.model.readout and argmax (Amaranth simulator)."""
 
 import numpy as np
@@ -81,8 +82,9 @@ def test_extremes_and_timing():
     assert [g[0] for g in got] == labels.tolist()
     assert [g[1] for g in got] == scores.tolist()
     assert min(min(g[1]) for g in got) == c.SCORE_MIN
-    # From the last PSC transfer to o.valid: C + 2 cycles, as documented.
-    assert {g[2] for g in got} == {classes + 2}
+    # From the last PSC transfer to o.valid: ceil(log2 C) + 4 cycles, as documented.
+    levels = (classes - 1).bit_length()
+    assert {g[2] for g in got} == {levels + 4} == {Readout(dec, dec_bias).latency}
 
 
 def test_ties_go_to_lowest_class():
@@ -92,3 +94,19 @@ def test_ties_go_to_lowest_class():
     assert got[0][0] == 1
     dec_bias = np.array([5, 5, 5, 5, 5])
     assert run_readout(dec, dec_bias, [[0, 0, 0, 0]])[0][0] == 0
+
+
+@pytest.mark.parametrize("classes", range(2, 12))
+def test_argmax_tree_ties(classes):
+    # Tiny weights and PSC values make many equal scores: the tree must pick the lowest class
+    # among the best, as golden does, for every class count (odd nodes pass through).
+    rng = np.random.default_rng(classes)
+    neurons = 3
+    dec = rng.integers(0, 2, (classes, neurons))
+    dec_bias = rng.integers(0, 2, classes)
+    psc = rng.integers(0, 3, (12, neurons))
+    got = run_readout(dec, dec_bias, psc)
+    labels, scores = golden(dec, dec_bias, psc)
+    assert [g[0] for g in got] == labels.tolist()
+    assert [g[1] for g in got] == scores.tolist()
+    assert {g[2] for g in got} == {Readout(dec, dec_bias).latency}
