@@ -38,32 +38,21 @@ board, and then blocks again.
 
 Speed
 -----
-Measured on the 2-core development machine while other jobs (synthesis, place and route) kept
-its load average near 4, so wall-clock figures are pessimistic and vary by some 30 % from run
-to run. Shipped image, 16 lanes, 100 MHz; the executable reports its own figures on stderr when
-it stops.
+Measured on the 2-core development machine while a synthesis job kept the other core busy, so
+wall-clock figures vary by some 30 % from run to run; shipped image, 16 lanes, the default
+12 MHz and 3 Mbaud (``D`` = 4). The executable reports its own figures on stderr when it stops.
 
-* Simulated clock cycles per second: 0.79 to 0.96 million, per second of wall time while there
-  was work and per second of CPU time alike. (Verilator's top is a small harness that
-  registers ``rst`` and ``rx``, see :data:`HARNESS_VERILOG`: with ``lifpga_system`` itself as
-  the top it was about 0.5 million.)
-* Images per second through :class:`firmware.driver.Lifpga` at 3 Mbaud (``D`` = 33), 60 test
-  digits, ``classify_many`` with one request in flight / with ``MAX_IN_FLIGHT``:
+* Simulated clock cycles per second: about 0.8 to 0.95 million per second of CPU time.
+  (Verilator's top is a small harness that registers ``rst`` and ``rx``, see
+  :data:`HARNESS_VERILOG`: with ``lifpga_system`` itself as the top it was about 0.5 million.)
+* ``make sim``, all 599 test digits at 64 steps through :class:`firmware.driver.Lifpga`
+  (``classify_many``, ``MAX_IN_FLIGHT`` requests in flight): 133 images/s in constant current
+  (1,875 core cycles per image; the 3,000 cycles a request takes on the wire dominate) and
+  29 images/s in rate mode (25,644 core cycles per image dominate).
 
-  ======================  ===================  ===================
-  mode                    64 steps             32 steps
-  ======================  ===================  ===================
-  constant current        15.6 / 25.5          15.6 / 39.9
-  rate (LFSR)             10.8 / 23.7          13.1 / 36.4
-  ======================  ===================  ===================
-
-The simulated link sets these rates, as it does on a real board (2,256 / 4,000 images/s at
-3 Mbaud, docs/PROTOCOL.md), some 120 times more slowly, the ratio of 100 MHz to the simulated
-clock: a byte takes ``10 * D`` = 330 cycles at 3 Mbaud, so a request and its answer (75 + 58
-bytes) cost about 44,000 cycles against the core's 1,900 (64 steps, constant current). A faster
-link is a parameter away: ``make board ARGS="--baud 12500000"`` (``D`` = 8) gave 81 / 146
-images/s in constant current and 24 / 32 in rate mode (64 steps), where the core's 26,000
-cycles per image dominate.
+At 100 MHz (``--clk-hz 100000000``, ``D`` = 33, as on the ULX3S) every byte costs 330 cycles
+instead of 40, and constant-current mode drops to some 25 images/s: the link is simulated
+bit by bit.
 
 Building
 --------
