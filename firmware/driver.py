@@ -50,7 +50,7 @@ from hw.protocol import Command, Status
 #: Default deadline per request, seconds.
 DEFAULT_TIMEOUT_S = 2.0
 #: Default baud rate for a UART (ignored by socket:// and loop://).
-DEFAULT_BAUD = 115_200
+DEFAULT_BAUD = 3_000_000  # what every board top builds (hw/boards.py)
 #: Longest single read from the transport, seconds; the request deadline is checked between.
 READ_SLICE_S = 0.05
 

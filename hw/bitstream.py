@@ -27,6 +27,7 @@ openFPGALoader: ``$OPENFPGALOADER``, else ``openFPGALoader`` on ``PATH``, else t
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -535,6 +536,9 @@ def main(argv: list[str] | None = None, system=None) -> int:
     parser.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
     parser.add_argument("--target-mhz", type=float,
                         help="core clock (default: the board's); the PLL must make it exactly")
+    parser.add_argument("--baud", type=int,
+                        help="UART baud rate (default: the board's, 3000000 on every board; "
+                             "115200 for a terminal-friendly link)")
     parser.add_argument("--build-dir", help="default: build/<board>")
     parser.add_argument("--check", action="store_true", help="fit check only, build nothing")
     parser.add_argument("--program", action="store_true",
@@ -543,6 +547,8 @@ def main(argv: list[str] | None = None, system=None) -> int:
                         help="with --program: load a bitstream that failed timing")
     args = parser.parse_args(argv)
     board = BOARDS[args.board]
+    if args.baud:
+        board = dataclasses.replace(board, baud=args.baud)
     try:
         if args.program:
             program(board, args.build_dir, force=args.force)
