@@ -153,7 +153,7 @@ def estimate(board: Board, net, manifest: dict[str, Any], lanes: int) -> dict[st
 
     family = board.family
     try:  # the core's own checks of its parameters (lanes divide N, enough groups, ...)
-        LifCore(net, pixel_max=manifest["pixel_max"], lanes=lanes)
+        LifCore.check_parameters(net, lanes)
     except ValueError as e:
         raise FitError(f"lanes={lanes}: {e}") from None
     x_bits = max(max(1, int(manifest["pixel_max"]).bit_length()), net.rate_bits + 1)

@@ -155,8 +155,11 @@ class LifCore(wiring.Component):
         to ``o.valid``), the counts ``COUNT_BITS`` wide.
     """
 
-    def __init__(self, net: Network, *, pixel_max: int, lanes: int):
-        neurons, inputs, classes = net.neurons, net.inputs, net.classes
+    @staticmethod
+    def check_parameters(net: Network, lanes: int) -> None:
+        """Raise :class:`ValueError` unless the core can be built for ``net`` with ``lanes``
+        (also used by the fit check before synthesis, without building a core)."""
+        neurons, inputs = net.neurons, net.inputs
         if lanes < 1 or neurons % lanes:
             raise ValueError(f"lanes ({lanes}) must divide the neuron count ({neurons})")
         if neurons // lanes < MIN_GROUPS:
@@ -168,6 +171,10 @@ class LifCore(wiring.Component):
         if inputs < 2:
             # The mode is latched from the first pixel and acted on at the last one.
             raise ValueError(f"the core needs at least 2 inputs, the image has {inputs}")
+
+    def __init__(self, net: Network, *, pixel_max: int, lanes: int):
+        self.check_parameters(net, lanes)
+        neurons, inputs, classes = net.neurons, net.inputs, net.classes
         self.net = net
         self.lanes = lanes
         self.groups = neurons // lanes
