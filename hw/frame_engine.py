@@ -41,9 +41,10 @@ Limits
 * A CLASSIFY whose header arrives while every slot holds a waiting image is consumed and
   answered ``BUSY``: a host with at most :data:`~hw.protocol.MAX_IN_FLIGHT` CLASSIFY requests
   in flight never sees it.
-* The requests FIFO holds :data:`~hw.protocol.REPLY_QUEUE` requests. A frame completed while
-  it is full gets no reply (the host's deadline expires); it takes a flood of short frames
-  answered slower than they arrive (an INFO reply is 60 bytes for an 8-byte request).
+* The requests FIFO holds :data:`~hw.protocol.REPLY_QUEUE` requests (and the replies FIFO and
+  the responder 5 more). A frame completed while it is full gets no reply (the host's
+  deadline expires); it takes a flood of short frames answered slower than they arrive (an
+  INFO reply is 60 bytes for an 8-byte request).
 """
 
 from __future__ import annotations

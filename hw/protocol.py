@@ -53,13 +53,14 @@ IDLE_TIMEOUT_BYTES = 64
 #: ``mode`` byte of CLASSIFY that selects the network image's default encoder mode.
 MODE_DEFAULT = 0xFF
 
-#: CLASSIFY requests the device buffers while its core works on another one. A request that
-#: completes while every slot is taken is answered ``BUSY``.
+#: CLASSIFY requests the device buffers while its core works on another one. A request whose
+#: header arrives while every slot is taken is consumed and answered ``BUSY``.
 IMAGE_SLOTS = 2
 #: CLASSIFY requests a host may have in flight without ever getting ``BUSY``: one in the core
 #: (or its answer on the wire) and :data:`IMAGE_SLOTS` waiting.
 MAX_IN_FLIGHT = IMAGE_SLOTS + 1
-#: Replies the device queues (errors and INFO included) before it starts dropping frames.
+#: Replies the device queues at least (errors and INFO included) before it may drop a frame:
+#: the depth of its requests FIFO. (Its replies FIFO and the reply being sent add 5 more.)
 REPLY_QUEUE = 8
 
 

@@ -28,8 +28,12 @@ Simulated time is decoupled from wall time. It runs as fast as the model goes wh
 work: bytes waiting for or being shifted onto ``rx``, a frame arriving on ``tx``, or the
 device's ``busy`` output high (a response queued or being sent, or the core computing). With
 no work the executable blocks in ``ppoll()`` on its sockets: an idle board costs no CPU, and
-the jitter of TCP and of a host's scheduling never reaches the device (a frame written in
-pieces a few milliseconds apart arrives as if sent back to back). A real host that stops
+while the device is idle the jitter of TCP and of a host's scheduling never reaches it (a frame
+written in pieces a few milliseconds apart arrives as if sent back to back). While it is busy
+(the core computing a rate-mode image, say), simulated time runs on, and a pause in the middle
+of a frame longer than the idle timeout abandons the frame, as it would on a real UART: a host
+should write each frame in one piece, as the driver does. A disconnect discards the bytes the
+client sent that are not yet on the line. A real host that stops
 mid-frame, however, meets the device's idle timeout
 (``IDLE_TIMEOUT_BYTES`` = 64 byte times). So once the client has been silent for
 :data:`QUIET_MS` milliseconds of wall time, the bridge advances simulated time by
@@ -84,6 +88,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,7 +151,7 @@ URL_PREFIX = "lifpga virtual board: "
 #: Wall-clock silence of the client, ms, after which the device's idle timeout is let fire.
 QUIET_MS = 20
 #: Byte times simulated after that silence: more than the device's idle timeout.
-IDLE_BYTE_TIMES = 70
+IDLE_BYTE_TIMES = protocol.IDLE_TIMEOUT_BYTES + 6
 assert IDLE_BYTE_TIMES > protocol.IDLE_TIMEOUT_BYTES
 #: Verilator options: Amaranth's Verilog trips width warnings, which are fatal by default.
 VERILATOR_ARGS = ("-Wno-fatal", "-O3", "--x-assign", "fast", "--x-initial", "fast")
@@ -300,8 +305,12 @@ class VirtualBoard:
         BoardError
             If the process exits or prints nothing within ``timeout`` seconds.
         """
+        if self.running():
+            raise BoardError(f"virtual board already running at {self.url}")
         self.process = subprocess.Popen(self.model.command(self.port), stdin=subprocess.DEVNULL,
                                         stdout=subprocess.PIPE, stderr=self._stderr)
+        # A board started without `with` and then forgotten must not outlive the interpreter.
+        weakref.finalize(self, _terminate, self.process)
         line = self._read_line(timeout)
         if not line.startswith(URL_PREFIX):
             self.stop()
@@ -367,6 +376,15 @@ class VirtualBoard:
     def __del__(self) -> None:
         if self._own_stderr:
             self._stderr.close()
+
+
+def _terminate(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
 
 
 def _export(system: Any, path: Path) -> None:

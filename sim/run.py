@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """``make sim``: classify the test digits on the simulated hardware and compare with golden.
 
 ``python -m sim.run --image firmware/digits`` runs end to end, as a user of a real board
@@ -15,7 +16,8 @@ It prints a table per mode (accuracy on the true labels, golden accuracy, agreem
 image, wall time) and the link figures (bytes per image each way, the images/s a 3 Mbaud link
 allows one at a time and pipelined), and writes ``build/sim/report.json``. An image *agrees*
 when its label and every score equal golden's; the command fails (exit 1) unless every image
-of every mode agrees, and prints the first image that does not.
+of every mode agrees, and each answer's cycle count equals the core's timing model
+(:meth:`hw.core.LifCore.expected_cycles`), and prints the first image that does not.
 
 ``--wave`` also runs the first two images (in current mode, unless ``--modes`` leaves it out)
 on a core model built with FST tracing and writes ``build/sim/wave-<mode>.fst`` (every signal
@@ -42,6 +44,7 @@ from firmware.driver import Lifpga, LifpgaError
 from golden import data, image, model
 from golden.constants import MODE_NAMES
 from hw import protocol
+from hw.core import LifCore
 
 from . import board, verilator
 
@@ -104,8 +107,12 @@ def run_mode(sim_model: verilator.SimModel, net: model.Network, x: np.ndarray, y
 
 
 def run_board_mode(url: str, net: model.Network, x: np.ndarray, y: np.ndarray, steps: int,
-                   mode: int) -> tuple[dict, str | None]:
-    """Run one mode over ``x`` through the virtual board at ``url``, like :func:`run_mode`."""
+                   mode: int, cycles_model=None) -> tuple[dict, str | None]:
+    """Run one mode over ``x`` through the virtual board at ``url``, like :func:`run_mode`.
+
+    ``cycles_model(pixels, steps, mode)`` (``LifCore.expected_cycles``) is what each answer's
+    ``cycles`` field must equal; the entry's ``cycles_agreement`` says how many did.
+    """
     name = MODE_NAMES[mode]
     update, close = _progress(name, len(x))
     label, scores, spikes, cycles = [], [], [], []
@@ -122,9 +129,18 @@ def run_board_mode(url: str, net: model.Network, x: np.ndarray, y: np.ndarray, s
         close()
     wall = time.perf_counter() - start
     cycles_arr = np.array(cycles, dtype=np.int64)
+    # The device reports no latency of its own: its cycle count stands in for it.
     sim = verilator.SimResult(np.array(label, dtype=np.int64), np.array(scores, dtype=np.int64),
                               np.array(spikes, dtype=np.int64), cycles_arr, cycles_arr, wall)
-    return _entry(sim, net, x, y, steps, mode)
+    entry, mismatch = _entry(sim, net, x, y, steps, mode)
+    if cycles_model is not None:
+        expected = np.array([cycles_model(image, steps, mode) for image in x])
+        entry["cycles_agreement"] = float(np.mean(expected == cycles_arr))
+        if mismatch is None and entry["cycles_agreement"] < 1:
+            k = int(np.flatnonzero(expected != cycles_arr)[0])
+            mismatch = (f"image {k}: the device took {cycles_arr[k]} cycles, the core's timing "
+                        f"model says {expected[k]}")
+    return entry, mismatch
 
 
 def _entry(sim: verilator.SimResult, net: model.Network, x: np.ndarray, y: np.ndarray,
@@ -268,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
         except (board.ToolNotFoundError, board.SimulationError, ValueError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
+        cycles_model = LifCore(net, pixel_max=manifest["pixel_max"],
+                               lanes=args.lanes).expected_cycles
         built = "cached" if board_model.cached else "exported and built"
         print(f"virtual board {built} in {board_model.build_s:.1f} s: "
               f"{board_model.executable}")
@@ -282,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 with board_model.start() as running:
                     entry, mismatch = run_board_mode(running.url, net, x, y, steps,
-                                                     by_name[name])
+                                                     by_name[name], cycles_model)
         except (verilator.SimulationError, ValueError) as e:
             print(f"error ({name} mode): {e}", file=sys.stderr)
             return 2
@@ -330,7 +348,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     for text in mismatches:
         print(text, file=sys.stderr)
-    if any(e["agreement"] < 1.0 or e["spike_count_agreement"] < 1.0 for e in entries):
+    if any(e["agreement"] < 1.0 or e["spike_count_agreement"] < 1.0
+           or e.get("cycles_agreement", 1.0) < 1.0 for e in entries):
         print("FAIL: the simulated hardware differs from the golden model", file=sys.stderr)
         return 1
     print(f"all {len(x)} images agree with the golden model in "

@@ -19,7 +19,10 @@
 // Time policy. Simulated time is not tied to wall time. It runs as fast as the model allows
 // while there is work: bytes queued for `rx` or being shifted out, a `tx` frame in progress,
 // or the device's `busy` output high. With no work the process blocks in ppoll() on its
-// sockets and simulates nothing, so an idle board costs no CPU. One thing would go wrong with
+// sockets and simulates nothing, so an idle board costs no CPU, and a frame the host writes in
+// pieces arrives back to back as long as the device is idle (while it is busy, time runs on,
+// and a pause longer than the idle timeout abandons the frame, as on a real UART). One thing
+// would go wrong with
 // a clock that simply stops: a real host that stops sending mid-frame sees the device's idle
 // timeout (64 byte times) fire. So when the client has been silent for a wall-clock quiet
 // period (--quiet-ms, 20 ms), the bridge advances simulated time once by --idle-byte-times
@@ -92,11 +95,12 @@ Options parse_options(int argc, char** argv) {
         if (i + 1 >= argc) usage(argv[0], ("missing value after " + name).c_str());
         char* end = nullptr;
         long long value = std::strtoll(argv[++i], &end, 10);
-        if (*end != '\0' || value < 0) usage(argv[0], ("bad value for " + name).c_str());
+        if (end == argv[i] || *end != '\0' || value < 0)
+            usage(argv[0], ("bad value for " + name).c_str());
         if (name == "--port" && value <= 65535) opt.port = static_cast<int>(value);
         else if (name == "--cycles-per-bit" && value >= 1) opt.cycles_per_bit = value;
         else if (name == "--quiet-ms" && value <= 1000000) opt.quiet_ms = static_cast<int>(value);
-        else if (name == "--idle-byte-times") opt.idle_byte_times = value;
+        else if (name == "--idle-byte-times" && value >= 1) opt.idle_byte_times = value;
         else usage(argv[0], ("unknown option or value out of range: " + name).c_str());
     }
     if (opt.cycles_per_bit == 0) usage(argv[0], "--cycles-per-bit is required");
@@ -109,6 +113,9 @@ class RxSerialiser {
     explicit RxSerialiser(uint64_t divisor) : divisor_(divisor) {}
 
     void push(const uint8_t* data, size_t n) { queue_.insert(queue_.end(), data, data + n); }
+    // The host went away: what it had not yet put on the wire is gone (the byte on the line
+    // finishes, as a UART's shift register would).
+    void discard() { queue_.clear(); }
     size_t queued() const { return queue_.size(); }
 
     // True while a byte waits, is on the line, or has just left it: the receiver sees the
@@ -320,6 +327,7 @@ class Board {
     void drop_client() {
         close(client_);
         client_ = -1;
+        rx_.discard();  // else the next client would get answers to this one's requests
         out_.clear();
         out_sent_ = 0;
         warned_full_ = false;

@@ -170,6 +170,20 @@ def test_reconnect(vboard, network):
         assert device.info() == reference(network).info
 
 
+def test_a_departed_clients_unsent_bytes_are_discarded(vboard, network):
+    """40 kB of requests still queued in the bridge when their client leaves never reach the
+    device, so the next client's first answer is its own (the device finishes only what was
+    already on the line or queued inside it)."""
+    with connect(vboard) as sock:
+        sock.sendall(p.encode_frame(p.Command.INFO, 1) * 5000)
+    time.sleep(SETTLE_S)
+    with connect(vboard) as sock:
+        sock.sendall(p.encode_frame(p.Command.INFO, 77))
+        want = reference(network).receive(p.encode_frame(p.Command.INFO, 77))
+        assert read_exactly(sock, len(want), "INFO 77") == want
+        assert_silent(sock, SETTLE_S, "after the answer")
+
+
 def test_sigterm_stops_promptly(board_model):
     for busy in (False, True):
         board = board_model.start()

@@ -118,7 +118,7 @@ def test_idle_timeout_drops_fewer_than_four_bytes_silently(device):
 
 
 def test_a_bad_crc_frame_is_consumed_whole(device):
-    """Rule 2: a frame with a plausible header and a bad CRC is consumed whole, so a frame
+    """Rule 3: a frame with a plausible header and a bad CRC is consumed whole, so a frame
     hidden in its payload is not answered; the frame after it is."""
     hidden = p.encode_frame(p.Command.INFO, 4)
     bad = bytearray(p.encode_frame(0x33, 3, hidden))
@@ -136,7 +136,7 @@ def test_an_unknown_command_is_consumed_whole(device):
 
 @pytest.mark.parametrize("length", [1, 2, 100, p.MAX_PAYLOAD + 1, 0xFFFF])
 def test_a_wrong_length_is_refused_at_the_header(device, length):
-    """Rule 3: the frame right behind a header with a wrong LEN is answered."""
+    """Rule 2: the frame right behind a header with a wrong LEN is answered."""
     header = p.SYNC + bytes([p.Command.INFO, 3]) + length.to_bytes(2, "little")
     replies = responses(device, header + p.encode_frame(p.Command.INFO, 5))
     assert [(r.seq, r.payload[0]) for r in replies] == [(3, p.Status.BAD_LENGTH), (5, p.Status.OK)]
@@ -147,6 +147,10 @@ def test_a5_before_sync_is_not_lost(device):
     assert [(r.seq, r.payload[0]) for r in replies] == [(5, p.Status.OK)]
 
 
-def test_busy_is_a_status_the_reference_never_sends():
-    """The reference buffers without limit; BUSY is the gateware's flow control."""
-    assert p.Status.BUSY == 0x07 and p.MAX_IN_FLIGHT == p.IMAGE_SLOTS + 1
+def test_the_reference_never_answers_busy(device):
+    """The reference buffers without limit; BUSY is the gateware's flow control, so more than
+    MAX_IN_FLIGHT requests at once are all answered OK here."""
+    frames = b"".join(p.encode_frame(p.Command.CLASSIFY, k, p.pack_classify(np.zeros(64, int)))
+                      for k in range(p.MAX_IN_FLIGHT + 3))
+    replies = responses(device, frames)
+    assert [r.payload[0] for r in replies] == [p.Status.OK] * (p.MAX_IN_FLIGHT + 3)

@@ -28,6 +28,8 @@ def test_make_sim_on_a_few_digits(tmp_path, capsys, via):
     assert set(report["modes"]) == {"current", "rate"}
     assert report["modes"]["rate"]["agreement"] == 1.0
     assert report["via"] == via
+    if via == "board":
+        assert report["modes"]["rate"]["cycles_agreement"] == 1.0
     # The link figures of docs/PROTOCOL.md: 75 bytes out, 58 back, at 3 Mbaud.
     assert report["link"] == {"baud": 3_000_000, "request_bytes": 75, "response_bytes": 58,
                               "images_per_s_one_at_a_time": 2255.6,
