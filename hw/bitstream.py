@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """Bitstreams: fit check, synthesis with the YoWASP tools, the report, and programming.
 
 ``make bitstream BOARD=ulx3s`` runs ``python -m hw.bitstream --board ulx3s --image
@@ -33,7 +34,6 @@ import math
 import os
 import re
 import shutil
-import struct
 import subprocess
 import sys
 import time
@@ -242,12 +242,9 @@ def throughput(net, manifest: dict[str, Any], lanes: int, clk_hz: int,
     from hw.core import LifCore
 
     core = LifCore(net, pixel_max=manifest["pixel_max"], lanes=lanes)
-    core._MustUse__silence = True  # only its cycle formula is used, it is never elaborated
     x_test = load_split(manifest.get("metadata", {}).get("dataset", "digits")).x_test
     steps = int(manifest["timesteps"])
-    overhead = protocol.HEADER_BYTES + protocol.CRC_BYTES
-    request = overhead + len(protocol.pack_classify(np.zeros(net.inputs, dtype=np.int64)))
-    response = overhead + 1 + struct.calcsize(protocol.CLASSIFY_RESULT_FORMAT) + 4 * net.classes
+    request, response = protocol.classify_frame_bytes(net.inputs, net.classes)
     link = baud / 10 / max(request, response)
     out: dict[str, Any] = {"steps": steps, "request_bytes": request, "response_bytes": response,
                            "link_images_per_s": round(link, 1)}

@@ -377,7 +377,7 @@ class FrameEngine(wiring.Component):
         # --- responder -----------------------------------------------------------------------
         m.submodules.tx_crc = tx_crc = Processor(CRC_ALGORITHM(data_width=8))
         info_payload = protocol.pack_info(info)
-        classify_bytes = 1 + struct.calcsize(CLASSIFY_RESULT_FORMAT) + 4 * classes
+        classify_bytes = protocol.classify_answer_length(classes)
         payload_bytes = max(len(info_payload), classify_bytes)
         shift = Signal(8 * payload_bytes)
         out_cmd = Signal(8)

@@ -270,6 +270,19 @@ def request_length(cmd: int, inputs: int) -> int | None:
     return None
 
 
+def classify_answer_length(classes: int) -> int:
+    """Payload length of an OK CLASSIFY answer: STATUS, the result fields, one int32 score
+    per class."""
+    return 1 + struct.calcsize(CLASSIFY_RESULT_FORMAT) + 4 * classes
+
+
+def classify_frame_bytes(inputs: int, classes: int) -> tuple[int, int]:
+    """Bytes on the wire of a CLASSIFY request and of its OK answer, framing included."""
+    overhead = HEADER_BYTES + CRC_BYTES
+    return (overhead + request_length(Command.CLASSIFY, inputs),
+            overhead + classify_answer_length(classes))
+
+
 class Request(NamedTuple):
     """A request the device parser accepted (``status`` OK) or refused (any other status)."""
 

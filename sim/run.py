@@ -48,10 +48,6 @@ from hw.core import LifCore
 
 from . import board, verilator
 
-#: The board's UART: the rate the link figures are quoted at, and the virtual board's.
-LINK_BAUD = board.BAUD
-#: The virtual board's clock (see :data:`sim.board.CLK_HZ`).
-BOARD_CLK_HZ = board.CLK_HZ
 #: Seconds the driver waits for one answer from the virtual board.
 BOARD_TIMEOUT_S = 60.0
 
@@ -168,12 +164,9 @@ def _entry(sim: verilator.SimResult, net: model.Network, x: np.ndarray, y: np.nd
     return entry, mismatch
 
 
-def link_figures(net: model.Network, baud: int = LINK_BAUD) -> dict:
+def link_figures(net: model.Network, baud: int = board.BAUD) -> dict:
     """Bytes per image each way and the images/s a ``baud`` link allows (8N1)."""
-    overhead = protocol.HEADER_BYTES + protocol.CRC_BYTES
-    request = overhead + protocol.request_length(protocol.Command.CLASSIFY, net.inputs)
-    response = overhead + len(protocol.pack_classification(
-        protocol.Classification(0, 0, 0, (0,) * net.classes)))
+    request, response = protocol.classify_frame_bytes(net.inputs, net.classes)
     bytes_per_s = baud / 10
     return {"baud": baud, "request_bytes": request, "response_bytes": response,
             "images_per_s_one_at_a_time": round(bytes_per_s / (request + response), 1),
@@ -279,8 +272,7 @@ def main(argv: list[str] | None = None) -> int:
                  "design_key": sim_model.key}
     else:
         try:
-            board_model = board.build_board(args.image, lanes=args.lanes, clk_hz=BOARD_CLK_HZ,
-                                            baud=LINK_BAUD, announce=print)
+            board_model = board.build_board(args.image, lanes=args.lanes, announce=print)
         except (board.ToolNotFoundError, board.SimulationError, ValueError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
@@ -290,7 +282,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"virtual board {built} in {board_model.build_s:.1f} s: "
               f"{board_model.executable}")
         build = {"build_s": round(board_model.build_s, 3), "build_cached": board_model.cached,
-                 "design_key": board_model.key, "clk_hz": BOARD_CLK_HZ, "baud": LINK_BAUD}
+                 "design_key": board_model.key, "clk_hz": board_model.clk_hz,
+                 "baud": board_model.baud}
 
     entries, mismatches = [], []
     for name in modes:
