@@ -49,8 +49,8 @@ from firmware.driver import (
     LifpgaError,
     ParameterError,
 )
+from golden import protocol
 from golden.constants import STEPS_BITS
-from hw import protocol
 
 EXIT_DEVICE = 1
 EXIT_USAGE = 2

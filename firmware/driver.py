@@ -1,6 +1,6 @@
 """Host driver for a lifpga board over any pyserial transport.
 
-:class:`Lifpga` speaks the protocol of :mod:`hw.protocol` (described byte by byte in
+:class:`Lifpga` speaks the protocol of :mod:`golden.protocol` (described byte by byte in
 ``docs/PROTOCOL.md``) over a pyserial transport opened with ``serial.serial_for_url``, so a
 UART (``/dev/ttyUSB0``), the reference or virtual board (``socket://127.0.0.1:PORT``) and
 ``loop://`` all work the same; it never knows which is on the other end.
@@ -8,7 +8,7 @@ UART (``/dev/ttyUSB0``), the reference or virtual board (``socket://127.0.0.1:PO
 Every request has a deadline (``timeout`` seconds), so no call hangs, provided the transport's
 reads return within a bounded time: a transport the driver opens itself from a URL gets a read
 timeout of at most ``READ_SLICE_S``; a transport object passed in must have one of its own.
-Bytes before a response's SYNC are skipped by :class:`hw.protocol.FrameParser`. A late answer
+Bytes before a response's SYNC are skipped by :class:`golden.protocol.FrameParser`. A late answer
 to a request the driver gave up on (a :class:`LinkTimeout`, or a :meth:`Lifpga.classify_many`
 stream abandoned early) is recognised by its SEQ and dropped silently. Errors are typed, all
 subclasses of :class:`LifpgaError`:
@@ -43,9 +43,9 @@ from typing import Any, Protocol
 import numpy as np
 import serial
 
+from golden import protocol
 from golden.constants import MODE_BY_NAME, STEPS_BITS
-from hw import protocol
-from hw.protocol import Command, Status
+from golden.protocol import Command, Status
 
 #: Default deadline per request, seconds.
 DEFAULT_TIMEOUT_S = 2.0
@@ -94,7 +94,7 @@ class DeviceError(LifpgaError):
 
     Attributes
     ----------
-    status : the :class:`hw.protocol.Status` the device sent.
+    status : the :class:`golden.protocol.Status` the device sent.
     command, seq : the request it answered.
     """
 
@@ -246,7 +246,7 @@ class Lifpga:
         images : iterable of images as for :meth:`classify` (a (B, M) array works).
         steps, mode : as for :meth:`classify`.
         window : requests in flight, 1 .. 128. A board holds
-            :data:`~hw.protocol.MAX_IN_FLIGHT` (the default) and answers more with ``BUSY``;
+            :data:`~golden.protocol.MAX_IN_FLIGHT` (the default) and answers more with ``BUSY``;
             the reference board takes any number.
 
         Yields

@@ -237,8 +237,8 @@ def throughput(net, manifest: dict[str, Any], lanes: int, clk_hz: int,
     default steps, both encoder modes); the link figure is ``baud / 10 / bytes`` of the larger
     of a CLASSIFY request and its response (the link is full duplex and requests pipeline).
     """
+    from golden import protocol
     from golden.data import load_split
-    from hw import protocol
     from hw.core import LifCore
 
     core = LifCore(net, pixel_max=manifest["pixel_max"], lanes=lanes)

@@ -1,8 +1,8 @@
 """The UART frame engine: protocol bytes in, the core's streams, protocol bytes out.
 
-It answers every byte sequence as :class:`hw.protocol.ReferenceDevice` does (the tests compare
+It answers every byte sequence as :class:`golden.device.ReferenceDevice` does (the tests compare
 the bytes over a fuzz corpus), within the buffering limits below. The parser is the state
-machine of :class:`hw.protocol.DeviceParser`, the rules are in docs/PROTOCOL.md.
+machine of :class:`golden.device.DeviceParser`, the rules are in docs/PROTOCOL.md.
 
 Data flow
 ---------
@@ -20,7 +20,7 @@ Data flow
 ``parser``
     Takes one byte per cycle (``rx.ready`` is always high). It checks the header when LEN
     arrives and answers ``BAD_LENGTH`` at once; otherwise it consumes ``LEN + 2`` more bytes,
-    computing the CRC on the fly (``amaranth.lib.crc`` with :data:`hw.protocol.CRC_ALGORITHM`),
+    computing the CRC on the fly (``amaranth.lib.crc`` with :data:`hw.crc.CRC_ALGORITHM`),
     writing CLASSIFY pixels into a free slot and noting a bad mode or an out-of-range pixel.
     A complete frame becomes one request (or refusal) in the requests FIFO. A frame that stalls
     for ``idle_timeout_cycles`` is abandoned (``TIMEOUT`` once its CMD and SEQ are known).
@@ -34,14 +34,14 @@ Data flow
     CRC as the bytes leave.
 
 So while the core works on one image and the transmitter sends an earlier answer, the next
-:data:`~hw.protocol.IMAGE_SLOTS` images can arrive: the link, not the core, limits throughput.
+:data:`~golden.protocol.IMAGE_SLOTS` images can arrive: the link, not the core, limits throughput.
 
 Limits
 ------
 * A CLASSIFY whose header arrives while every slot holds a waiting image is consumed and
-  answered ``BUSY``: a host with at most :data:`~hw.protocol.MAX_IN_FLIGHT` CLASSIFY requests
+  answered ``BUSY``: a host with at most :data:`~golden.protocol.MAX_IN_FLIGHT` CLASSIFY requests
   in flight never sees it.
-* The requests FIFO holds :data:`~hw.protocol.REPLY_QUEUE` requests (and the replies FIFO and
+* The requests FIFO holds :data:`~golden.protocol.REPLY_QUEUE` requests (and the replies FIFO and
   the responder 5 more). A frame completed while it is full gets no reply (the host's
   deadline expires); it takes a flood of short frames answered slower than they arrive (an
   INFO reply is 60 bytes for an 8-byte request).
@@ -57,13 +57,11 @@ from amaranth.lib.crc import Processor
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
+from golden import protocol
 from golden.constants import COUNT_BITS, MODE_CURRENT, MODE_RATE, SCORE_BITS, STEPS_BITS
-
-from . import protocol
-from .protocol import (
+from golden.protocol import (
     CLASSIFY_HEADER_FORMAT,
     CLASSIFY_RESULT_FORMAT,
-    CRC_ALGORITHM,
     IMAGE_SLOTS,
     MAX_PAYLOAD,
     MODE_DEFAULT,
@@ -73,6 +71,8 @@ from .protocol import (
     Command,
     Status,
 )
+
+from .crc import CRC_ALGORITHM
 
 __all__ = ["FrameEngine"]
 
@@ -96,7 +96,7 @@ class FrameEngine(wiring.Component):
 
     Parameters
     ----------
-    info : hw.protocol.Info
+    info : golden.protocol.Info
         What INFO answers; also gives ``inputs`` (M), ``classes`` (C), ``pixel_max``, the
         default steps and mode.
     i_layout, o_layout : data.StructLayout

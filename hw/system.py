@@ -18,9 +18,9 @@ from amaranth.hdl import Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from golden import device, protocol
 from golden.model import Network
 
-from . import protocol
 from .core import LifCore
 from .frame_engine import FrameEngine
 from .uart import FRAME_BITS, UartRx, UartTx
@@ -44,7 +44,7 @@ class LifpgaSystem(wiring.Component):
     Attributes
     ----------
     core : LifCore
-    info : hw.protocol.Info
+    info : golden.protocol.Info
         What the device answers to INFO.
     divisor : int
         Clock cycles per UART bit.
@@ -69,7 +69,7 @@ class LifpgaSystem(wiring.Component):
         self.uart_rx = UartRx(clk_hz=clk_hz, baud=baud)
         self.uart_tx = UartTx(clk_hz=clk_hz, baud=baud)
         self.divisor = self.uart_rx.divisor
-        self.info = protocol.device_info(net, manifest, lanes=lanes, clock_hz=clk_hz, baud=baud)
+        self.info = device.device_info(net, manifest, lanes=lanes, clock_hz=clk_hz, baud=baud)
         self.engine = FrameEngine(
             self.info, i_layout=self.core.i_layout, o_layout=self.core.o_layout,
             idle_timeout_cycles=protocol.IDLE_TIMEOUT_BYTES * FRAME_BITS * self.divisor)

@@ -94,9 +94,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from golden import image
+from golden import image, protocol
 from golden.image import content_hash
-from hw import protocol
 from hw.uart import baud_divisor
 from sim.verilator import (
     MAKE_OVERRIDES,

@@ -2,11 +2,11 @@
 
 A corpus is a list of :class:`Chunk`: bytes to send, then optionally a pause long enough for
 the device's idle timeout. :func:`expected` runs a corpus through
-:class:`hw.protocol.ReferenceDevice`; a device under test must send exactly those bytes back.
+:class:`golden.device.ReferenceDevice`; a device under test must send exactly those bytes back.
 The frame engine's simulator test and the virtual board's test share it.
 
-Every chunk holds at most :data:`hw.protocol.MAX_IN_FLIGHT` CLASSIFY requests and at most
-:data:`hw.protocol.REPLY_QUEUE` replies, the device's documented capacity: a sender waits for
+Every chunk holds at most :data:`golden.protocol.MAX_IN_FLIGHT` CLASSIFY requests and at most
+:data:`golden.protocol.REPLY_QUEUE` replies, the device's documented capacity: a sender waits for
 the answers to a chunk before the next.
 """
 
@@ -17,7 +17,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from hw import protocol as p
+from golden import device
+from golden import protocol as p
 
 __all__ = ["Chunk", "corpus", "expected", "KINDS"]
 
@@ -71,7 +72,7 @@ def _one(rng, info: p.Info, kind: str, seq: int, max_steps: int) -> tuple[bytes,
         # The rest may be taken as a payload of another length: end with a pause.
         return bytes(frame), True
     if kind == "unknown":
-        cmd = int(rng.choice([0x00, 0x03, 0x7F, 0x81, 0x82, 0xFF]))
+        cmd = int(rng.choice([0x00, 0x04, 0x7F, 0x81, 0x82, 0xFF]))
         payload = rng.integers(0, 256, int(rng.integers(0, 12)), dtype=np.uint8).tobytes()
         return p.encode_frame(cmd, seq, payload), False
     if kind == "wrong_length":
@@ -139,7 +140,7 @@ def corpus(seed: int, items: int, info: p.Info, *, max_steps: int = 4,
     return chunks
 
 
-def expected(device: p.ReferenceDevice, chunks: list[Chunk]) -> list[bytes]:
+def expected(device: device.ReferenceDevice, chunks: list[Chunk]) -> list[bytes]:
     """The reference device's answer to each chunk, in order (pauses included)."""
     out = []
     for chunk in chunks:

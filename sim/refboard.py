@@ -1,4 +1,4 @@
-"""The reference board: :class:`hw.protocol.ReferenceDevice` served over TCP.
+"""The reference board: :class:`golden.device.ReferenceDevice` served over TCP.
 
 ``python -m sim.refboard --image firmware/digits [--port N]`` listens on 127.0.0.1 (port 0
 picks a free port), prints the pyserial URL ``socket://127.0.0.1:PORT`` on stdout and answers
@@ -17,7 +17,7 @@ within ``SEND_TIMEOUT_S`` closes that connection. Every thread polls a stop flag
 
 Idle timeout: when part of a frame has been buffered and no byte has arrived for
 ``idle_timeout`` seconds, the device abandons it and answers ``TIMEOUT``
-(:meth:`~hw.protocol.ReferenceDevice.idle_timeout`). The default is
+(:meth:`~golden.device.ReferenceDevice.idle_timeout`). The default is
 ``IDLE_TIMEOUT_BYTES`` byte times at the configured baud rate (8N1: ``hw.uart.FRAME_BITS``
 bits per byte), but
 never below 50 ms: TCP on a loaded host delivers a frame with more jitter than a UART, and a
@@ -41,8 +41,7 @@ import time
 from pathlib import Path
 
 from firmware.driver import DEFAULT_BAUD
-from golden import image
-from hw import protocol
+from golden import device, image, protocol
 from hw.uart import FRAME_BITS
 
 #: Lower bound of the idle timeout, seconds (see the module docstring).
@@ -91,9 +90,9 @@ class RefBoard:
         self._lock = threading.Lock()
         self._stop = threading.Event()
 
-    def new_device(self) -> protocol.ReferenceDevice:
+    def new_device(self) -> device.ReferenceDevice:
         """A device at reset, as each connection sees it."""
-        return protocol.ReferenceDevice(self.net, self.manifest, lanes=self.lanes,
+        return device.ReferenceDevice(self.net, self.manifest, lanes=self.lanes,
                                         clock_hz=self.clock_hz, baud=self.baud)
 
     def start(self) -> str:

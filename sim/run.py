@@ -41,9 +41,8 @@ from typing import Any
 import numpy as np
 
 from firmware.driver import Lifpga, LifpgaError
-from golden import data, image, model
+from golden import data, image, model, protocol
 from golden.constants import MODE_NAMES
-from hw import protocol
 from hw.core import LifCore
 
 from . import board, verilator

@@ -3,7 +3,7 @@
 
 The virtual board is built once per session for the shipped image (16 lanes, 100 MHz, 3 Mbaud)
 and reused from ``build/sim/board/<key>/`` when the design has not changed. The reference is
-:class:`hw.protocol.ReferenceDevice` with the core's own cycle formula, so every byte of every
+:class:`golden.device.ReferenceDevice` with the core's own cycle formula, so every byte of every
 answer, the ``cycles`` field and the CRC included, must be equal. Every read has a deadline.
 """
 
@@ -21,10 +21,11 @@ import numpy as np
 import pytest
 
 from firmware.driver import Lifpga
+from golden import device
+from golden import protocol as p
 from golden.constants import MODE_CURRENT, MODE_RATE
 from golden.data import load_split
 from golden.image import load
-from hw import protocol as p
 from hw.core import LifCore
 from sim import board as vb
 
@@ -69,10 +70,10 @@ def _cycles_model():
     return LifCore(net, pixel_max=manifest["pixel_max"], lanes=LANES).expected_cycles
 
 
-def reference(network) -> p.ReferenceDevice:
+def reference(network) -> device.ReferenceDevice:
     """A device at reset, answering exactly what the gateware answers (cycles included)."""
     net, manifest = network
-    return p.ReferenceDevice(net, manifest, lanes=LANES, clock_hz=CLK_HZ, baud=BAUD,
+    return device.ReferenceDevice(net, manifest, lanes=LANES, clock_hz=CLK_HZ, baud=BAUD,
                              cycles_model=_cycles_model())
 
 

@@ -22,9 +22,9 @@ from firmware.driver import (
     ProtocolError,
 )
 from golden import model
+from golden import protocol as p
 from golden.constants import MODE_CURRENT, MODE_RATE
 from golden.data import load_split
-from hw import protocol as p
 from sim.refboard import RefBoard
 
 SHIPPED = Path(__file__).resolve().parent.parent / "firmware" / "digits"
@@ -373,7 +373,7 @@ def test_crc_error_and_wrong_seq_in_responses():
     short = p.encode_frame(p.Command.INFO | 0x80, 0, b"\x00" * 5)
     with pytest.raises(ProtocolError, match="not an OK INFO response: 5 bytes") as caught:
         Lifpga(Scripted(short), timeout=0.5).info()
-    assert isinstance(caught.value.__cause__, ValueError)  # from hw.protocol.unpack_info
+    assert isinstance(caught.value.__cause__, ValueError)  # from golden.protocol.unpack_info
 
 
 def test_fuzz_then_valid_frames_are_answered(refboard, digits):

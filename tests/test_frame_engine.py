@@ -1,5 +1,5 @@
 # amaranth: UnusedElaboratable=no
-"""hw/frame_engine.py against hw.protocol.ReferenceDevice, byte for byte, in Amaranth's simulator.
+"""hw/frame_engine.py against golden.device.ReferenceDevice, byte for byte, in Amaranth's simulator.
 
 The core is played by the testbench (:class:`CoreModel`): it takes the pixels the engine
 streams, answers with ``golden.model`` after a chosen delay and checks the stream rules. So
@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from golden import image, model
-from hw import protocol as p
+from golden import device, image, model
+from golden import protocol as p
 from hw.core import LifCore
 from hw.frame_engine import FrameEngine
 from sim import fuzz
@@ -36,12 +36,12 @@ def shipped():
 
 def info_of(shipped) -> p.Info:
     net, manifest, _ = shipped
-    return p.device_info(net, manifest, lanes=LANES, clock_hz=12_345_678, baud=3_000_000)
+    return device.device_info(net, manifest, lanes=LANES, clock_hz=12_345_678, baud=3_000_000)
 
 
-def reference(shipped) -> p.ReferenceDevice:
+def reference(shipped) -> device.ReferenceDevice:
     net, manifest, core = shipped
-    return p.ReferenceDevice(net, manifest, lanes=LANES, clock_hz=12_345_678, baud=3_000_000,
+    return device.ReferenceDevice(net, manifest, lanes=LANES, clock_hz=12_345_678, baud=3_000_000,
                              cycles_model=core.expected_cycles)
 
 

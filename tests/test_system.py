@@ -4,7 +4,7 @@
 A small random network (32 neurons, 6 inputs, 4 lanes) and 4 clock cycles per bit keep this
 fast; the shipped image behind the same pins runs on the virtual board (tests/test_board.py).
 The bits on ``rx`` are generated, and those on ``tx`` decoded, by plain Python that knows only
-8N1 framing; the decoded bytes must equal :class:`hw.protocol.ReferenceDevice`'s answer.
+8N1 framing; the decoded bytes must equal :class:`golden.device.ReferenceDevice`'s answer.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ import pytest
 from amaranth.sim import Simulator
 
 from golden import model
+from golden import protocol as p
+from golden.device import ReferenceDevice
 from golden.image import content_hash
-from hw import protocol as p
 from hw.system import LifpgaSystem
 
 CLK_HZ, BAUD = 400_000, 100_000  # 4 cycles per bit
@@ -78,7 +79,7 @@ def run_pins(system: LifpgaSystem, data: bytes, *, tail_cycles: int) -> bytes:
 def device():
     net, manifest = small_image()
     system = LifpgaSystem(net, manifest, lanes=4, clk_hz=CLK_HZ, baud=BAUD)
-    ref = p.ReferenceDevice(net, manifest, lanes=4, clock_hz=CLK_HZ, baud=BAUD,
+    ref = ReferenceDevice(net, manifest, lanes=4, clock_hz=CLK_HZ, baud=BAUD,
                             cycles_model=system.core.expected_cycles)
     return system, ref
 

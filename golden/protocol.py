@@ -1,7 +1,8 @@
-"""The lifpga serial protocol: constants, CRC, frame layout, payloads, and a reference device.
+"""The lifpga serial protocol: constants, CRC, frame layout and payloads, in plain Python.
 
-Everything both the gateware (the UART frame engine) and the host driver need is defined here
-once; the host imports it (``firmware/``), the gateware uses it, and ``docs/PROTOCOL.md``
+This module is the protocol's single definition. The host driver (``firmware/``) imports it
+without any HDL toolchain (it needs only NumPy); the gateware (``hw/frame_*.py``) and the
+reference device (:mod:`golden.device`) import the same constants; ``docs/PROTOCOL.md``
 describes the same bytes for someone writing a client from scratch.
 
 Frame (both directions), all multi-byte fields little-endian::
@@ -16,12 +17,9 @@ Frame (both directions), all multi-byte fields little-endian::
 
 CRC-16/CCITT-FALSE (the CRC catalogue's CRC-16/IBM-3740): polynomial 0x1021, initial value
 0xFFFF, no reflection, no final XOR (check value: ``crc16(b"123456789") == 0x29B1``). The
-algorithm is :data:`CRC_ALGORITHM` from Amaranth's ``amaranth.lib.crc`` catalogue, so the
-gateware's CRC processor and the host compute it from one definition.
-
-:class:`ReferenceDevice` is the executable specification of the device side: bytes in,
-response bytes out, answers from :mod:`golden.model`. The gateware frame engine must answer
-every byte sequence exactly as it does; host-driver tests run against it over a socket.
+parameters are :data:`CRC_WIDTH` .. :data:`CRC_XOROUT`; :func:`crc16` is a table-driven
+implementation of them. The gateware uses ``amaranth.lib.crc`` (``hw/crc.py``), and a test
+proves the two agree.
 """
 
 from __future__ import annotations
@@ -31,10 +29,6 @@ from enum import IntEnum
 from typing import NamedTuple
 
 import numpy as np
-from amaranth.lib.crc import catalog
-
-from golden import model
-from golden.constants import MODE_BY_NAME, MODE_CURRENT, MODE_RATE
 
 PROTOCOL_VERSION = 1
 
@@ -49,6 +43,12 @@ RESPONSE_FLAG = 0x80
 MAX_PAYLOAD = 1024
 #: A frame that stalls for this many byte times mid-way is abandoned (``TIMEOUT``).
 IDLE_TIMEOUT_BYTES = 64
+
+#: Bits on the wire per byte at 8N1: start, 8 data bits, stop.
+BITS_PER_BYTE = 10
+#: Most CLASSIFY requests a host driver keeps in flight (its window); beyond
+#: :data:`MAX_IN_FLIGHT` a board answers ``BUSY``, which the driver retries.
+MAX_WINDOW = 128
 
 #: ``mode`` byte of CLASSIFY that selects the network image's default encoder mode.
 MODE_DEFAULT = 0xFF
@@ -69,6 +69,10 @@ class Command(IntEnum):
 
     INFO = 0x01
     CLASSIFY = 0x02
+    #: Abandon every request not yet answered: the device stops the image it is computing,
+    #: empties its queues and image slots, finishes the answer already on the wire (if any),
+    #: then answers RESET. Every byte a host receives before that answer is stale.
+    RESET = 0x03
 
 
 class Status(IntEnum):
@@ -84,14 +88,37 @@ class Status(IntEnum):
     BUSY = 0x07             # CLASSIFY while all IMAGE_SLOTS are taken (flow control)
 
 
-#: The frame CRC: CRC-16/CCITT-FALSE, a.k.a. CRC-16/IBM-3740.
-CRC_ALGORITHM = catalog.CRC16_IBM_3740
-_CRC_BYTES = CRC_ALGORITHM(data_width=8)
+#: The frame CRC, CRC-16/CCITT-FALSE (a.k.a. CRC-16/IBM-3740), in the Rocksoft parameters
+#: of the CRC catalogue: width, polynomial, initial value, reflect in/out, final XOR, check.
+CRC_WIDTH = 16
+CRC_POLY = 0x1021
+CRC_INIT = 0xFFFF
+CRC_REFIN = False
+CRC_REFOUT = False
+CRC_XOROUT = 0x0000
+#: ``crc16(b"123456789")``.
+CRC_CHECK = 0x29B1
+
+
+def _crc_table() -> tuple[int, ...]:
+    table = []
+    for byte in range(256):
+        crc = byte << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ CRC_POLY) if crc & 0x8000 else crc << 1
+        table.append(crc & 0xFFFF)
+    return tuple(table)
+
+
+_CRC_TABLE = _crc_table()
 
 
 def crc16(data: bytes) -> int:
-    """CRC of ``data`` as the frame carries it."""
-    return _CRC_BYTES.compute(data)
+    """CRC of ``data`` as the frame carries it (MSB-first, table-driven)."""
+    crc = CRC_INIT
+    for byte in data:
+        crc = ((crc << 8) & 0xFFFF) ^ _CRC_TABLE[(crc >> 8) ^ byte]
+    return crc ^ CRC_XOROUT
 
 
 def encode_frame(cmd: int, seq: int, payload: bytes = b"") -> bytes:
@@ -250,20 +277,9 @@ def unpack_classification(payload: bytes, classes: int) -> Classification:
     return Classification(label, spikes, cycles, scores)
 
 
-# --- the device, as a reference model ----------------------------------------------------------
-
-
-def device_info(net: model.Network, manifest: dict, *, lanes: int, clock_hz: int,
-                baud: int) -> Info:
-    """What a device running ``net`` answers to INFO."""
-    return Info(PROTOCOL_VERSION, bytes.fromhex(manifest["hash"].split(":")[1]), net.inputs,
-                net.neurons, net.classes, lanes, manifest["timesteps"], manifest["pixel_max"],
-                MODE_BY_NAME[manifest["encoder_mode"]], clock_hz, baud)
-
-
 def request_length(cmd: int, inputs: int) -> int | None:
     """Payload length a request ``cmd`` must have; ``None`` for an unknown command."""
-    if cmd == Command.INFO:
+    if cmd in (Command.INFO, Command.RESET):
         return 0
     if cmd == Command.CLASSIFY:
         return struct.calcsize(CLASSIFY_HEADER_FORMAT) + inputs
@@ -283,148 +299,20 @@ def classify_frame_bytes(inputs: int, classes: int) -> tuple[int, int]:
             overhead + classify_answer_length(classes))
 
 
-class Request(NamedTuple):
-    """A request the device parser accepted (``status`` OK) or refused (any other status)."""
+class LinkRate(NamedTuple):
+    """What a UART link allows for CLASSIFY of ``inputs`` pixels and ``classes`` scores."""
 
-    cmd: int
-    seq: int
-    status: Status
-    payload: bytes = b""
-
-
-class DeviceParser:
-    """The device's frame parser, one byte at a time: the gateware's state machine in software.
-
-    It differs from the host's :class:`FrameParser` in what it does after a bad frame, because
-    the gateware cannot go back over bytes it has already consumed:
-
-    * The header is checked as soon as LEN arrives. LEN above :data:`MAX_PAYLOAD`, or a known
-      command with the wrong LEN, is refused at once (``BAD_LENGTH``), and hunting for SYNC
-      resumes with the next byte.
-    * Otherwise the frame is consumed whole, ``LEN + 2`` more bytes, and then judged: a wrong
-      CRC gives ``BAD_CRC``; an unknown command ``UNKNOWN_COMMAND``.
-    * A byte equal to ``A5`` while waiting for ``5A`` keeps waiting for ``5A``.
-
-    Parameters
-    ----------
-    inputs : M, the CLASSIFY pixel count.
-    """
-
-    _HUNT, _SYNC1, _CMD, _SEQ, _LEN0, _LEN1, _BODY = range(7)
-
-    def __init__(self, inputs: int):
-        self.inputs = inputs
-        self.state = self._HUNT
-        self.cmd = self.seq = self.length = 0
-        self.body = bytearray()
-
-    def pending(self) -> bool:
-        """True while part of a frame has been received."""
-        return self.state != self._HUNT
-
-    def timeout(self) -> Request | None:
-        """The link went idle: abandon a partial frame; ``TIMEOUT`` if CMD and SEQ are known."""
-        known = self.state in (self._LEN0, self._LEN1, self._BODY)
-        request = Request(self.cmd, self.seq, Status.TIMEOUT) if known else None
-        self.state = self._HUNT
-        return request
-
-    def feed(self, byte: int) -> Request | None:
-        """One received byte; returns the request it completes or refuses, if any."""
-        state = self.state
-        if state == self._HUNT:
-            self.state = self._SYNC1 if byte == SYNC[0] else self._HUNT
-        elif state == self._SYNC1:
-            self.state = (self._CMD if byte == SYNC[1]
-                          else self._SYNC1 if byte == SYNC[0] else self._HUNT)
-        elif state == self._CMD:
-            self.cmd, self.state = byte, self._SEQ
-        elif state == self._SEQ:
-            self.seq, self.state = byte, self._LEN0
-        elif state == self._LEN0:
-            self.length, self.state = byte, self._LEN1
-        elif state == self._LEN1:
-            self.length |= byte << 8
-            expected = request_length(self.cmd, self.inputs)
-            if self.length > MAX_PAYLOAD or expected not in (None, self.length):
-                self.state = self._HUNT
-                return Request(self.cmd, self.seq, Status.BAD_LENGTH)
-            self.body = bytearray()
-            self.state = self._BODY
-        else:
-            self.body.append(byte)
-            if len(self.body) == self.length + CRC_BYTES:
-                self.state = self._HUNT
-                payload = bytes(self.body[:self.length])
-                crc = int.from_bytes(self.body[self.length:], "little")
-                head = struct.pack("<BBH", self.cmd, self.seq, self.length)
-                if crc != crc16(head + payload):
-                    return Request(self.cmd, self.seq, Status.BAD_CRC)
-                if request_length(self.cmd, self.inputs) is None:
-                    return Request(self.cmd, self.seq, Status.UNKNOWN_COMMAND)
-                return Request(self.cmd, self.seq, Status.OK, payload)
-        return None
+    request_bytes: int
+    answer_bytes: int
+    #: One request at a time: request and answer in turn on a half-used link.
+    images_per_s_serial: float
+    #: Pipelined: requests and answers overlap (full duplex), the longer of the two sets it.
+    images_per_s_pipelined: float
 
 
-class ReferenceDevice:
-    """The device side of the protocol in software: what the board answers, byte for byte.
-
-    It answers at once and buffers without limit, so it never sends ``BUSY`` and never drops a
-    reply; a host within :data:`MAX_IN_FLIGHT` requests and :data:`REPLY_QUEUE` replies sees
-    the gateware answer exactly the same bytes.
-
-    Parameters
-    ----------
-    net, manifest : a loaded network image (``golden.image.load``).
-    lanes, clock_hz, baud : reported by INFO (``lanes`` also sets ``cycles`` through
-        ``cycles_model``, a callable ``(pixels, steps, mode) -> int``; without one, 0).
-    """
-
-    def __init__(self, net: model.Network, manifest: dict, *, lanes: int = 16,
-                 clock_hz: int = 0, baud: int = 0, cycles_model=None):
-        self.net, self.manifest = net, manifest
-        self.parser = DeviceParser(net.inputs)
-        self.info = device_info(net, manifest, lanes=lanes, clock_hz=clock_hz, baud=baud)
-        self.cycles_model = cycles_model
-
-    def idle_timeout(self) -> bytes:
-        """The link went idle mid-frame: abandon the partial frame.
-
-        A frame cut off after its CMD and SEQ are known is answered with TIMEOUT; fewer bytes
-        (a stray SYNC, noise) are dropped silently, since there is nothing to address a reply to.
-        """
-        request = self.parser.timeout()
-        return self._answer(request) if request else b""
-
-    def receive(self, data: bytes) -> bytes:
-        """Bytes from the host; returns the response bytes they complete."""
-        out = b""
-        for byte in data:
-            if request := self.parser.feed(byte):
-                out += self._answer(request)
-        return out
-
-    def _error(self, cmd: int, seq: int, status: Status) -> bytes:
-        return encode_frame((cmd | RESPONSE_FLAG) & 0xFF, seq, bytes([status]))
-
-    def _answer(self, request: Request) -> bytes:
-        reply = (request.cmd | RESPONSE_FLAG) & 0xFF
-        if request.status != Status.OK:
-            return self._error(request.cmd, request.seq, request.status)
-        if request.cmd == Command.INFO:
-            return encode_frame(reply, request.seq, pack_info(self.info))
-        head = struct.calcsize(CLASSIFY_HEADER_FORMAT)
-        steps, mode = struct.unpack_from(CLASSIFY_HEADER_FORMAT, request.payload)
-        pixels = np.frombuffer(request.payload[head:], dtype=np.uint8).astype(np.int64)
-        if mode == MODE_DEFAULT:
-            mode = self.info.default_mode
-        if mode not in (MODE_CURRENT, MODE_RATE):
-            return self._error(request.cmd, request.seq, Status.BAD_PARAMETER)
-        if pixels.max() > self.info.pixel_max:
-            return self._error(request.cmd, request.seq, Status.PIXEL_RANGE)
-        steps = steps or self.info.default_steps
-        result = model.run(pixels[None, :], self.net, steps, mode)
-        cycles = self.cycles_model(pixels, steps, mode) if self.cycles_model else 0
-        answer = Classification(int(result.classes[-1, 0]), int(result.spike_count[0]),
-                                cycles, tuple(int(s) for s in result.scores[-1, 0]))
-        return encode_frame(reply, request.seq, pack_classification(answer))
+def link_rate(inputs: int, classes: int, baud: float) -> LinkRate:
+    """The link's CLASSIFY throughput at ``baud`` (8N1), the one formula every report uses."""
+    request, answer = classify_frame_bytes(inputs, classes)
+    bytes_per_s = baud / BITS_PER_BYTE
+    return LinkRate(request, answer, bytes_per_s / (request + answer),
+                    bytes_per_s / max(request, answer))
