@@ -47,15 +47,21 @@ Only ``DRAW`` waits for its pipeline to drain. ``INPUT`` to ``LIF`` and ``LIF`` 
 overlap the pipelines: both sides visit the groups in order, so with ``G >= MIN_GROUPS`` (8)
 every group is read after its last write (see ``MIN_GROUPS``).
 
-Cycles per image (:meth:`LifCore.expected_cycles`; both test tiers check it)::
+Cycles per image (the timing model of ``hw/geometry.py``, :meth:`LifCore.expected_cycles`;
+both test tiers check it; ``DRAW_DRAIN`` is 2 and ``READOUT_DRAIN`` 4)::
 
-    constant current:  M + G*max(K, 1) + T*G + N + 4 + ceil(log2 C)
-    rate encoder:      M + sum_t (M + 2 + G*max(K_t, 1) + G) + N + 4 + ceil(log2 C)
+    constant current:  M + G*max(K, 1) + T*G + N + READOUT_DRAIN + ceil(log2 C)
+    rate encoder:      M + sum_t (M + DRAW_DRAIN + G*max(K_t, 1) + G) + N + READOUT_DRAIN
+                         + ceil(log2 C)
 
 with ``K`` the nonzero pixels and ``K_t`` the pixels spiking at step ``t``. For the digits
 (N = 256, M = 64, C = 10, about 33 nonzero pixels) with P = 16 and T = 32: 1,363 cycles per
 image on average over the test split, 1,864 at most (every pixel nonzero). docs/ARCHITECTURE.md
 gives the lower bound.
+
+The memories' shapes and depths come from the same geometry
+(:meth:`hw.geometry.CoreGeometry.memories`, built by :func:`memory_shape`), which the fit check
+before synthesis uses too.
 
 Timing of the stream ports: ``i.ready`` is high only in ``LOAD``; ``o.valid`` rises when the
 result is ready and stays high, with a stable payload, until ``o.ready``. The core takes a new
@@ -68,27 +74,21 @@ from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from golden.constants import (
-    B_BITS,
-    COUNT_BITS,
-    I_BITS,
-    MODE_RATE,
-    PSC_BITS,
-    REF_BITS,
-    SCORE_BITS,
-    STEPS_BITS,
-    V_BITS,
-    V_TH_BITS,
-    W_BITS,
-    W_SHIFT_BITS,
-)
+from golden.constants import COUNT_BITS, MODE_RATE, SCORE_BITS, STEPS_BITS, W_BITS
 from golden.model import Network
 
+from .geometry import (
+    CURRENT_FIELDS,
+    DRAW_DRAIN,
+    STATE_FIELDS,
+    CoreGeometry,
+    MemorySpec,
+)
 from .neuron import LANE_LATENCY, CurrentLane, NeuronLane
 from .rate_encoder import RateEncoder
 from .readout import Readout
 
-__all__ = ["LifCore"]
+__all__ = ["LifCore", "memory_shape"]
 
 #: Pipeline latencies, in cycles from a group's issue to the clock edge that writes its result:
 #: INPUT (list entry, weight ROM, weight register, two-stage multiply, accumulator, then the
@@ -102,22 +102,31 @@ LIF_LATENCY = 3 + LANE_LATENCY
 #: read, which must follow its write-back.
 MIN_GROUPS = max(INPUT_LATENCY, LIF_LATENCY) + 1
 
-#: Pipeline drains, in cycles, between phases (used by the controller and by
-#: ``LifCore.expected_cycles``). DRAW to INPUT waits 2: the last draw is appended 2 cycles after
-#: its issue, and INPUT needs the list's length. No other phase change waits; the pipelines
-#: overlap instead. INPUT to LIF and LIF to READOUT: both phases visit the groups in order, one
-#: per cycle or slower, so every read stays after its write given ``G >= MIN_GROUPS``. LIF to
-#: the next step's DRAW (rate mode): the two share no memory.
-DRAW_DRAIN = 2
-#: Cycles from the last READOUT issue to the result: the PSC reaches the readout one cycle after
-#: its issue, and the readout needs 3 more before its argmax tree.
-READOUT_DRAIN = 4
+# The pipeline drains between phases, DRAW_DRAIN and READOUT_DRAIN, are defined with the timing
+# model in hw/geometry.py (the controller below and the model use the same numbers). No other
+# phase change waits: INPUT to LIF and LIF to READOUT visit the groups in order, one per cycle
+# or slower, so every read stays after its write given ``G >= MIN_GROUPS``; LIF and the next
+# step's DRAW (rate mode) share no memory.
+
+
+def _element(fields):
+    if len(fields) == 1 and not fields[0].name:
+        return (signed if fields[0].signed else unsigned)(fields[0].bits)
+    return data.StructLayout({
+        f.name: (signed if f.signed else unsigned)(f.bits) for f in fields})
+
+
+def memory_shape(spec: MemorySpec):
+    """The Amaranth shape of a word of the memory ``spec`` (a ``hw.geometry.MemorySpec``):
+    a number, a struct of its fields, or an array of ``spec.count`` of either."""
+    element = _element(spec.fields)
+    return element if spec.count is None else data.ArrayLayout(element, spec.count)
+
 
 #: Per-neuron constants of the input current, one ROM word per group.
-CURRENT_LAYOUT = data.StructLayout({"bias": signed(B_BITS), "shift": unsigned(W_SHIFT_BITS)})
+CURRENT_LAYOUT = _element(CURRENT_FIELDS)
 #: Per-neuron state, one RAM word per group.
-STATE_LAYOUT = data.StructLayout({
-    "v": signed(V_BITS), "ref": unsigned(REF_BITS), "psc": unsigned(PSC_BITS)})
+STATE_LAYOUT = _element(STATE_FIELDS)
 
 
 def _pack(values, bits: int) -> int:
@@ -174,19 +183,20 @@ class LifCore(wiring.Component):
 
     def __init__(self, net: Network, *, pixel_max: int, lanes: int):
         self.check_parameters(net, lanes)
-        neurons, inputs, classes = net.neurons, net.inputs, net.classes
         self.net = net
+        #: The memories and the timing model of this core (:class:`hw.geometry.CoreGeometry`).
+        self.geometry = CoreGeometry.of(net, pixel_max=pixel_max, lanes=lanes)
         self.lanes = lanes
-        self.groups = neurons // lanes
-        self.pixel_bits = max(1, int(pixel_max).bit_length())
-        self.x_bits = max(self.pixel_bits, net.rate_bits + 1)
-        self.acc_bits = W_BITS + self.x_bits + 1 + (inputs - 1).bit_length()
+        self.groups = self.geometry.groups
+        self.pixel_bits = self.geometry.pixel_bits
+        self.x_bits = self.geometry.x_bits
+        self.acc_bits = self.geometry.acc_bits
         self.i_layout = data.StructLayout({
             "pixel": unsigned(self.pixel_bits), "steps": unsigned(STEPS_BITS),
             "mode": unsigned(1)})
         self.o_layout = data.StructLayout({
-            "label": unsigned(max(1, (classes - 1).bit_length())),
-            "scores": data.ArrayLayout(signed(SCORE_BITS), classes),
+            "label": unsigned(self.geometry.label_bits),
+            "scores": data.ArrayLayout(signed(SCORE_BITS), net.classes),
             "spike_count": unsigned(COUNT_BITS),
             "cycles": unsigned(COUNT_BITS),
         })
@@ -196,57 +206,43 @@ class LifCore(wiring.Component):
         })
 
     def expected_cycles(self, pixels, steps: int, mode: int) -> int:
-        """Cycles the core reports for one image fed one pixel per cycle (the docstring formula).
+        """Cycles the core reports for one image fed one pixel per cycle (the docstring formula;
+        :meth:`hw.geometry.CoreGeometry.expected_cycles`).
 
         The count depends on the data: ``K``, the number of nonzero pixels (constant current)
         or of pixels that spike at a step (rate mode, from the golden LFSR draws).
         """
-        import numpy as np
-
-        from golden.lfsr import rate_draws
-
-        n, m, g = self.net.neurons, self.net.inputs, self.groups
-        argmax = (self.net.classes - 1).bit_length()  # the readout's argmax tree
-        pixels = np.asarray(pixels)
-        steps = max(int(steps), 1)
-        if mode != MODE_RATE:
-            listed = max(int(np.count_nonzero(pixels)), 1)
-            return m + g * listed + steps * g + n + READOUT_DRAIN + argmax
-        draws = rate_draws(self.net.lfsr_seed, steps, m, self.net.rate_bits)
-        spiking = (draws < pixels).sum(axis=1)
-        per_step = sum(m + DRAW_DRAIN + g * max(int(k), 1) + g for k in spiking)
-        return m + per_step + n + READOUT_DRAIN + argmax
+        return self.geometry.expected_cycles(pixels, steps, mode)
 
     def elaborate(self, platform) -> Module:
         m = Module()
         net, P, G = self.net, self.lanes, self.groups
         N, M = net.neurons, net.inputs
 
-        # --- memories ---------------------------------------------------------------------
-        m.submodules.w_mem = w_mem = memory.Memory(
-            shape=data.ArrayLayout(signed(W_BITS), P), depth=G * M,
-            init=[[int(net.w_in[g * P + p, j]) for p in range(P)]
-                  for g in range(G) for j in range(M)])
+        # --- memories: shapes and depths from the geometry ------------------------------
+        spec = {s.name: s for s in self.geometry.memories()}
+
+        def build(name, init):
+            return memory.Memory(shape=memory_shape(spec[name]), depth=spec[name].depth,
+                                 init=init)
+
+        m.submodules.w_mem = w_mem = build(
+            "w_mem", [[int(net.w_in[g * P + p, j]) for p in range(P)]
+                      for g in range(G) for j in range(M)])
         # The per-neuron constants sit in two ROMs, one per phase, so INPUT's last groups and
         # LIF's first ones can overlap.
-        m.submodules.cur_param_mem = cur_param_mem = memory.Memory(
-            shape=data.ArrayLayout(CURRENT_LAYOUT, P), depth=G,
-            init=[[{"bias": int(net.bias[n]), "shift": int(net.w_shift[n])}
-                   for n in range(g * P, (g + 1) * P)] for g in range(G)])
-        m.submodules.v_th_mem = v_th_mem = memory.Memory(
-            shape=data.ArrayLayout(unsigned(V_TH_BITS), P), depth=G,
-            init=[[int(net.v_th[n]) for n in range(g * P, (g + 1) * P)] for g in range(G)])
-        m.submodules.cur_mem = cur_mem = memory.Memory(
-            shape=data.ArrayLayout(signed(I_BITS), P), depth=G, init=[])
-        m.submodules.st_mem = st_mem = memory.Memory(
-            shape=data.ArrayLayout(STATE_LAYOUT, P), depth=G, init=[])
-        m.submodules.pix_mem = pix_mem = memory.Memory(
-            shape=unsigned(self.pixel_bits), depth=M, init=[])
+        m.submodules.cur_param_mem = cur_param_mem = build(
+            "cur_param_mem", [[{"bias": int(net.bias[n]), "shift": int(net.w_shift[n])}
+                               for n in range(g * P, (g + 1) * P)] for g in range(G)])
+        m.submodules.v_th_mem = v_th_mem = build(
+            "v_th_mem", [[int(net.v_th[n]) for n in range(g * P, (g + 1) * P)]
+                         for g in range(G)])
+        m.submodules.cur_mem = cur_mem = build("cur_mem", [])
+        m.submodules.st_mem = st_mem = build("st_mem", [])
+        m.submodules.pix_mem = pix_mem = build("pix_mem", [])
         # The input list: (j, x) of every input that is not 0 in this step, so the input phase
         # spends no cycle on a zero pixel or a silent rate-encoded pixel.
-        entry = data.StructLayout({"j": unsigned(max(1, (M - 1).bit_length())),
-                                   "x": unsigned(self.x_bits)})
-        m.submodules.lst_mem = lst_mem = memory.Memory(shape=entry, depth=M, init=[])
+        m.submodules.lst_mem = lst_mem = build("lst_mem", [])
 
         w_rd = w_mem.read_port()
         cp_rd = cur_param_mem.read_port()

@@ -1,0 +1,264 @@
+"""The core built for one network and lane count: its memories and its timing model, in plain
+Python.
+
+This module is the single description of what :class:`hw.core.LifCore` builds. The core makes
+its memories from :meth:`CoreGeometry.memories`; the fit check before synthesis
+(``hw/bitstream.py``) sizes block RAMs from the same list; the host driver
+(``firmware/driver.py``) bounds its waits with :func:`max_cycles`. It imports no HDL toolchain
+(the host driver needs only NumPy), and ``tests/test_geometry.py`` checks the list against the
+memories of the elaborated core.
+
+Timing model
+------------
+Cycles from an image's first pixel transfer to its result, fed one pixel per cycle (the phases
+are described in ``hw/core.py``)::
+
+    constant current:  M + G*max(K, 1) + T*G + N + READOUT_DRAIN + ceil(log2 C)
+    rate encoder:      M + sum_t (M + DRAW_DRAIN + G*max(K_t, 1) + G) + N + READOUT_DRAIN
+                         + ceil(log2 C)
+
+with ``N`` neurons, ``M`` inputs, ``C`` classes, ``P`` lanes, ``G = N / P`` groups, ``T`` steps
+(0 counts as 1), ``K`` the nonzero pixels and ``K_t`` the pixels spiking at step ``t`` (from the
+golden LFSR draws). The largest count of any image (:func:`max_cycles`) has every pixel nonzero,
+or spiking at every step: ``K = K_t = M``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from golden.constants import (
+    B_BITS,
+    D_BITS,
+    I_BITS,
+    MODE_RATE,
+    PSC_BITS,
+    REF_BITS,
+    V_BITS,
+    V_TH_BITS,
+    W_BITS,
+    W_SHIFT_BITS,
+)
+from golden.lfsr import rate_draws
+
+__all__ = [
+    "CURRENT_FIELDS",
+    "DRAW_DRAIN",
+    "READOUT_DRAIN",
+    "STATE_FIELDS",
+    "CoreGeometry",
+    "Field",
+    "MemorySpec",
+    "cycles",
+    "max_cycles",
+]
+
+#: Cycles the DRAW phase waits for its pipeline before INPUT (rate mode, every step): the last
+#: draw is appended to the input list 2 cycles after its issue, and INPUT needs the list's
+#: length. No other phase change waits; the pipelines overlap instead (``hw/core.py``).
+DRAW_DRAIN = 2
+#: Cycles from the last READOUT issue to the result, before the argmax tree: the PSC reaches the
+#: readout one cycle after its issue, and the readout needs 3 more (``hw/readout.py``).
+READOUT_DRAIN = 4
+
+
+@dataclass(frozen=True)
+class Field:
+    """One field of a memory element: ``bits`` wide, two's complement if ``signed``."""
+
+    name: str
+    bits: int
+    signed: bool = False
+
+
+#: Per-neuron constants of the input current (``cur_param_mem``), low field first.
+CURRENT_FIELDS = (Field("bias", B_BITS, True), Field("shift", W_SHIFT_BITS))
+#: Per-neuron state (``st_mem``), low field first.
+STATE_FIELDS = (Field("v", V_BITS, True), Field("ref", REF_BITS), Field("psc", PSC_BITS))
+
+
+@dataclass(frozen=True)
+class MemorySpec:
+    """One memory of the core.
+
+    Attributes
+    ----------
+    name : str
+        Its path in the design below the core, ``.``-separated (``"w_mem"``,
+        ``"readout.dec_mem"``).
+    depth : int
+        Words.
+    fields : tuple of Field
+        The element: one unnamed field (a plain number) or named fields (a struct, the first in
+        the low bits).
+    count : int or None
+        Elements per word (an array, element 0 in the low bits), or ``None`` for a word that is
+        one element.
+    holds : str
+        What the words hold, for reports.
+    rom : bool
+        Initialised from the network image and never written.
+    """
+
+    name: str
+    depth: int
+    fields: tuple[Field, ...]
+    count: int | None
+    holds: str
+    rom: bool
+
+    @property
+    def element_bits(self) -> int:
+        """Bits of one element."""
+        return sum(f.bits for f in self.fields)
+
+    @property
+    def width(self) -> int:
+        """Bits of one word."""
+        return self.element_bits * (self.count or 1)
+
+
+def _groups(neurons: int, lanes: int) -> int:
+    if lanes < 1 or neurons % lanes:
+        raise ValueError(f"lanes ({lanes}) must divide the neuron count ({neurons})")
+    return neurons // lanes
+
+
+def cycles(inputs: int, neurons: int, lanes: int, classes: int, steps: int, mode: int,
+           listed: int | Sequence[int]) -> int:
+    """Cycles of one image from the lengths of its input lists (the module's formula).
+
+    ``listed`` is ``K``, the nonzero pixels, in constant-current mode; in rate mode it is the
+    sequence of ``K_t``, the pixels spiking at each of the ``steps`` steps. ``steps`` 0 counts
+    as 1, as in the core. Raises :class:`ValueError` if ``lanes`` does not divide ``neurons``.
+    """
+    g = _groups(neurons, lanes)
+    steps = max(int(steps), 1)
+    argmax = (classes - 1).bit_length()  # the readout's argmax tree
+    tail = neurons + READOUT_DRAIN + argmax
+    if mode != MODE_RATE:
+        return inputs + g * max(int(listed), 1) + steps * g + tail
+    listed = list(listed)
+    if len(listed) != steps:
+        raise ValueError(f"rate mode needs one list length per step ({steps}), got {len(listed)}")
+    per_step = sum(inputs + DRAW_DRAIN + g * max(int(k), 1) + g for k in listed)
+    return inputs + per_step + tail
+
+
+def max_cycles(inputs: int, neurons: int, lanes: int, classes: int, steps: int, mode: int) -> int:
+    """The largest cycle count of any image: every pixel nonzero, or spiking at every step.
+
+    ``steps`` 0 counts as 1, as in the core. Raises :class:`ValueError` if ``lanes`` does not
+    divide ``neurons``.
+    """
+    steps = max(int(steps), 1)
+    listed = inputs if mode != MODE_RATE else [inputs] * steps
+    return cycles(inputs, neurons, lanes, classes, steps, mode, listed)
+
+
+@dataclass(frozen=True)
+class CoreGeometry:
+    """The core built for one network image and lane count.
+
+    Attributes
+    ----------
+    inputs, neurons, classes : int
+        ``M``, ``N``, ``C`` of the network.
+    lanes : int
+        ``P``, neurons updated in parallel; it divides ``N``.
+    pixel_bits : int
+        Width of a pixel, enough for the image's ``pixel_max``.
+    rate_bits : int
+        Random bits per rate-encoder draw; a spike is the value ``2**rate_bits``.
+    lfsr_seed : int
+        The rate encoder's LFSR seed (the draws decide ``K_t``).
+    """
+
+    inputs: int
+    neurons: int
+    classes: int
+    lanes: int
+    pixel_bits: int
+    rate_bits: int
+    lfsr_seed: int
+
+    def __post_init__(self):
+        _groups(self.neurons, self.lanes)
+
+    @classmethod
+    def of(cls, net, *, pixel_max: int, lanes: int) -> CoreGeometry:
+        """The geometry of the core for ``net`` (a :class:`golden.model.Network`)."""
+        return cls(inputs=net.inputs, neurons=net.neurons, classes=net.classes, lanes=lanes,
+                   pixel_bits=max(1, int(pixel_max).bit_length()), rate_bits=net.rate_bits,
+                   lfsr_seed=net.lfsr_seed)
+
+    @property
+    def groups(self) -> int:
+        """``G = N / P``, groups of neurons, one memory word each."""
+        return self.neurons // self.lanes
+
+    @property
+    def x_bits(self) -> int:
+        """Width of an input-list value: a pixel, or a rate-encoder spike ``2**rate_bits``."""
+        return max(self.pixel_bits, self.rate_bits + 1)
+
+    @property
+    def index_bits(self) -> int:
+        """Width of a pixel index ``j``."""
+        return max(1, (self.inputs - 1).bit_length())
+
+    @property
+    def acc_bits(self) -> int:
+        """Width of a lane's ``W.x`` accumulator: a sum of ``M`` signed products."""
+        return W_BITS + self.x_bits + 1 + (self.inputs - 1).bit_length()
+
+    @property
+    def label_bits(self) -> int:
+        """Width of a class number."""
+        return max(1, (self.classes - 1).bit_length())
+
+    def memories(self) -> tuple[MemorySpec, ...]:
+        """Every memory of the core, in the order the core builds them."""
+        g, m, p = self.groups, self.inputs, self.lanes
+        return (
+            MemorySpec("w_mem", g * m, (Field("", W_BITS, True),), p, "input weights", True),
+            MemorySpec("cur_param_mem", g, CURRENT_FIELDS, p, "bias, shift", True),
+            MemorySpec("v_th_mem", g, (Field("", V_TH_BITS),), p, "thresholds", True),
+            MemorySpec("cur_mem", g, (Field("", I_BITS, True),), p, "currents", False),
+            MemorySpec("st_mem", g, STATE_FIELDS, p, "v, ref, psc", False),
+            MemorySpec("pix_mem", m, (Field("", self.pixel_bits),), None, "pixels", False),
+            MemorySpec("lst_mem", m, (Field("j", self.index_bits), Field("x", self.x_bits)),
+                       None, "input list", False),
+            MemorySpec("readout.dec_mem", self.neurons, (Field("", D_BITS, True),),
+                       self.classes, "decoder", True),
+        )
+
+    def memory(self, name: str) -> MemorySpec:
+        """The memory called ``name`` (see :attr:`MemorySpec.name`)."""
+        for spec in self.memories():
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
+
+    def list_lengths(self, pixels, steps: int, mode: int) -> int | list[int]:
+        """``K`` (constant current) or the ``K_t`` of every step (rate mode) of one image."""
+        pixels = np.asarray(pixels)
+        if mode != MODE_RATE:
+            return int(np.count_nonzero(pixels))
+        draws = rate_draws(self.lfsr_seed, max(int(steps), 1), self.inputs, self.rate_bits)
+        return [int(k) for k in (draws < pixels).sum(axis=1)]
+
+    def expected_cycles(self, pixels, steps: int, mode: int) -> int:
+        """Cycles the core reports for one image fed one pixel per cycle (the module's formula).
+
+        The count depends on the data through ``K`` or ``K_t`` (:meth:`list_lengths`).
+        """
+        return cycles(self.inputs, self.neurons, self.lanes, self.classes, steps, mode,
+                      self.list_lengths(pixels, steps, mode))
+
+    def max_cycles(self, steps: int, mode: int) -> int:
+        """The largest cycle count of any image (:func:`max_cycles`)."""
+        return max_cycles(self.inputs, self.neurons, self.lanes, self.classes, steps, mode)

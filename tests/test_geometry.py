@@ -1,0 +1,100 @@
+"""hw/geometry.py: the core's memories and timing model, without building it (and against it).
+
+The timing formula itself is checked against the cycles measured in both simulators by
+tests/test_core.py and tests/test_core_verilator.py; here: the bound of :func:`max_cycles`,
+and that the memory list is what :class:`hw.core.LifCore` builds.
+"""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from golden.constants import MODE_CURRENT, MODE_RATE
+from hw.geometry import CoreGeometry, cycles, max_cycles
+
+MODES = (MODE_CURRENT, MODE_RATE)
+
+
+def geometry_of(shipped, lanes=16):
+    net, manifest = shipped
+    return CoreGeometry.of(net, pixel_max=manifest["pixel_max"], lanes=lanes)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("steps", [0, 1, 7, 32])
+def test_max_cycles_bounds_every_image_and_is_reached(shipped, mode, steps):
+    net, manifest = shipped
+    geo = geometry_of(shipped)
+    bound = max_cycles(net.inputs, net.neurons, 16, net.classes, steps, mode)
+    assert bound == geo.max_cycles(steps, mode)
+    rng = np.random.default_rng(steps * 2 + mode)
+    pixel_max = manifest["pixel_max"]
+    images = [rng.integers(0, pixel_max + 1, net.inputs) for _ in range(20)]
+    images += [np.zeros(net.inputs, int), rng.integers(0, 2, net.inputs)]
+    for image in images:
+        assert geo.expected_cycles(image, steps, mode) <= bound
+    # Every pixel at its maximum: nonzero, and (2**rate_bits <= pixel_max for the digits)
+    # spiking at every draw, so the bound is reached.
+    assert 2 ** net.rate_bits <= pixel_max
+    assert geo.expected_cycles(np.full(net.inputs, pixel_max), steps, mode) == bound
+
+
+def test_max_cycles_figures():
+    # The digits at 32 steps, 16 lanes: the README's "at most 1,864" cycles per image.
+    assert max_cycles(64, 256, 16, 10, 32, MODE_CURRENT) == 1864
+    assert max_cycles(64, 256, 16, 10, 0, MODE_CURRENT) == max_cycles(64, 256, 16, 10, 1, 0)
+
+
+def test_bad_lanes_and_list_lengths_are_errors():
+    with pytest.raises(ValueError, match="must divide"):
+        max_cycles(64, 256, 0, 10, 32, MODE_CURRENT)
+    with pytest.raises(ValueError, match="must divide"):
+        max_cycles(64, 256, 3, 10, 32, MODE_CURRENT)
+    with pytest.raises(ValueError, match="one list length per step"):
+        cycles(64, 256, 16, 10, 3, MODE_RATE, [1, 2])
+
+
+def _design_memories(core) -> dict[str, tuple[int, int]]:
+    """``path -> (width, depth)`` of every memory in the elaborated ``core``."""
+    from amaranth.hdl import Fragment, Shape
+    from amaranth.hdl._mem import MemoryInstance
+
+    found = {}
+
+    def walk(fragment, path):
+        if isinstance(fragment, MemoryInstance):
+            data = fragment._data
+            found[".".join(path)] = (Shape.cast(data.shape).width, data.depth)
+        for sub, name, _ in fragment.subfragments:
+            walk(sub, (*path, name))
+
+    walk(Fragment.get(core, None), ())
+    return found
+
+
+@pytest.mark.parametrize("lanes", [16, 32, 8])
+def test_memory_list_is_what_the_core_builds(shipped, lanes):
+    from hw.core import LifCore
+
+    net, manifest = shipped
+    core = LifCore(net, pixel_max=manifest["pixel_max"], lanes=lanes)
+    specs = geometry_of(shipped, lanes).memories()
+    assert _design_memories(core) == {s.name: (s.width, s.depth) for s in specs}
+
+
+def test_widths_of_the_digits_core(shipped):
+    geo = geometry_of(shipped)
+    # The input list holds j (6 bits for 64 pixels) and x (5 bits: a pixel up to 16, or a
+    # rate-encoder spike 2**4): 11 bits (the fit check once sized it 12).
+    assert geo.memory("lst_mem").width == 11
+    assert geo.memory("st_mem").width == (16 + 3 + 12) * 16
+    with pytest.raises(KeyError):
+        geo.memory("no_mem")
+
+
+def test_importing_the_geometry_loads_no_amaranth():
+    code = ("import sys, hw.geometry; "
+            "sys.exit(any(m.split('.')[0] == 'amaranth' for m in sys.modules))")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
