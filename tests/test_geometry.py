@@ -5,6 +5,7 @@ tests/test_core.py and tests/test_core_verilator.py; here: the bound of :func:`m
 and that the memory list is what :class:`hw.core.LifCore` builds.
 """
 
+import re
 import subprocess
 import sys
 
@@ -56,32 +57,31 @@ def test_bad_lanes_and_list_lengths_are_errors():
         cycles(64, 256, 16, 10, 3, MODE_RATE, [1, 2])
 
 
-def _design_memories(core) -> dict[str, tuple[int, int]]:
-    """``path -> (width, depth)`` of every memory in the elaborated ``core``."""
-    from amaranth.hdl import Fragment, Shape
-    from amaranth.hdl._mem import MemoryInstance
-
-    found = {}
-
-    def walk(fragment, path):
-        if isinstance(fragment, MemoryInstance):
-            data = fragment._data
-            found[".".join(path)] = (Shape.cast(data.shape).width, data.depth)
-        for sub, name, _ in fragment.subfragments:
-            walk(sub, (*path, name))
-
-    walk(Fragment.get(core, None), ())
-    return found
-
-
 @pytest.mark.parametrize("lanes", [16, 32, 8])
 def test_memory_list_is_what_the_core_builds(shipped, lanes):
-    from hw.core import LifCore
+    from hw.core import LifCore, built_memories
 
     net, manifest = shipped
     core = LifCore(net, pixel_max=manifest["pixel_max"], lanes=lanes)
     specs = geometry_of(shipped, lanes).memories()
-    assert _design_memories(core) == {s.name: (s.width, s.depth) for s in specs}
+    assert built_memories(core) == {s.name: (s.width, s.depth) for s in specs}
+
+
+def test_readout_products_are_the_readouts_registers(shipped):
+    # The iCE40 build selects the readout's multipliers by these names (hw/bitstream.py):
+    # they must name the readout's product registers, one per class.
+    from amaranth.back import rtlil
+
+    from hw.readout import Readout
+
+    net, _ = shipped
+    products = geometry_of(shipped).readout_products
+    assert len(products) == net.classes
+    text = rtlil.convert(Readout(net.dec, net.dec_bias), name="readout")
+    for path in products:
+        scope, name = path.split(".")
+        assert scope == "readout"
+        assert re.search(rf"^\s*wire .*\\{name}$", text, re.M), name
 
 
 def test_widths_of_the_digits_core(shipped):
