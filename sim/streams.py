@@ -9,6 +9,8 @@ Every hardware unit test that drives or watches an :class:`amaranth.lib.stream.I
   random ``ready``-low stalls, and fails with :class:`StreamTimeout` after a cycle deadline
   instead of hanging the simulation; :func:`sink` does the same forever, as a background
   testbench;
+* :func:`simulate` runs a design with a clock, a :class:`StreamMonitor` on every stream port
+  (:func:`stream_ports`) and on any internal stream named, and the given testbenches;
 * :class:`StreamMonitor` watches any stream (a port, or an internal stream between two
   stages), fails the test with :class:`StreamRuleError` when the data transfer rules of
   Amaranth's ``docs/stdlib/stream.rst`` are broken, and records every transfer with the clock
@@ -36,16 +38,11 @@ Example
 A FIFO checked end to end, with idle cycles on the way in and stalls on the way out::
 
     from amaranth.lib.fifo import SyncFIFOBuffered
-    from amaranth.sim import Simulator
-    from sim.streams import StreamMonitor, receive, send
+    from sim.streams import receive, send, simulate
 
     dut = SyncFIFOBuffered(width=8, depth=4)
     data = list(range(50))
     got = []
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    w = StreamMonitor(dut.w_stream, "w").attach(sim)
-    r = StreamMonitor(dut.r_stream, "r").attach(sim)
 
     async def producer(ctx):
         await send(ctx, dut.w_stream, data, idle=0.3, seed=1)
@@ -54,10 +51,11 @@ A FIFO checked end to end, with idle cycles on the way in and stalls on the way 
         got.extend(await receive(ctx, dut.r_stream, len(data), stall=0.5, seed=2,
                                  deadline=1000))
 
-    sim.add_testbench(producer)
-    sim.add_testbench(consumer)
-    sim.run()
-    assert got == data == w.payloads == r.payloads
+    seen = simulate(dut, producer, consumer)  # monitors on w_stream and r_stream
+    assert got == data == seen["w_stream"].payloads == seen["r_stream"].payloads
+
+The same without :func:`simulate`: ``StreamMonitor(dut.w_stream, "w").attach(sim)`` on an
+:class:`amaranth.sim.Simulator` of one's own, then ``sim.add_testbench(producer)`` and so on.
 """
 
 from __future__ import annotations
@@ -68,12 +66,18 @@ from typing import Any
 
 import numpy as np
 from amaranth.hdl import Const, Shape
-from amaranth.lib import data
+from amaranth.lib import data, wiring
+from amaranth.lib.stream import Interface as StreamInterface
+from amaranth.lib.stream import Signature as StreamSignature
+from amaranth.sim import Simulator
 
 __all__ = [
     "DEFAULT_DEADLINE", "StreamMonitor", "StreamRuleError", "StreamTimeout", "Transfer",
-    "plain", "receive", "send", "sink",
+    "plain", "receive", "send", "simulate", "sink", "stream_ports",
 ]
+
+#: Clock period :func:`simulate` uses, s (1 MHz: the tests count cycles, not seconds).
+CLOCK_PERIOD = 1e-6
 
 #: Clock cycles :func:`send` and :func:`receive` wait at most, unless told otherwise.
 DEFAULT_DEADLINE = 100_000
@@ -224,16 +228,15 @@ class _Ready:
         return int(not stall)
 
 
-async def receive(ctx, stream, count: int | None = None, *,
-                  until: Callable[[Any], bool] | None = None, stall: Stall = 0.0,
-                  max_stall: int | None = None, seed: int = 0,
+async def receive(ctx, stream, count: int | None = None, *, until: Callable | None = None,
+                  stall: Stall = 0.0, max_stall: int | None = None, seed: int = 0,
                   deadline: int | None = DEFAULT_DEADLINE) -> list:
     """Take payloads from ``stream`` as a consumer, with optional stalls; returns them.
 
+    ``ctx`` is the testbench's simulator context, as for :func:`send`.
+
     Parameters
     ----------
-    ctx : TestbenchContext
-        The testbench's simulator context.
     stream : amaranth.lib.stream.Interface
         The stream to consume: this sets ``ready`` and reads ``valid`` and ``payload``.
     count : int, optional
@@ -348,3 +351,69 @@ class StreamMonitor:
                 self.transfers.append(Transfer(cycle, payload))
             waiting = payload if valid and not ready else None
             cycle += 1
+
+
+def stream_ports(dut) -> dict[str, Any]:
+    """Every stream port of ``dut``, by name.
+
+    For a :class:`~amaranth.lib.wiring.Component`, the members of its signature that are
+    streams, of both directions; for another elaboratable (e.g. an
+    :mod:`amaranth.lib.fifo` FIFO, whose ``w_stream``/``r_stream`` are properties), its public
+    attributes that are stream interfaces.
+    """
+    if isinstance(dut, wiring.Component):
+        return {name: getattr(dut, name)
+                for name, member in dut.signature.members.items()
+                if member.is_signature and isinstance(member.signature, StreamSignature)}
+    found = {}
+    for name in dir(dut):
+        if not name.startswith("_"):
+            value = getattr(dut, name)
+            if isinstance(value, (StreamInterface, wiring.FlippedInterface)) and isinstance(
+                    wiring.flipped(value).signature, StreamSignature):
+                found[name] = value
+    return found
+
+
+def simulate(dut, *testbenches: Callable, watch: dict[str, Any] | None = None,
+             background: Iterable[Callable] = (), period: float = CLOCK_PERIOD,
+             vcd: str | None = None) -> dict[str, StreamMonitor]:
+    """Run ``dut`` with a ``sync`` clock and the stream rules checked; returns the monitors.
+
+    Parameters
+    ----------
+    dut : Elaboratable
+        The design under test.
+    *testbenches : async callables
+        ``async def tb(ctx)``, added as (critical) testbenches: the simulation ends when all
+        have returned.
+    watch : dict, optional
+        Streams to monitor, by name; default :func:`stream_ports` of ``dut`` (every stream
+        port). To add an internal stream: ``watch={**stream_ports(dut), "mid": dut.a.o}``.
+    background : iterable of async callables
+        Testbenches added with ``background=True`` (e.g. a :func:`sink`).
+    period : float
+        Clock period, s.
+    vcd : str, optional
+        Write the waveforms to this file.
+
+    Returns
+    -------
+    dict of str to StreamMonitor
+        One monitor per watched stream, with its :attr:`~StreamMonitor.transfers`.
+    """
+    if watch is None:
+        watch = stream_ports(dut)
+    sim = Simulator(dut)
+    sim.add_clock(period)
+    monitors = {name: StreamMonitor(s, name).attach(sim) for name, s in watch.items()}
+    for tb in testbenches:
+        sim.add_testbench(tb)
+    for tb in background:
+        sim.add_testbench(tb, background=True)
+    if vcd is None:
+        sim.run()
+    else:
+        with sim.write_vcd(vcd):
+            sim.run()
+    return monitors

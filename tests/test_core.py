@@ -1,17 +1,13 @@
 # amaranth: UnusedElaboratable=no
 """hw/core.py against golden.model in Amaranth's simulator: small networks, every output field."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
 from golden import constants as c
-from golden import image, model
+from golden import model
 from hw.core import MIN_GROUPS, LifCore
-
-SHIPPED = Path(__file__).resolve().parent.parent / "firmware" / "digits"
+from sim.streams import receive, send, simulate
 
 
 def random_net(rng, neurons=16, inputs=5, classes=3, **params) -> model.Network:
@@ -27,49 +23,36 @@ def random_net(rng, neurons=16, inputs=5, classes=3, **params) -> model.Network:
         **p)
 
 
-def simulate(core: LifCore, images, steps, mode, ready_gaps=0, seed=0):
-    """Drive images through the core; returns a list of result dicts."""
-    rng = np.random.default_rng(seed)
+def simulate_core(core: LifCore, images, steps, mode, ready_gaps=0.0, idle=0.0, seed=0):
+    """Drive images through the core, one result taken before the next image; returns the
+    result payloads (dicts), with the stream rules checked on ``i`` and ``o``.
+
+    ``idle`` is the chance of an idle cycle (with junk on the payload) before each pixel,
+    ``ready_gaps`` the chance per cycle that ``o.ready`` is low.
+    """
     results = []
-    budget = 50 * (len(images) + 1) * (core.net.inputs * core.groups + core.net.neurons) * (
-        steps + 1)
+    budget = 50 * (core.net.inputs * core.groups + core.net.neurons) * (steps + 1)
 
     async def tb(ctx):
-        cycles = 0
-        for img in images:
-            for k, px in enumerate(img):
-                ctx.set(core.i.valid, 1)
-                ctx.set(core.i.p.pixel, int(px))
-                ctx.set(core.i.p.steps, steps if k == 0 else 0xBEEF)  # later ones ignored
-                ctx.set(core.i.p.mode, mode if k == 0 else 1 - mode)
-                while not ctx.get(core.i.ready):
-                    await ctx.tick()
-                await ctx.tick()
-            ctx.set(core.i.valid, 0)
-            while True:
-                ready = int(rng.random() >= ready_gaps)
-                ctx.set(core.o.ready, ready)
-                _, _, valid, payload = await ctx.tick().sample(core.o.valid, core.o.payload)
-                cycles += 1
-                assert cycles < budget, "no result: the core hangs"
-                if valid and ready:
-                    break
-            results.append({"label": int(payload.label),
-                            "scores": [int(s) for s in payload.scores],
-                            "spike_count": int(payload.spike_count),
-                            "cycles": int(payload.cycles)})
-            ctx.set(core.o.ready, 0)
+        for b, img in enumerate(images):
+            # Only the first pixel's steps and mode count: the later ones carry junk.
+            pixels = [{"pixel": int(px), "steps": steps if k == 0 else 0xBEEF,
+                       "mode": mode if k == 0 else 1 - mode} for k, px in enumerate(img)]
+            await send(ctx, core.i, pixels, idle=idle, seed=[seed, b], junk=idle > 0,
+                       deadline=budget)
+            results.extend(await receive(ctx, core.o, 1, stall=ready_gaps, seed=[seed, b],
+                                         deadline=budget))
 
-    sim = Simulator(core)
-    sim.add_clock(1e-6)
-    sim.add_testbench(tb)
-    sim.run()
+    seen = simulate(core, tb)
+    assert seen["o"].payloads == results
+    assert len(seen["i"].transfers) == sum(len(img) for img in images)
     return results
 
 
 def check(core, images, steps, mode, **kw):
-    got = simulate(core, images, steps, mode, **kw)
+    got = simulate_core(core, images, steps, mode, **kw)
     ref = model.run(np.asarray(images), core.net, steps, mode)
+    assert len(got) == len(images)
     for b, res in enumerate(got):
         assert res["label"] == ref.classes[-1, b], b
         assert res["scores"] == ref.scores[-1, b].tolist(), b
@@ -98,14 +81,15 @@ def test_backpressure_and_ties():
     zeros = np.zeros((3, 16), dtype=np.int64)
     net = random_net(rng)._replace(dec=zeros, dec_bias=np.array([4, 9, 9]))
     core = LifCore(net, pixel_max=16, lanes=2)
-    got = check(core, rng.integers(0, 17, (3, net.inputs)), 3, c.MODE_CURRENT, ready_gaps=0.7)
+    got = check(core, rng.integers(0, 17, (3, net.inputs)), 3, c.MODE_CURRENT, ready_gaps=0.7,
+                idle=0.3)
     assert [r["label"] for r in got] == [1, 1, 1]  # tie between classes 1 and 2: lowest wins
 
 
-def test_shipped_image_one_digit_each_mode():
+def test_shipped_image_one_digit_each_mode(shipped):
     from golden import data
 
-    net, manifest = image.load(SHIPPED)
+    net, manifest = shipped
     core = LifCore(net, pixel_max=manifest["pixel_max"], lanes=16)
     digit = data.load_split().x_test[:1]
     for mode in (c.MODE_CURRENT, c.MODE_RATE):

@@ -2,27 +2,27 @@
 """hw.rate_encoder against the golden model: golden.lfsr draws + golden.model.encode_rate.
 
 Every test drives pixels into the simulated core through its ``i`` stream, collects the ``o``
-transfers, and compares them with the golden model using ``==``. The driver and the monitor are
-two testbenches, each with its own seeded random source for gaps and backpressure; the monitor
-also checks the stream rules on ``o`` at every clock edge. (The first line is Amaranth's own
-linter switch, as in its test suite: the parameter tests build cores they never elaborate.)
+transfers, and compares them with the golden model using ``==``. The driver and the consumer are
+:mod:`sim.streams` testbenches, each with its own seeded random source for gaps and
+backpressure; its monitors check the stream rules on ``i`` and ``o`` at every clock edge. (The
+first line is Amaranth's own linter switch, as in its test suite: the parameter tests build
+cores they never elaborate.)
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
 from golden import lfsr
 from golden.constants import LFSR_SEED_DEFAULT, LFSR_WIDTH, RATE_BITS_MAX
 from golden.model import encode_rate
 from hw.rate_encoder import RateEncoder
+from sim.streams import receive, send, simulate
 
-CLOCK_PERIOD = 1e-6
-#: Cycles the monitor keeps watching, with ``o.ready`` high, after the last expected transfer:
+#: Cycles the consumer keeps taking, with ``o.ready`` high, after the last expected transfer:
 #: a duplicated transfer would show up here.
 DRAIN_CYCLES = 4
 
@@ -47,94 +47,56 @@ class Image:
                                for t in range(self.timesteps)])
 
 
-@dataclass
+@dataclass(frozen=True)
 class Result:
-    """What the monitor saw on ``o``, and the clock edges at which transfers happened."""
+    """What the monitors saw: the ``o`` payload fields, and the clock edges of the transfers."""
 
-    values: list[int] = field(default_factory=list)
-    firsts: list[int] = field(default_factory=list)
-    in_edges: list[int] = field(default_factory=list)
-    out_edges: list[int] = field(default_factory=list)
+    values: list[int]
+    firsts: list[int]
+    in_edges: list[int]
+    out_edges: list[int]
 
 
-def simulate(dut: RateEncoder, transfers: list[tuple[int, int, int]], *,
-             valid_prob: float = 1.0, ready_prob: float = 1.0, rng_seed: int = 0) -> Result:
+def simulate_encoder(dut: RateEncoder, transfers: list[tuple[int, int, int]], *,
+                     valid_prob: float = 1.0, ready_prob: float = 1.0,
+                     rng_seed: int = 0) -> Result:
     """Stream ``transfers`` through ``dut`` and collect every ``o`` transfer.
 
     ``valid_prob`` is the chance that the driver offers its next pixel on a given cycle (else it
-    idles with junk on the payload); ``ready_prob`` is the chance that the monitor holds
-    ``o.ready`` high on a given cycle.
+    idles with junk on the payload and on ``seed``); ``ready_prob`` is the chance that ``o.ready``
+    is high on a given cycle. The stream rules are checked on ``i`` and ``o``.
     """
-    result = Result()
-    width_mask = (1 << dut.pixel_bits) - 1
     max_cycles = 20 * len(transfers) + 100
 
+    def drive_seed(ctx, index, rng) -> None:
+        # `seed` only matters on a `first` transfer; anything else must be ignored.
+        if index is not None and transfers[index][1]:
+            ctx.set(dut.seed, transfers[index][2])
+        else:
+            ctx.set(dut.seed, int(rng.integers(0, 1 << LFSR_WIDTH)))
+
     async def driver(ctx) -> None:
-        rng = np.random.default_rng([rng_seed, 1])
-        edge = 0
-        for pixel, first, seed in transfers:
-            # While idle, put junk on the payload and on `seed`: the core must ignore both.
-            while rng.random() >= valid_prob:
-                ctx.set(dut.i.valid, 0)
-                ctx.set(dut.i.p.pixel, int(rng.integers(0, width_mask + 1)))
-                ctx.set(dut.i.p.first, int(rng.integers(0, 2)))
-                ctx.set(dut.seed, int(rng.integers(0, 1 << LFSR_WIDTH)))
-                await ctx.tick()
-                edge += 1
-            ctx.set(dut.i.valid, 1)
-            ctx.set(dut.i.p.pixel, pixel)
-            ctx.set(dut.i.p.first, first)
-            # `seed` only matters on a `first` transfer; anything else must be ignored.
-            ctx.set(dut.seed, seed if first else int(rng.integers(0, 1 << LFSR_WIDTH)))
-            # i.ready depends on o.ready, which the monitor sets: sample it at the edge.
-            while True:
-                _, _, ready = await ctx.tick().sample(dut.i.ready)
-                edge += 1
-                if ready:
-                    result.in_edges.append(edge - 1)
-                    break
-        ctx.set(dut.i.valid, 0)
+        await send(ctx, dut.i, [{"pixel": pixel, "first": first} for pixel, first, _ in transfers],
+                   idle=1 - valid_prob, seed=[rng_seed, 1], junk=True, on_cycle=drive_seed,
+                   deadline=max_cycles)
 
-    async def monitor(ctx) -> None:
-        rng = np.random.default_rng([rng_seed, 2])
-        stalled = None  # (value, first) offered but not taken at the previous edge
-        edge = 0
-        drained = 0
-        while drained < DRAIN_CYCLES:
-            assert edge < max_cycles, "the encoder stopped producing"
-            # Stream rule: o.valid must not depend on o.ready.
-            ctx.set(dut.o.ready, 0)
-            valid_if_not_ready = ctx.get(dut.o.valid)
-            ctx.set(dut.o.ready, 1)
-            assert ctx.get(dut.o.valid) == valid_if_not_ready
-            ready = len(result.values) >= len(transfers) or rng.random() < ready_prob
-            ctx.set(dut.o.ready, ready)
-            _, _, valid, value, first = await ctx.tick().sample(
-                dut.o.valid, dut.o.p.value, dut.o.p.first)
-            # Stream rule: once offered, a payload stays valid and unchanged until taken.
-            if stalled is not None:
-                assert valid and (value, first) == stalled, f"payload changed at edge {edge}"
-            stalled = (value, first) if valid and not ready else None
-            if valid and ready:
-                result.values.append(value)
-                result.firsts.append(first)
-                result.out_edges.append(edge)
-            if len(result.values) >= len(transfers):
-                drained += 1
-            edge += 1
+    async def consumer(ctx) -> None:
+        await receive(ctx, dut.o, len(transfers), stall=1 - ready_prob, seed=[rng_seed, 2],
+                      deadline=max_cycles)
+        # Keep taking for a while: a duplicated transfer would show up on the monitor here.
+        ctx.set(dut.o.ready, 1)
+        await ctx.tick().repeat(DRAIN_CYCLES)
 
-    sim = Simulator(dut)
-    sim.add_clock(CLOCK_PERIOD)
-    sim.add_testbench(driver)
-    sim.add_testbench(monitor)
-    sim.run()
-    return result
+    seen = simulate(dut, driver, consumer)
+    out = seen["o"].payloads
+    return Result([p["value"] for p in out], [p["first"] for p in out], seen["i"].cycles,
+                  seen["o"].cycles)
 
 
 def check_images(dut: RateEncoder, images: list[Image], **kwargs) -> Result:
     """Simulate ``images`` back to back and assert the output equals the golden model."""
     transfers = [t for image in images for t in image.transfers()]
-    result = simulate(dut, transfers, **kwargs)
+    result = simulate_encoder(dut, transfers, **kwargs)
     expected = np.concatenate([image.golden(dut.rate_bits) for image in images])
     # Length first: no transfer lost or duplicated (a duplicate would arrive while draining).
     assert len(result.values) == len(transfers)
@@ -230,7 +192,7 @@ def test_zero_seed_is_not_checked():
     # draw is 0, and exactly the nonzero pixels spike.
     dut = RateEncoder(pixel_bits=5, rate_bits=4)
     pixels = np.arange(17)
-    result = simulate(dut, [(int(x), int(n == 0), 0) for n, x in enumerate(pixels)])
+    result = simulate_encoder(dut, [(int(x), int(n == 0), 0) for n, x in enumerate(pixels)])
     assert np.array_equal(result.values, (pixels > 0).astype(np.int64) << 4)
 
 

@@ -3,50 +3,31 @@
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
 from golden import constants as c
 from golden import model
 from hw.readout import Readout
+from sim.streams import receive, send, simulate
 
 
 def run_readout(dec, dec_bias, psc_batches, gaps=0.0, ready_gaps=0.0, seed=0):
-    """Feed each PSC vector in order; returns (labels, scores, cycles from last psc to valid)."""
+    """Feed each PSC vector in order; returns (label, scores, cycles from last psc to the result
+    transfer) per vector. ``gaps``: chance of an idle cycle before each value; ``ready_gaps``:
+    chance per cycle that ``o.ready`` is low. The stream rules are checked on ``i`` and ``o``."""
     dut = Readout(dec, dec_bias)
-    rng = np.random.default_rng(seed)
-    out = []
+    neurons = dut.dec.shape[1]
 
     async def tb(ctx):
-        for psc in psc_batches:
-            for value in psc:
-                while rng.random() < gaps:
-                    ctx.set(dut.i.valid, 0)
-                    await ctx.tick()
-                ctx.set(dut.i.valid, 1)
-                ctx.set(dut.i.payload, int(value))
-                await ctx.tick().until(dut.i.ready)
-            ctx.set(dut.i.valid, 0)
-            waited, held = 0, None
-            while True:
-                ready = int(rng.random() >= ready_gaps)
-                ctx.set(dut.o.ready, ready)
-                _, _, valid, payload = await ctx.tick().sample(dut.o.valid, dut.o.payload)
-                waited += 1
-                assert waited < 10 * (len(dec_bias) + 5), "no result"
-                now = (int(payload.label), [int(s) for s in payload.scores])
-                if valid:  # a result not taken must stay as it is
-                    assert held is None or now == held
-                    held = now
-                if valid and ready:
-                    break
-            out.append((int(payload.label), [int(s) for s in payload.scores], waited))
-            ctx.set(dut.o.ready, 0)
+        for b, psc in enumerate(psc_batches):
+            await send(ctx, dut.i, [int(v) for v in psc], idle=gaps, seed=[seed, b, 0],
+                       junk=gaps > 0)
+            await receive(ctx, dut.o, 1, stall=ready_gaps, seed=[seed, b, 1],
+                          deadline=10 * (len(dec_bias) + 5))
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(tb)
-    sim.run()
-    return out
+    seen = simulate(dut, tb)
+    last_in = seen["i"].cycles[neurons - 1::neurons]
+    return [(t.payload["label"], t.payload["scores"], t.cycle - last)
+            for t, last in zip(seen["o"].transfers, last_in, strict=True)]
 
 
 def golden(dec, dec_bias, psc):

@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """sim/streams.py: a correct FIFO passes; rule breakers and hangs are caught (Amaranth sim)."""
 
 import asyncio
@@ -17,7 +18,9 @@ from sim.streams import (
     plain,
     receive,
     send,
+    simulate,
     sink,
+    stream_ports,
 )
 
 PIXEL = data.StructLayout({"value": 8, "first": 1, "pair": data.ArrayLayout(4, 2)})
@@ -25,13 +28,8 @@ PIXEL = data.StructLayout({"value": 8, "first": 1, "pair": data.ArrayLayout(4, 2
 
 def run(dut, *testbenches, watch=()):
     """Simulate ``dut`` with ``testbenches``; returns a monitor per stream in ``watch``."""
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    monitors = [StreamMonitor(s, f"watch{n}").attach(sim) for n, s in enumerate(watch)]
-    for tb in testbenches:
-        sim.add_testbench(tb)
-    sim.run()
-    return monitors
+    monitors = simulate(dut, *testbenches, watch={f"watch{n}": s for n, s in enumerate(watch)})
+    return list(monitors.values())
 
 
 class Chain(wiring.Component):
@@ -266,3 +264,19 @@ def test_on_cycle_drives_sideband_with_each_payload():
 def test_receive_needs_a_stop_condition():
     with pytest.raises(ValueError, match="count or until"):
         asyncio.run(receive(None, None))
+
+
+def test_simulate_watches_every_stream_port_by_default(tmp_path):
+    dut = SyncFIFOBuffered(width=8, depth=4)
+    assert set(stream_ports(dut)) == {"w_stream", "r_stream"}
+    got = []
+
+    async def producer(ctx):
+        await send(ctx, dut.w_stream, [3, 1, 4, 1, 5])
+
+    async def consumer(ctx):
+        got.extend(await receive(ctx, dut.r_stream, 5, stall=0.5, seed=1))
+
+    seen = simulate(dut, producer, consumer, vcd=str(tmp_path / "fifo.vcd"))
+    assert got == seen["w_stream"].payloads == seen["r_stream"].payloads == [3, 1, 4, 1, 5]
+    assert (tmp_path / "fifo.vcd").stat().st_size > 0
