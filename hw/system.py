@@ -3,7 +3,8 @@
 ::
 
     rx pin --> UartRx --> FrameEngine --> LifCore
-                              |   ^          |
+                              |   ^  |       |
+                              |   |  +-------o-- core_reset (a RESET: back to rest)
                               |   +----------+
                               v
     tx pin <-- UartTx <-------+
@@ -14,7 +15,7 @@ Board tops (``hw/boards.py``) add a clock, a reset and LEDs around it; the virtu
 
 from __future__ import annotations
 
-from amaranth.hdl import Module
+from amaranth.hdl import Module, ResetInserter
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -86,7 +87,8 @@ class LifpgaSystem(wiring.Component):
         m.submodules.uart_rx = self.uart_rx
         m.submodules.uart_tx = self.uart_tx
         m.submodules.engine = self.engine
-        m.submodules.core = self.core
+        # A RESET abandons the image the core is computing: the core returns to rest.
+        m.submodules.core = ResetInserter(self.engine.core_reset)(self.core)
         wiring.connect(m, self.uart_rx.o, self.engine.rx)
         wiring.connect(m, self.engine.tx, self.uart_tx.i)
         wiring.connect(m, self.engine.core_i, self.core.i)

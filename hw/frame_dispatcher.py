@@ -1,0 +1,118 @@
+"""The frame engine's second stage: requests in order, images into the core, replies out.
+
+A CLASSIFY request streams its image slot into the core, one pixel per cycle as soon as the
+core takes a new image, then frees the slot; every request then goes on, in order, as a reply
+(:data:`REPLY_LAYOUT`) to the responder. The request is taken only when its reply is passed on,
+so ``steps`` and ``mode`` stay on ``core_i`` for the whole image.
+
+Timing: a request other than CLASSIFY passes in the cycle it is offered (when ``replies`` is
+ready); a CLASSIFY of ``M`` pixels takes ``M + 2`` cycles with a ready core.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Module, Signal
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+from .frame_parser import REQUEST_LAYOUT, SLOT_BITS, Kind
+
+__all__ = ["FrameDispatcher", "REPLY_LAYOUT"]
+
+#: What the responder needs of a request: ``status`` matters for ``Kind.ERROR`` only.
+REPLY_LAYOUT = data.StructLayout({
+    name: REQUEST_LAYOUT.members[name] for name in ("kind", "cmd", "seq", "status")})
+
+
+class FrameDispatcher(wiring.Component):
+    """Requests to the core and to the responder, in arrival order.
+
+    Parameters
+    ----------
+    inputs : int
+        ``M``, pixels per image.
+    i_layout : data.StructLayout
+        The core's input payload (``LifCore.i_layout``: ``pixel``, ``steps``, ``mode``).
+
+    Members
+    -------
+    requests : :py:`In(stream.Signature(REQUEST_LAYOUT))`
+        From the parser, through its queue.
+    replies : :py:`Out(stream.Signature(REPLY_LAYOUT))`
+        To the responder, through its queue: one per request, in order.
+    core_i : :py:`Out(stream.Signature(i_layout))`
+        To the core: ``M`` pixels of slot ``requests.payload.slot``, pixel 0 first, with the
+        request's ``steps`` and ``mode`` on every one.
+    slot_rd : :py:`In(memory.ReadPort.Signature(addr_width=..., shape=...))`
+        Synchronous read port of the slot memory (one cycle of latency), addressed
+        ``slot << index_bits | pixel`` as the parser writes it.
+    slot_freed : :py:`Out(1)`
+        Pulse: the last pixel of a slot has been taken by the core.
+    idle : :py:`Out(1)`
+        High while no request is being worked on.
+    """
+
+    def __init__(self, *, inputs: int, i_layout: data.StructLayout):
+        self.inputs = inputs
+        self.index_bits = max(1, ceil_log2(inputs))
+        self.i_layout = i_layout
+        pixel_shape = i_layout["pixel"].shape
+        slot_port = memory.ReadPort.Signature(addr_width=SLOT_BITS + self.index_bits,
+                                              shape=pixel_shape)
+        super().__init__({"requests": In(stream.Signature(REQUEST_LAYOUT)),
+                          "replies": Out(stream.Signature(REPLY_LAYOUT)),
+                          "core_i": Out(stream.Signature(i_layout)),
+                          "slot_rd": In(slot_port),
+                          "slot_freed": Out(1),
+                          "idle": Out(1)})
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        request = self.requests.payload
+        m.d.comb += [self.replies.payload[name].eq(request[name]) for name in REPLY_LAYOUT.members]
+        m.d.comb += [self.core_i.payload.steps.eq(request.steps),
+                     self.core_i.payload.mode.eq(request.mode)]
+
+        def pass_on():
+            # The request leaves as its reply (the responder's queue applies back-pressure).
+            m.d.comb += [self.replies.valid.eq(self.requests.valid),
+                         self.requests.ready.eq(self.replies.ready)]
+
+        with m.FSM(name="dispatcher"):
+            with m.State("TAKE"):
+                m.d.comb += self.idle.eq(1)
+                with m.If(request.kind == Kind.CLASSIFY):
+                    with m.If(self.requests.valid):
+                        m.next = "LOAD"
+                with m.Else():
+                    pass_on()
+            with m.State("LOAD"):
+                with m.If(self._load(m)):
+                    m.next = "PASS"
+            with m.State("PASS"):
+                pass_on()
+                with m.If(self.replies.ready):
+                    m.next = "TAKE"
+        return m
+
+    def _load(self, m: Module) -> Signal:
+        """Stream the request's slot into the core; returns high when its last pixel is taken."""
+        read_at = Signal(range(self.inputs + 1))
+        beat = Signal()  # core_i holds a pixel
+        advance = ~beat | self.core_i.ready
+        done = Signal()
+        m.d.comb += [
+            self.slot_rd.addr.eq(Cat(read_at[:self.index_bits], self.requests.payload.slot)),
+            self.slot_rd.en.eq(advance),
+            self.core_i.valid.eq(beat),
+            self.core_i.payload.pixel.eq(self.slot_rd.data),
+        ]
+        with m.If(advance):
+            m.d.sync += beat.eq(read_at < self.inputs)
+            with m.If(read_at < self.inputs):
+                m.d.sync += read_at.eq(read_at + 1)
+            with m.Else():
+                m.d.sync += read_at.eq(0)
+                m.d.comb += [done.eq(1), self.slot_freed.eq(1)]
+        return done

@@ -1,0 +1,341 @@
+"""The frame engine's first stage: received bytes in, one request per frame out.
+
+It is :class:`golden.device.DeviceParser` in gateware: it checks the header when LEN arrives
+and refuses a wrong LEN at once (``BAD_LENGTH``); otherwise it consumes ``LEN + 2`` more bytes,
+computing the CRC on the fly (``amaranth.lib.crc`` with :data:`hw.crc.CRC_ALGORITHM`), writing
+CLASSIFY pixels into a free image slot and noting a bad mode or an out-of-range pixel. A frame
+that stalls for ``idle_timeout_cycles`` is abandoned (``TIMEOUT`` once its CMD and SEQ are
+known). The header and CLASSIFY layouts are read from :mod:`golden.protocol`'s formats.
+
+A complete frame becomes one entry of ``requests`` (:data:`REQUEST_LAYOUT`), except a good
+RESET, which becomes its SEQ on ``resets`` and a one-cycle ``flush`` (see
+:class:`hw.frame_engine.FrameEngine`). Both outputs are registers that hold their entry until
+it is taken; a frame completed while its output still holds one is dropped whole.
+
+Image slots form a ring: the parser fills them in order, the dispatcher empties them in the
+same order and says so on ``slot_freed``; ``slots_used`` counts the filled ones. A CLASSIFY
+whose header (LEN) arrives while all :data:`~golden.protocol.IMAGE_SLOTS` are filled is
+consumed and refused ``BUSY``.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
+from amaranth.lib import data, enum, memory, stream, wiring
+from amaranth.lib.crc import Processor
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+from golden import protocol
+from golden.constants import MODE_CURRENT, MODE_RATE, STEPS_BITS
+from golden.protocol import (
+    CLASSIFY_HEADER_FORMAT,
+    CRC_BYTES,
+    HEADER_BYTES,
+    IMAGE_SLOTS,
+    MAX_PAYLOAD,
+    MODE_DEFAULT,
+    SYNC,
+    Command,
+    Status,
+)
+
+from .crc import CRC_ALGORITHM
+
+__all__ = ["FrameParser", "Kind", "REQUEST_LAYOUT", "HEADER_FIELDS", "SLOT_BITS",
+           "field_offsets"]
+
+#: The header after SYNC, as :func:`golden.protocol.encode_frame` packs it.
+HEADER_FIELDS_FORMAT = "<BBH"
+HEADER_FIELDS = ("cmd", "seq", "length")
+#: The CLASSIFY payload before the pixels, as :func:`golden.protocol.pack_classify` packs it.
+CLASSIFY_FIELDS = ("steps", "mode")
+
+SLOT_BITS = max(1, ceil_log2(IMAGE_SLOTS))
+
+
+def field_offsets(fmt: str, names: tuple[str, ...]) -> dict[str, tuple[int, int]]:
+    """``{name: (byte offset, size)}`` of the fields of a little-endian :mod:`struct` format."""
+    codes = fmt.lstrip("<")
+    if not fmt.startswith("<") or len(codes) != len(names) or not codes.isalpha():
+        raise ValueError(f"{fmt!r} is not a little-endian format of {len(names)} scalar fields")
+    return {name: (struct.calcsize("<" + codes[:k]), struct.calcsize("<" + code))
+            for k, (name, code) in enumerate(zip(names, codes, strict=True))}
+
+
+if len(SYNC) + struct.calcsize(HEADER_FIELDS_FORMAT) != HEADER_BYTES:
+    raise ValueError("HEADER_FIELDS_FORMAT no longer matches golden.protocol.HEADER_BYTES")
+
+
+class Kind(enum.Enum, shape=2):
+    """What a request asks of the dispatcher and responder."""
+
+    ERROR = 0     # answer ``status`` alone
+    INFO = 1      # answer the INFO payload
+    CLASSIFY = 2  # stream slot ``slot`` into the core, answer its result
+
+
+#: One entry of ``requests``: ``steps`` already has 0 replaced by the image's default;
+#: ``status`` matters for ``Kind.ERROR`` only, ``steps``, ``mode`` and ``slot`` for
+#: ``Kind.CLASSIFY`` only.
+REQUEST_LAYOUT = data.StructLayout({
+    "kind": Kind, "cmd": unsigned(8), "seq": unsigned(8),
+    "status": unsigned(max(Status).bit_length()), "steps": unsigned(STEPS_BITS),
+    "mode": unsigned(1), "slot": unsigned(SLOT_BITS)})
+
+
+class _FrameState:
+    """The registers and per-cycle verdict signals of the frame being received."""
+
+    def __init__(self, info: protocol.Info):
+        header_bytes = HEADER_BYTES - len(SYNC)
+        self.header = Signal(8 * header_bytes)
+        fields = field_offsets(HEADER_FIELDS_FORMAT, HEADER_FIELDS)
+        self.cmd, self.seq, self.length = (self.header[8 * offset:8 * (offset + size)]
+                                           for offset, size in map(fields.get, HEADER_FIELDS))
+        #: Header bytes received once CMD and SEQ are both known.
+        self.seq_known = sum(fields["seq"])
+        self.at = Signal(range(MAX_PAYLOAD + CRC_BYTES + 1))  # byte index in header, then body
+        self.crc_lo = Signal(8)
+        self.steps = Signal(STEPS_BITS)
+        self.mode = Signal(1, init=info.default_mode)
+        self.no_slot = Signal()       # every slot was full when LEN arrived
+        self.mode_bad = Signal()
+        self.pixel_bad = Signal()
+        self.slot_at = Signal(SLOT_BITS)  # the slot this frame's pixels go to
+        # Driven in the cycle a frame ends:
+        self.done = Signal()
+        self.kind = Signal(Kind)
+        self.status = Signal(REQUEST_LAYOUT.members["status"])
+        self.reset = Signal()         # a good RESET (not a request)
+        self.fill = Signal()          # a CLASSIFY that filled its slot was queued
+
+    def end(self, m: Module, kind: Kind, status: Status = Status.OK):
+        m.d.comb += [self.done.eq(1), self.kind.eq(kind), self.status.eq(status)]
+
+
+class FrameParser(wiring.Component):
+    """Bytes in, requests out; the frame rules of :class:`golden.device.DeviceParser`.
+
+    Parameters
+    ----------
+    info : golden.protocol.Info
+        Gives ``inputs`` (M, the CLASSIFY pixel count), ``pixel_max``, the default steps and
+        mode.
+    pixel_bits : int
+        Width of a stored pixel.
+    idle_timeout_cycles : int
+        Cycles without a byte after which a partial frame is abandoned.
+
+    Members
+    -------
+    rx : :py:`In(stream.Signature(8))`
+        Received bytes. ``rx.ready`` is always high: a byte is taken in the cycle it is offered.
+    requests : :py:`Out(stream.Signature(REQUEST_LAYOUT))`
+        One entry per complete or refused frame (RESET aside), in arrival order.
+    resets : :py:`Out(stream.Signature(8))`
+        The SEQ of every complete, CRC-good RESET frame.
+    flush : :py:`Out(1)`
+        One-cycle pulse, the cycle after a RESET frame's last byte (when its SEQ appears on
+        ``resets``): every request before it that has not been answered is abandoned.
+        ``slots_used`` returns to 0 and ``requests`` has dropped what it held.
+    slot_wr : :py:`In(memory.WritePort.Signature(addr_width=..., shape=unsigned(pixel_bits)))`
+        To the slot memory, ``addr_width = SLOT_BITS + index_bits`` with
+        ``index_bits = max(1, ceil_log2(M))``: pixel ``j`` of the image for slot ``s`` is
+        written at address ``s << index_bits | j``.
+    slot_freed : :py:`In(1)`
+        Pulse: the oldest filled slot has been emptied.
+    slots_used : :py:`Out(range(IMAGE_SLOTS + 1))`
+        Slots filled and not yet freed.
+    """
+
+    def __init__(self, info: protocol.Info, *, pixel_bits: int, idle_timeout_cycles: int):
+        if idle_timeout_cycles < 1:
+            raise ValueError(f"idle_timeout_cycles must be positive, got {idle_timeout_cycles}")
+        self.info = info
+        self.pixel_bits = pixel_bits
+        self.index_bits = max(1, ceil_log2(info.inputs))
+        self.idle_timeout_cycles = idle_timeout_cycles
+        slot_port = memory.WritePort.Signature(addr_width=SLOT_BITS + self.index_bits,
+                                               shape=unsigned(pixel_bits))
+        super().__init__({"rx": In(stream.Signature(8)),
+                          "requests": Out(stream.Signature(REQUEST_LAYOUT)),
+                          "resets": Out(stream.Signature(8)),
+                          "flush": Out(1),
+                          "slot_wr": In(slot_port),
+                          "slot_freed": In(1),
+                          "slots_used": Out(range(IMAGE_SLOTS + 1))})
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        m.submodules.crc = crc = Processor(CRC_ALGORITHM(data_width=8))
+        f = _FrameState(self.info)
+        m.d.comb += [self.rx.ready.eq(1), crc.data.eq(self.rx.payload)]
+        self._outputs(m, f)
+        self._slot_ring(m, f)
+        hunting = Signal()
+        timed_out = self._idle_timer(m, hunting)
+        with m.FSM(name="parser"):
+            with m.State("HUNT"):
+                m.d.comb += hunting.eq(1)
+                with m.If(self.rx.valid & (self.rx.payload == SYNC[0])):
+                    m.next = "SYNC1"
+            with m.State("SYNC1"):
+                self._sync1(m, f, timed_out)
+            with m.State("HEADER"):
+                self._header(m, f, crc, timed_out)
+            with m.State("BODY"):
+                self._body(m, f, crc, timed_out)
+        return m
+
+    def _outputs(self, m: Module, f: _FrameState):
+        """The two output registers: loaded when a frame ends, held until taken."""
+        request = self.requests.payload
+        for out in (self.requests, self.resets):
+            with m.If(out.ready):
+                m.d.sync += out.valid.eq(0)
+        m.d.sync += self.flush.eq(f.done & f.reset)
+        with m.If(f.done & f.reset):
+            m.d.sync += self.requests.valid.eq(0)  # abandoned, like everything before it
+            with m.If(~self.resets.valid | self.resets.ready):
+                m.d.sync += [self.resets.valid.eq(1), self.resets.payload.eq(f.seq)]
+        with m.Elif(f.done & (~self.requests.valid | self.requests.ready)):
+            m.d.sync += [
+                self.requests.valid.eq(1), request.kind.eq(f.kind), request.cmd.eq(f.cmd),
+                request.seq.eq(f.seq), request.status.eq(f.status),
+                request.steps.eq(Mux(f.steps == 0, self.info.default_steps, f.steps)),
+                request.mode.eq(f.mode), request.slot.eq(f.slot_at)]
+            m.d.comb += f.fill.eq(f.kind == Kind.CLASSIFY)
+
+    def _slot_ring(self, m: Module, f: _FrameState):
+        """``slots_used``, and the slot the next CLASSIFY fills."""
+        with m.If(self.flush):
+            m.d.sync += self.slots_used.eq(0)
+        with m.Else():
+            m.d.sync += self.slots_used.eq(self.slots_used + f.fill - self.slot_freed)
+        with m.If(f.fill):
+            m.d.sync += f.slot_at.eq(Mux(f.slot_at == IMAGE_SLOTS - 1, 0, f.slot_at + 1))
+
+    def _idle_timer(self, m: Module, hunting: Signal) -> Signal:
+        """High in the cycle a partial frame times out (a byte in that cycle wins)."""
+        idle = Signal(range(self.idle_timeout_cycles + 1))
+        got = self.rx.valid
+        with m.If(hunting | got):
+            m.d.sync += idle.eq(0)
+        with m.Else():
+            m.d.sync += idle.eq(idle + 1)
+        timed_out = Signal()
+        m.d.comb += timed_out.eq(~got & ~hunting & (idle == self.idle_timeout_cycles - 1))
+        return timed_out
+
+    def _sync1(self, m: Module, f: _FrameState, timed_out: Signal):
+        """After ``A5``: an ``A5`` while waiting for ``5A`` keeps waiting for ``5A``."""
+        byte = self.rx.payload
+        with m.If(timed_out):
+            m.next = "HUNT"
+        with m.If(self.rx.valid):
+            with m.If(byte == SYNC[1]):
+                m.d.sync += f.at.eq(0)
+                m.next = "HEADER"
+            with m.Elif(byte != SYNC[0]):
+                m.next = "HUNT"
+
+    def _wrong_length(self, m: Module, f: _FrameState) -> Signal:
+        """LEN, its last byte arriving now, is wrong for CMD (or above MAX_PAYLOAD)."""
+        length = Cat(f.length[:-8], self.rx.payload)
+        wrong = Signal()
+        with m.Switch(f.cmd):
+            for command in Command:
+                with m.Case(command):
+                    need = protocol.request_length(command, self.info.inputs)
+                    m.d.comb += wrong.eq(length != need)
+            with m.Default():
+                m.d.comb += wrong.eq(length > MAX_PAYLOAD)
+        return wrong
+
+    def _header(self, m: Module, f: _FrameState, crc: Processor, timed_out: Signal):
+        """CMD, SEQ and LEN; a wrong LEN is refused as soon as it is complete."""
+        byte = self.rx.payload
+        header_bytes = len(f.header) // 8
+        wrong = self._wrong_length(m, f)
+        with m.If(timed_out):
+            m.next = "HUNT"
+            with m.If(f.at >= f.seq_known):
+                f.end(m, Kind.ERROR, Status.TIMEOUT)
+        with m.If(self.rx.valid):
+            m.d.comb += [crc.valid.eq(1), crc.start.eq(f.at == 0)]
+            m.d.sync += [f.header.word_select(f.at[:ceil_log2(header_bytes)], 8).eq(byte),
+                         f.at.eq(f.at + 1)]
+            with m.If(f.at == header_bytes - 1):
+                m.d.sync += [f.at.eq(0), f.steps.eq(0), f.mode.eq(self.info.default_mode),
+                             f.mode_bad.eq(0), f.pixel_bad.eq(0),
+                             f.no_slot.eq(self.slots_used == IMAGE_SLOTS)]
+                with m.If(wrong):
+                    f.end(m, Kind.ERROR, Status.BAD_LENGTH)
+                    m.next = "HUNT"
+                with m.Else():
+                    m.next = "BODY"
+
+    def _body(self, m: Module, f: _FrameState, crc: Processor, timed_out: Signal):
+        """LEN payload bytes and the CRC; the frame is judged at its last byte."""
+        byte, at = self.rx.payload, f.at
+        with m.If(timed_out):
+            m.next = "HUNT"
+            f.end(m, Kind.ERROR, Status.TIMEOUT)
+        with m.If(self.rx.valid):
+            m.d.sync += at.eq(at + 1)
+            m.d.comb += crc.valid.eq(at < f.length)
+            with m.If(f.cmd == Command.CLASSIFY):
+                self._classify_byte(m, f)
+            with m.If(at == f.length):
+                m.d.sync += f.crc_lo.eq(byte)
+            with m.If(at == f.length + CRC_BYTES - 1):
+                self._judge(m, f, crc_ok=Cat(f.crc_lo, byte) == crc.crc)
+                m.next = "HUNT"
+
+    def _classify_byte(self, m: Module, f: _FrameState):
+        """A CLASSIFY payload byte: steps, mode, then pixels into the slot."""
+        byte, at = self.rx.payload, f.at
+        fields = field_offsets(CLASSIFY_HEADER_FORMAT, CLASSIFY_FIELDS)
+        (steps_at, steps_size), (mode_at, _) = fields["steps"], fields["mode"]
+        for k in range(steps_size):
+            with m.If(at == steps_at + k):
+                m.d.sync += f.steps.word_select(k, 8).eq(byte)
+        with m.If(at == mode_at):
+            with m.Switch(byte):
+                with m.Case(MODE_CURRENT, MODE_RATE):
+                    m.d.sync += f.mode.eq(byte)
+                with m.Case(MODE_DEFAULT):
+                    pass
+                with m.Default():
+                    m.d.sync += f.mode_bad.eq(1)
+        head = struct.calcsize(CLASSIFY_HEADER_FORMAT)
+        with m.If((at >= head) & (at < f.length)):
+            pixel = at - head
+            m.d.comb += [self.slot_wr.addr.eq(Cat(pixel[:self.index_bits], f.slot_at)),
+                         self.slot_wr.data.eq(byte), self.slot_wr.en.eq(~f.no_slot)]
+            with m.If(byte > self.info.pixel_max):
+                m.d.sync += f.pixel_bad.eq(1)
+
+    def _judge(self, m: Module, f: _FrameState, crc_ok):
+        """The verdict on a frame whose last byte arrives now (checks in the reference's
+        order, BUSY before the payload checks)."""
+        with m.If(~crc_ok):
+            f.end(m, Kind.ERROR, Status.BAD_CRC)
+        with m.Elif(f.cmd == Command.INFO):
+            f.end(m, Kind.INFO)
+        with m.Elif(f.cmd == Command.RESET):
+            f.end(m, Kind.ERROR)
+            m.d.comb += f.reset.eq(1)
+        with m.Elif(f.cmd != Command.CLASSIFY):
+            f.end(m, Kind.ERROR, Status.UNKNOWN_COMMAND)
+        with m.Elif(f.no_slot):
+            f.end(m, Kind.ERROR, Status.BUSY)
+        with m.Elif(f.mode_bad):
+            f.end(m, Kind.ERROR, Status.BAD_PARAMETER)
+        with m.Elif(f.pixel_bad):
+            f.end(m, Kind.ERROR, Status.PIXEL_RANGE)
+        with m.Else():
+            f.end(m, Kind.CLASSIFY)
