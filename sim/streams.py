@@ -60,7 +60,7 @@ The same without :func:`simulate`: ``StreamMonitor(dut.w_stream, "w").attach(sim
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -135,7 +135,8 @@ def _set_payload(ctx, stream, payload) -> None:
         ctx.set(stream.payload, payload)
 
 
-async def send(ctx, stream, payloads: Iterable[Any], *, idle: float = 0.0, seed: int = 0,
+async def send(ctx, stream, payloads: Iterable[Any], *, idle: float | Sequence[int] = 0.0,
+               seed: int | Sequence[int] = 0,
                junk: bool = False, on_cycle: Callable | None = None,
                deadline: int | None = DEFAULT_DEADLINE) -> None:
     """Offer ``payloads`` on ``stream``, one transfer each, as a producer that keeps the rules.
@@ -148,10 +149,12 @@ async def send(ctx, stream, payloads: Iterable[Any], *, idle: float = 0.0, seed:
         The stream to drive: this sets ``valid`` and ``payload`` and reads ``ready``.
     payloads : iterable
         An ``int`` (raw bits) or, for a struct payload, a ``dict`` of field values, per transfer.
-    idle : float
-        Probability, before each payload, of one more idle cycle (``valid`` low) first.
-    seed : int
-        Seed of the random source for ``idle`` and ``junk``.
+    idle : float or sequence of int
+        Probability, before each payload, of one more idle cycle (``valid`` low) first; or
+        exactly ``idle[k]`` idle cycles before payload ``k``.
+    seed : int or sequence of int
+        Seed (:func:`numpy.random.default_rng`) of the random source for ``idle``, ``junk``
+        and ``on_cycle``.
     junk : bool
         Put random bits on ``payload`` while idle (the consumer must ignore them).
     on_cycle : callable, optional
@@ -175,8 +178,16 @@ async def send(ctx, stream, payloads: Iterable[Any], *, idle: float = 0.0, seed:
         _, _, ready = await ctx.tick().sample(stream.ready)
         return ready
 
+    def idle_cycles(index):
+        if isinstance(idle, (int, float)):
+            count = 0
+            while rng.random() < idle:
+                count += 1
+            return count
+        return idle[index]
+
     for index, payload in enumerate(payloads):
-        while rng.random() < idle:
+        for _ in range(idle_cycles(index)):
             ctx.set(stream.valid, 0)
             if junk:
                 _set_payload(ctx, stream, _random_payload(stream, rng))
@@ -195,7 +206,7 @@ class _Ready:
     stream: Any
     stall: Stall
     max_stall: int | None
-    seed: int
+    seed: int | Sequence[int]
     cycle: int = 0
     stalled_for: int = 0
     rng: np.random.Generator = field(init=False)
@@ -229,7 +240,8 @@ class _Ready:
 
 
 async def receive(ctx, stream, count: int | None = None, *, until: Callable | None = None,
-                  stall: Stall = 0.0, max_stall: int | None = None, seed: int = 0,
+                  stall: Stall = 0.0, max_stall: int | None = None,
+                  seed: int | Sequence[int] = 0,
                   deadline: int | None = DEFAULT_DEADLINE) -> list:
     """Take payloads from ``stream`` as a consumer, with optional stalls; returns them.
 
@@ -248,8 +260,8 @@ async def receive(ctx, stream, count: int | None = None, *, until: Callable | No
         counted from the start of this call.
     max_stall : int, optional
         At most this many ``ready``-low cycles in a row.
-    seed : int
-        Seed of the random source for ``stall``.
+    seed : int or sequence of int
+        Seed (:func:`numpy.random.default_rng`) of the random source for ``stall``.
     deadline : int or None
         Fail with :class:`StreamTimeout` after this many cycles (``None``: no limit).
 
@@ -278,7 +290,7 @@ async def receive(ctx, stream, count: int | None = None, *, until: Callable | No
 
 
 async def sink(ctx, stream, *, stall: Stall = 0.0, max_stall: int | None = None,
-               seed: int = 0) -> None:
+               seed: int | Sequence[int] = 0) -> None:
     """Consume ``stream`` forever, as :func:`receive` does; add with ``background=True``.
 
     Watch what it takes with a :class:`StreamMonitor` on the same stream.

@@ -280,3 +280,13 @@ def test_simulate_watches_every_stream_port_by_default(tmp_path):
     seen = simulate(dut, producer, consumer, vcd=str(tmp_path / "fifo.vcd"))
     assert got == seen["w_stream"].payloads == seen["r_stream"].payloads == [3, 1, 4, 1, 5]
     assert (tmp_path / "fifo.vcd").stat().st_size > 0
+
+
+def test_idle_as_exact_counts():
+    dut = SyncFIFOBuffered(width=8, depth=4)
+
+    async def producer(ctx):
+        await send(ctx, dut.w_stream, [5, 6, 7], idle=[2, 0, 3])
+
+    (w,) = run(dut, producer, watch=(dut.w_stream,))
+    assert w.cycles == [2, 3, 7]

@@ -13,17 +13,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 
 import numpy as np
 import pytest
 from amaranth.hdl import Module
-from amaranth.sim import Simulator
 
 from hw.uart import FRAME_BITS, MAX_BAUD_ERROR, MIN_DIVISOR, UartRx, UartTx, baud_divisor
+from sim.streams import StreamMonitor, send, simulate, sink
 
-CLOCK_PERIOD = 1e-6
 #: (clk_hz, baud): a small divisor for speed, and the real 3 Mbaud at 48 MHz.
 FAST = (1_000_000, 100_000)  # 10 cycles per bit
 REAL = (48_000_000, 3_000_000)  # 16 cycles per bit
@@ -50,51 +49,73 @@ def idle(cycles: int) -> list[int]:
     return [1] * cycles
 
 
-@dataclass
-class RxResult:
-    """What the receiver's outputs did, one entry per clock edge (index = edge number)."""
+def edge_recorder(signals: dict, cycles: int | None = None,
+                  drive: Callable | None = None) -> tuple[Callable, dict[str, list[int]]]:
+    """A testbench sampling ``signals`` at every clock edge, and the lists it fills, by name.
 
-    received: list[int] = field(default_factory=list)
-    transfer_edges: list[int] = field(default_factory=list)
-    frame_errors: list[int] = field(default_factory=list)
-    overruns: list[int] = field(default_factory=list)
-    busy: list[int] = field(default_factory=list)
+    ``drive(ctx, edge)`` sets inputs before edge ``edge``. With ``cycles=None`` it runs forever
+    (add it as a background testbench).
+    """
+    record = {name: [] for name in signals}
+
+    async def testbench(ctx) -> None:
+        edge = 0
+        while cycles is None or edge < cycles:
+            if drive is not None:
+                drive(ctx, edge)
+            _, _, *values = await ctx.tick().sample(*signals.values())
+            for name, value in zip(record, values, strict=True):
+                record[name].append(value)
+            edge += 1
+
+    return testbench, record
+
+
+@dataclass(frozen=True)
+class RxResult:
+    """What the receiver did: the monitor of its ``o`` stream, and its flags at every edge."""
+
+    o: StreamMonitor
+    flags: dict[str, list[int]]
+
+    @property
+    def received(self) -> list[int]:
+        return self.o.payloads
+
+    @property
+    def transfer_edges(self) -> list[int]:
+        return self.o.cycles
+
+    @property
+    def frame_errors(self) -> list[int]:
+        return self.flags["frame_error"]
+
+    @property
+    def overruns(self) -> list[int]:
+        return self.flags["overrun"]
+
+    @property
+    def busy(self) -> list[int]:
+        return self.flags["busy"]
 
 
 def run_rx(dut: UartRx, levels: list[int],
            ready: Callable[[int], bool] = lambda edge: True) -> RxResult:
     """Drive ``levels[c]`` on ``rx`` for clock edge ``c`` and record ``o`` and the flags.
 
-    ``ready(c)`` is ``o.ready`` at edge ``c``. The stream rules on ``o`` are checked at every
-    edge: ``o.valid`` does not depend on ``o.ready``, and an offered byte stays until taken.
+    ``ready(c)`` is ``o.ready`` at edge ``c``. :mod:`sim.streams` checks the stream rules on
+    ``o`` at every edge: ``o.valid`` does not depend on ``o.ready``, and an offered byte stays
+    until taken.
     """
-    result = RxResult()
+    recorder, flags = edge_recorder(
+        {"frame_error": dut.frame_error, "overrun": dut.overrun, "busy": dut.busy},
+        len(levels), drive=lambda ctx, edge: ctx.set(dut.rx, levels[edge]))
 
-    async def testbench(ctx) -> None:
-        stalled = None
-        for edge, level in enumerate(levels):
-            ctx.set(dut.rx, level)
-            ctx.set(dut.o.ready, 0)
-            valid_if_not_ready = ctx.get(dut.o.valid)
-            ctx.set(dut.o.ready, ready(edge))
-            assert ctx.get(dut.o.valid) == valid_if_not_ready
-            _, _, valid, payload, frame_error, overrun, busy = await ctx.tick().sample(
-                dut.o.valid, dut.o.payload, dut.frame_error, dut.overrun, dut.busy)
-            if stalled is not None:
-                assert valid and payload == stalled, f"o changed before taken at edge {edge}"
-            stalled = payload if valid and not ready(edge) else None
-            if valid and ready(edge):
-                result.received.append(payload)
-                result.transfer_edges.append(edge)
-            result.frame_errors.append(frame_error)
-            result.overruns.append(overrun)
-            result.busy.append(busy)
+    async def consumer(ctx) -> None:
+        await sink(ctx, dut.o, stall=lambda edge: not ready(edge))
 
-    sim = Simulator(dut)
-    sim.add_clock(CLOCK_PERIOD)
-    sim.add_testbench(testbench)
-    sim.run()
-    return result
+    seen = simulate(dut, recorder, background=[consumer])
+    return RxResult(seen["o"], flags)
 
 
 def pulse_edges(flags: list[int]) -> list[int]:
@@ -260,33 +281,24 @@ def test_tx_waveform(clk_hz, baud):
     # a frame the byte waits for i.ready, and frames leave back to back.
     gaps = [3, 0, 0, 1] + [int(rng.choice([0, 2, 10 * d - 1, 10 * d, 12 * d])) for _ in data[4:]]
     cycles = sum(gaps) + FRAME_BITS * d * len(data) + 3 * d
-    transfers, tx, busy = [], [], []
 
-    async def testbench(ctx) -> None:
-        queue = list(zip(gaps, data, strict=True))
-        wait = queue[0][0]
-        for edge in range(cycles):
-            offer = bool(queue) and wait == 0
-            # Stream rule for this core: i.ready is a function of its state, not of i.valid.
-            ctx.set(dut.i.valid, 0)
-            ready_if_not_valid = ctx.get(dut.i.ready)
-            ctx.set(dut.i.valid, 1)
-            assert ctx.get(dut.i.ready) == ready_if_not_valid
-            ctx.set(dut.i.valid, offer)
-            ctx.set(dut.i.payload, queue[0][1] if offer else int(rng.integers(0, 256)))
-            _, _, ready = await ctx.tick().sample(dut.i.ready)
-            if offer and ready:
-                transfers.append((edge, queue.pop(0)[1]))
-                wait = queue[0][0] if queue else 0
-            elif not offer and wait:
-                wait -= 1
-            tx.append(ctx.get(dut.tx))  # the pin after this edge
-            busy.append(ctx.get(dut.busy))
+    def ready_ignores_valid(ctx, index, rng) -> None:
+        # A property of this core, not a rule of every stream: i.ready is a function of its
+        # state, not of i.valid.
+        ctx.set(dut.i.valid, 0)
+        ready_if_not_valid = ctx.get(dut.i.ready)
+        ctx.set(dut.i.valid, 1)
+        assert ctx.get(dut.i.ready) == ready_if_not_valid
+        ctx.set(dut.i.valid, index is not None)
 
-    sim = Simulator(dut)
-    sim.add_clock(CLOCK_PERIOD)
-    sim.add_testbench(testbench)
-    sim.run()
+    async def driver(ctx) -> None:
+        await send(ctx, dut.i, data, idle=gaps, seed=3, junk=True, on_cycle=ready_ignores_valid)
+
+    # The pin after edge e is what edge e + 1 samples.
+    recorder, pins = edge_recorder({"tx": dut.tx, "busy": dut.busy}, cycles + 1)
+    seen = simulate(dut, driver, recorder)
+    transfers = list(zip(seen["i"].cycles, seen["i"].payloads, strict=True))
+    tx, busy = pins["tx"][1:], pins["busy"][1:]
 
     assert [byte for _, byte in transfers] == data
     expected = idle(cycles)
@@ -318,40 +330,21 @@ def test_loopback(clk_hz, baud, count):
     # never overruns the receiver's one-byte register.
     max_wait = 5 * d
     data = [int(b) for b in np.random.default_rng(4).integers(0, 256, count)]
-    received, flags = [], []
-    done = False
 
     async def driver(ctx) -> None:
-        nonlocal done
         rng = np.random.default_rng([4, 1])
-        for byte in data:
-            ctx.set(tx.i.valid, 0)
-            # Mostly back to back, sometimes a gap of up to two frames.
-            await ctx.tick().repeat(int(rng.choice([0, 0, 0, 1, 7, 2 * FRAME_BITS * d])) + 1)
-            ctx.set(tx.i.valid, 1)
-            ctx.set(tx.i.payload, byte)
-            await ctx.tick().until(tx.i.ready)
-        ctx.set(tx.i.valid, 0)
-        await ctx.tick().repeat(FRAME_BITS * d + 10)
-        done = True
+        # Mostly back to back, sometimes a gap of up to two frames.
+        gaps = [int(rng.choice([0, 0, 0, 1, 7, 2 * FRAME_BITS * d])) + 1 for _ in data]
+        await send(ctx, tx.i, data, idle=gaps)
+        await ctx.tick().repeat(FRAME_BITS * d + 10)  # the last frame arrives
 
-    async def monitor(ctx) -> None:
-        rng = np.random.default_rng([4, 2])
-        waited = 0
-        while not done:
-            ready = rng.random() < 0.2 or waited >= max_wait
-            ctx.set(rx.o.ready, ready)
-            _, _, valid, payload, overrun, frame_error = await ctx.tick().sample(
-                rx.o.valid, rx.o.payload, rx.overrun, rx.frame_error)
-            if valid and ready:
-                received.append(payload)
-            waited = waited + 1 if valid and not ready else 0
-            flags.append((overrun, frame_error))
+    async def consumer(ctx) -> None:
+        await sink(ctx, rx.o, stall=0.8, max_stall=max_wait, seed=[4, 2])
 
-    sim = Simulator(m)
-    sim.add_clock(CLOCK_PERIOD)
-    sim.add_testbench(driver)
-    sim.add_testbench(monitor)
-    sim.run()
+    recorder, flags = edge_recorder({"overrun": rx.overrun, "frame_error": rx.frame_error})
+    seen = simulate(m, driver, watch={"tx.i": tx.i, "rx.o": rx.o},
+                    background=[consumer, recorder])
+    received = seen["rx.o"].payloads
+    assert seen["tx.i"].payloads == data
     assert received == data
-    assert [f for f in flags if f != (0, 0)] == []
+    assert not any(flags["overrun"]) and not any(flags["frame_error"])
