@@ -47,14 +47,15 @@ leave as back-to-back frames, one per ``10 * D`` cycles. Latency from the transf
 bit on the pin: the ``tx`` register, one cycle.
 """
 
-from __future__ import annotations
-
 from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.cdc import FFSynchronizer
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["MAX_BAUD_ERROR", "MIN_DIVISOR", "FRAME_BITS", "UartRx", "UartTx", "baud_divisor"]
+__all__ = [
+    "FRAME_BITS", "MAX_BAUD_ERROR", "MIN_DIVISOR", "UartComponent", "UartRx", "UartTx",
+    "baud_divisor",
+]
 
 #: Smallest clock cycles per bit accepted: the receiver needs ``D // 2 >= 2`` to sample the
 #: middle of a bit behind its two-cycle synchroniser.
@@ -110,10 +111,10 @@ def baud_divisor(clk_hz: int, baud: int) -> tuple[int, float, float]:
     return divisor, actual_baud, baud_error
 
 
-class UartRx(wiring.Component):
-    """UART receiver, 8N1: asynchronous pin in, one stream transfer per received byte.
+class UartComponent(wiring.Component):
+    """One side of a UART at one bit rate: what :class:`UartRx` and :class:`UartTx` share.
 
-    See the module documentation for the sampling points and the latency.
+    The members are the subclass's (declared as class annotations).
 
     Parameters
     ----------
@@ -124,12 +125,33 @@ class UartRx(wiring.Component):
 
     Attributes
     ----------
+    clk_hz, baud : int
+        As given.
     divisor : int
         Clock cycles per bit, ``D``.
     actual_baud : float
         ``clk_hz / divisor``, bit/s.
     baud_error : float
         ``(actual_baud - baud) / baud``.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`baud_divisor`.
+    """
+
+    def __init__(self, *, clk_hz: int, baud: int):
+        self.divisor, self.actual_baud, self.baud_error = baud_divisor(clk_hz, baud)
+        self.clk_hz = clk_hz
+        self.baud = baud
+        super().__init__()
+
+
+class UartRx(UartComponent):
+    """UART receiver, 8N1: asynchronous pin in, one stream transfer per received byte.
+
+    See the module documentation for the sampling points and the latency. Parameters,
+    attributes and errors: as :class:`UartComponent`.
 
     Members
     -------
@@ -151,24 +173,13 @@ class UartRx(wiring.Component):
         High from the cycle after the start bit is seen (after the synchroniser) until the
         stop bit has been sampled, or, after a framing error, until the line is high again.
         Low while hunting for a start bit, and after a rejected glitch.
-
-    Raises
-    ------
-    TypeError, ValueError
-        As :func:`baud_divisor`.
     """
 
-    def __init__(self, *, clk_hz: int, baud: int):
-        self.divisor, self.actual_baud, self.baud_error = baud_divisor(clk_hz, baud)
-        self.clk_hz = clk_hz
-        self.baud = baud
-        super().__init__({
-            "rx": In(1),
-            "o": Out(stream.Signature(8)),
-            "overrun": Out(1),
-            "frame_error": Out(1),
-            "busy": Out(1),
-        })
+    rx: In(1)
+    o: Out(stream.Signature(8))
+    overrun: Out(1)
+    frame_error: Out(1)
+    busy: Out(1)
 
     def elaborate(self, platform) -> Module:
         m = Module()
@@ -236,26 +247,11 @@ class UartRx(wiring.Component):
         return m
 
 
-class UartTx(wiring.Component):
+class UartTx(UartComponent):
     """UART transmitter, 8N1: one stream transfer per byte in, the frame out on ``tx``.
 
-    See the module documentation for the bit timing.
-
-    Parameters
-    ----------
-    clk_hz : int
-        Frequency of the ``sync`` clock, Hz.
-    baud : int
-        Bit rate, bit/s.
-
-    Attributes
-    ----------
-    divisor : int
-        Clock cycles per bit, ``D``.
-    actual_baud : float
-        ``clk_hz / divisor``, bit/s.
-    baud_error : float
-        ``(actual_baud - baud) / baud``.
+    See the module documentation for the bit timing. Parameters, attributes and errors: as
+    :class:`UartComponent`.
 
     Members
     -------
@@ -269,22 +265,11 @@ class UartTx(wiring.Component):
     busy : :py:`Out(1)`
         High while a frame is on the line, from the cycle after the transfer to the last but
         one cycle of the stop bit; equal to :py:`~i.ready`.
-
-    Raises
-    ------
-    TypeError, ValueError
-        As :func:`baud_divisor`.
     """
 
-    def __init__(self, *, clk_hz: int, baud: int):
-        self.divisor, self.actual_baud, self.baud_error = baud_divisor(clk_hz, baud)
-        self.clk_hz = clk_hz
-        self.baud = baud
-        super().__init__({
-            "i": In(stream.Signature(8)),
-            "tx": Out(1, init=1),
-            "busy": Out(1),
-        })
+    i: In(stream.Signature(8))
+    tx: Out(1, init=1)
+    busy: Out(1)
 
     def elaborate(self, platform) -> Module:
         m = Module()
