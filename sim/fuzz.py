@@ -8,6 +8,11 @@ The frame engine's simulator test and the virtual board's test share it.
 Every chunk holds at most :data:`golden.protocol.MAX_IN_FLIGHT` CLASSIFY requests and at most
 :data:`golden.protocol.REPLY_QUEUE` replies, the device's documented capacity: a sender waits for
 the answers to a chunk before the next.
+
+A valid RESET (kind ``"reset"``) only ever starts a chunk: the device is idle then, so it
+abandons nothing and answers as :class:`golden.device.ReferenceDevice` does (a RESET with work
+in flight is tested on its own, in tests/test_frame_engine.py). Malformed RESETs (a wrong LEN,
+a bad CRC) may stand anywhere: they abandon nothing.
 """
 
 from __future__ import annotations
@@ -55,13 +60,16 @@ def _one(rng, info: p.Info, kind: str, seq: int, max_steps: int) -> tuple[bytes,
     """One malformed or valid item of ``kind``: its bytes and whether a pause must follow."""
     if kind == "info":
         return p.encode_frame(p.Command.INFO, seq), False
+    if kind == "reset":
+        return p.encode_frame(p.Command.RESET, seq), False
     if kind == "classify":
         return _classify(rng, info, seq, max_steps=max_steps), False
     if kind == "noise":
         return _noise(rng, int(rng.integers(1, 40))), True
     if kind == "bad_crc":
+        short = p.Command.INFO if rng.random() < 0.5 else p.Command.RESET
         frame = bytearray(_classify(rng, info, seq, max_steps=max_steps)
-                          if rng.random() < 0.5 else p.encode_frame(p.Command.INFO, seq))
+                          if rng.random() < 0.5 else p.encode_frame(short, seq))
         at = int(rng.integers(6, len(frame)))  # payload or CRC: the header stays valid
         frame[at] ^= int(rng.integers(1, 256))
         return bytes(frame), False
@@ -77,7 +85,8 @@ def _one(rng, info: p.Info, kind: str, seq: int, max_steps: int) -> tuple[bytes,
         return p.encode_frame(cmd, seq, payload), False
     if kind == "wrong_length":
         if rng.random() < 0.5:
-            return p.encode_frame(p.Command.INFO, seq, b"\x00" * int(rng.integers(1, 4))), True
+            short = p.Command.INFO if rng.random() < 0.5 else p.Command.RESET
+            return p.encode_frame(short, seq, b"\x00" * int(rng.integers(1, 4))), True
         n = info.inputs + int(rng.choice([-2, -1, 1, 5]))
         return _classify(rng, info, seq, max_steps=max_steps,
                          pixels=np.zeros(n, dtype=np.int64)), True
@@ -105,7 +114,7 @@ def _one(rng, info: p.Info, kind: str, seq: int, max_steps: int) -> tuple[bytes,
 #: Item kinds and their weights in a corpus.
 KINDS = {"info": 2, "classify": 3, "noise": 3, "bad_crc": 2, "bad_header": 2, "unknown": 2,
          "wrong_length": 1, "oversized": 1, "bad_mode": 1, "pixel_range": 1, "cut": 2,
-         "false_start": 1}
+         "false_start": 1, "reset": 1}
 
 
 def corpus(seed: int, items: int, info: p.Info, *, max_steps: int = 4,
@@ -122,6 +131,10 @@ def corpus(seed: int, items: int, info: p.Info, *, max_steps: int = 4,
     data, kinds, seq = b"", [], 0
     for _ in range(items):
         kind = names[rng.choice(len(names), p=weights / weights.sum())]
+        if kind == "reset" and kinds:
+            # Only an idle device answers RESET as the reference does: start a new chunk.
+            chunks.append(Chunk(data, False, "+".join(kinds)))
+            data, kinds = b"", []
         item, pause = _one(rng, info, kind, seq, max_steps)
         seq = (seq + 1) & 0xFF
         data += item
