@@ -46,6 +46,11 @@ class CurrentLane(wiring.Component):
     acc_bits : int
         Width of the signed accumulator ``W_in @ x``.
 
+    Attributes
+    ----------
+    acc_bits : int
+        As given.
+
     Members
     -------
     acc : :py:`In(signed(acc_bits))`
@@ -99,15 +104,31 @@ class NeuronLane(wiring.Component):
     leak_shift, psc_shift, ref_steps : int
         The network image's arithmetic parameters (elaboration-time constants).
 
+    Attributes
+    ----------
+    leak_shift, psc_shift, ref_steps : int
+        As given.
+
     Members
     -------
     current : :py:`In(signed(I_BITS))`
+        Q5.10 input current of this step (:class:`CurrentLane`'s ``current``).
     v_th : :py:`In(V_TH_BITS)`
-    v, ref, psc : :py:`In(signed(V_BITS))`, :py:`In(REF_BITS)`, :py:`In(PSC_BITS)`
-        State before the step.
-    v_next, ref_next, psc_next : :py:`Out(...)` of the same shapes
-        State after the step.
+        The neuron's threshold, UQ5.10.
+    v : :py:`In(signed(V_BITS))`
+        Membrane potential before the step, Q5.10.
+    ref : :py:`In(REF_BITS)`
+        Refractory steps left before the step.
+    psc : :py:`In(PSC_BITS)`
+        Post-synaptic current before the step, UQ0.12.
+    v_next : :py:`Out(signed(V_BITS))`
+        ``v'``, one cycle after the inputs.
+    ref_next : :py:`Out(REF_BITS)`
+        ``ref'``, one cycle after the inputs.
+    psc_next : :py:`Out(PSC_BITS)`
+        ``psc'``, one cycle after the inputs.
     spike : :py:`Out(1)`
+        ``s``: the neuron fired in this step, one cycle after the inputs.
     """
 
     def __init__(self, *, leak_shift: int, psc_shift: int, ref_steps: int):

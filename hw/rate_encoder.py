@@ -123,6 +123,11 @@ class RateEncoder(wiring.Component):
     rate_bits : int
         Random bits per draw, ``1 .. RATE_BITS_MAX``.
 
+    Attributes
+    ----------
+    pixel_bits, rate_bits : int
+        As given.
+
     Members
     -------
     seed : :py:`In(LFSR_WIDTH)`

@@ -50,13 +50,32 @@ class Readout(wiring.Component):
     dec_bias : int array (C,)
         Decoder bias, signed ``SCORE_BITS``.
 
+    Attributes
+    ----------
+    dec, dec_bias : numpy.ndarray
+        As given.
+    argmax_levels : int
+        Levels of the argmax tree, ``ceil(log2 C)``.
+    latency : int
+        Cycles from the last ``i`` transfer of an image to ``o.valid``: ``argmax_levels + 4``.
+    o_layout : data.StructLayout
+        Payload of ``o``: ``label``, unsigned, enough bits for ``C - 1`` (at least 1), the
+        winning class; ``scores``, an array of ``C`` signed ``SCORE_BITS`` class scores.
+
     Members
     -------
     i : :py:`In(stream.Signature(unsigned(PSC_BITS)))`
-        PSC values of neurons ``0 .. N-1`` of one image, in order; the ``N``-th ends the image.
+        PSC values (UQ0.12) of neurons ``0 .. N-1`` of one image, in order; the ``N``-th ends
+        the image. ``i.ready`` is high while the readout accumulates (not while it settles or
+        holds a result).
     o : :py:`Out(stream.Signature(o_layout))`
-        One transfer per image. ``o_layout`` has fields ``label`` (winning class, enough bits
-        for ``C - 1``) and ``scores`` (``C`` signed ``SCORE_BITS`` class scores).
+        One transfer per image, ``latency`` cycles after its last ``i`` transfer; held until
+        taken.
+
+    Raises
+    ------
+    ValueError
+        If there are fewer than 2 classes or ``dec_bias`` does not have one bias per class.
     """
 
     def __init__(self, dec: np.ndarray, dec_bias: np.ndarray):
@@ -68,9 +87,7 @@ class Readout(wiring.Component):
                              f"{dec.shape} and dec_bias {dec_bias.shape}")
         self.dec = dec
         self.dec_bias = dec_bias
-        #: Levels of the argmax tree, ``ceil(log2 C)``.
         self.argmax_levels = (classes - 1).bit_length()
-        #: Cycles from the last ``i`` transfer of an image to ``o.valid``.
         self.latency = self.argmax_levels + 4
         self.o_layout = data.StructLayout({
             "label": unsigned(max(1, (classes - 1).bit_length())),

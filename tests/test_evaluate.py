@@ -1,18 +1,15 @@
 """make golden: the report has the issue's fields and the pictures are written."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 
 from golden import evaluate
 
-SHIPPED = Path(__file__).resolve().parent.parent / "firmware" / "digits"
 
-
-def test_report_fields_and_pictures(tmp_path):
+def test_report_fields_and_pictures(tmp_path, shipped_dir):
     out = tmp_path / "golden"
-    assert evaluate.main(["--image", str(SHIPPED), "--out", str(out), "--timesteps", "16"]) == 0
+    assert evaluate.main(["--image", str(shipped_dir), "--out", str(out), "--timesteps", "16"]) == 0
     report = json.loads((out / "report.json").read_text())
     assert report["dataset"] == "digits"
     assert report["split"] == {"train": 1198, "test": 599}
@@ -38,10 +35,10 @@ def test_bad_image_is_a_clear_error(tmp_path, capsys):
     assert "no such network image" in capsys.readouterr().err
 
 
-def test_image_without_training_record_is_a_clear_error(tmp_path, capsys):
+def test_image_without_training_record_is_a_clear_error(tmp_path, capsys, shipped):
     from golden import image
 
-    net, manifest = image.load(SHIPPED)
+    net, manifest = shipped
     image.save(tmp_path / "img", net, 8, 0, manifest["pixel_max"], {})
     assert evaluate.main(["--image", str(tmp_path / "img"), "--out", str(tmp_path)]) == 1
     assert "no training configuration" in capsys.readouterr().err

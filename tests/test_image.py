@@ -11,7 +11,6 @@ import pytest
 from golden import constants as c
 from golden import image, model
 
-REPO = Path(__file__).resolve().parents[1]
 METADATA = {"dataset": "unit-test", "seed": 7, "accuracy": {"test": 0.5}}
 
 
@@ -408,9 +407,9 @@ def test_array_file_renamed_is_followed(img):
 # --- the shipped image -------------------------------------------------------------------
 
 
-def test_shipped_digits_image_loads():
+def test_shipped_digits_image_loads(shipped_dir):
     # Deliberately not skipped when absent: the shipped image is part of the repository.
-    net, manifest = image.load(REPO / "firmware" / "digits")
+    net, manifest = image.load(shipped_dir)
     assert manifest["hash"] == image.content_hash(net)
     assert (net.inputs, net.classes) == (64, 10)
     assert manifest["pixel_max"] == 16

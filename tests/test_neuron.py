@@ -2,11 +2,11 @@
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
 from golden import constants as c
 from golden import model
 from hw.neuron import LANE_LATENCY, CurrentLane, NeuronLane
+from sim.streams import simulate
 
 
 def run_pipelined(dut, cases, inputs, outputs):
@@ -23,10 +23,7 @@ def run_pipelined(dut, cases, inputs, outputs):
                 results.append({name: ctx.get(getattr(dut, name)) for name in outputs})
             await ctx.tick()
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(tb)
-    sim.run()
+    simulate(dut, tb)  # the lanes have no stream ports: just the clock and the testbench
     return results
 
 

@@ -1,13 +1,9 @@
 """Training flow: a seeded run reproduces the shipped image, and the targets hold."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from golden import image, train
-
-SHIPPED = Path(__file__).resolve().parent.parent / "firmware" / "digits"
 
 
 @pytest.fixture(scope="module")
@@ -15,15 +11,15 @@ def trained():
     return train.train(train.TrainConfig(), log=lambda *_: None)
 
 
-def test_seeded_training_reproduces_committed_hash(trained):
-    _, manifest = image.load(SHIPPED)
+def test_seeded_training_reproduces_committed_hash(trained, shipped):
+    _, manifest = shipped
     assert image.content_hash(trained.net) == manifest["hash"]
 
 
-def test_retrained_network_equals_shipped_arrays(trained):
-    shipped, _ = image.load(SHIPPED)
+def test_retrained_network_equals_shipped_arrays(trained, shipped):
+    net, _ = shipped
     for name in image.ARRAYS:
-        assert np.array_equal(getattr(trained.net, name), getattr(shipped, name)), name
+        assert np.array_equal(getattr(trained.net, name), getattr(net, name)), name
 
 
 def test_accuracy_targets(trained):
@@ -33,8 +29,8 @@ def test_accuracy_targets(trained):
     assert trained.metrics["rate_mode_accuracy"] >= 0.94
 
 
-def test_manifest_records_metrics(trained):
-    _, manifest = image.load(SHIPPED)
+def test_manifest_records_metrics(trained, shipped):
+    _, manifest = shipped
     recorded = manifest["metadata"]["test_accuracy"]
     for key, value in trained.metrics.items():
         assert recorded[key] == round(value, 6)
