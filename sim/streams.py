@@ -135,6 +135,19 @@ def _set_payload(ctx, stream, payload) -> None:
         ctx.set(stream.payload, payload)
 
 
+def _idle_cycles(idle: float | Sequence[int], index: int, rng: np.random.Generator) -> int:
+    """Idle cycles before payload ``index``: drawn (each one with probability ``idle``) or given."""
+    if isinstance(idle, (int, float)):
+        if not 0 <= idle < 1:
+            raise ValueError(f"idle is a probability in [0, 1), not {idle!r} (exact counts: a "
+                             f"sequence)")
+        count = 0
+        while rng.random() < idle:
+            count += 1
+        return count
+    return idle[index]
+
+
 async def send(ctx, stream, payloads: Iterable[Any], *, idle: float | Sequence[int] = 0.0,
                seed: int | Sequence[int] = 0,
                junk: bool = False, on_cycle: Callable | None = None,
@@ -178,16 +191,8 @@ async def send(ctx, stream, payloads: Iterable[Any], *, idle: float | Sequence[i
         _, _, ready = await ctx.tick().sample(stream.ready)
         return ready
 
-    def idle_cycles(index):
-        if isinstance(idle, (int, float)):
-            count = 0
-            while rng.random() < idle:
-                count += 1
-            return count
-        return idle[index]
-
     for index, payload in enumerate(payloads):
-        for _ in range(idle_cycles(index)):
+        for _ in range(_idle_cycles(idle, index, rng)):
             ctx.set(stream.valid, 0)
             if junk:
                 _set_payload(ctx, stream, _random_payload(stream, rng))

@@ -290,3 +290,14 @@ def test_idle_as_exact_counts():
 
     (w,) = run(dut, producer, watch=(dut.w_stream,))
     assert w.cycles == [2, 3, 7]
+
+
+@pytest.mark.parametrize("idle", [1, 1.0, -0.1])
+def test_idle_probability_is_checked(idle):
+    dut = SyncFIFOBuffered(width=8, depth=4)
+
+    async def producer(ctx):
+        await send(ctx, dut.w_stream, [1], idle=idle)
+
+    with pytest.raises(ValueError, match="probability"):
+        run(dut, producer)
