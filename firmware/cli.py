@@ -37,7 +37,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -47,16 +47,21 @@ from firmware.driver import (
     MODES,
     Lifpga,
     LifpgaError,
+    LinkTimeout,
     ParameterError,
+    PortError,
+    check_port_url,
 )
 from golden import protocol
 from golden.constants import STEPS_BITS
+from golden.protocol import MAX_WINDOW
 
 EXIT_DEVICE = 1
 EXIT_USAGE = 2
-#: Largest ``--steps`` (the STEPS field is 16 bits) and ``--window`` (the driver's limit).
+#: Largest ``--steps`` (the STEPS field is 16 bits).
 MAX_STEPS = (1 << STEPS_BITS) - 1
-MAX_WINDOW = 128
+#: The first bytes of every ``.npy`` file (``numpy.lib.format.MAGIC_PREFIX``).
+NPY_MAGIC = b"\x93NUMPY"
 
 
 class InputError(Exception):
@@ -83,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S,
                        help=f"seconds per request (default {DEFAULT_TIMEOUT_S:g})")
         p.add_argument("--json", action="store_true", help="print JSON on stdout")
+        p.add_argument("--no-reset", action="store_true",
+                       help="do not send RESET on connecting (for firmware that predates it; "
+                            "an earlier client's late answers may then get in the way)")
 
     link_options(sub.add_parser("info", help="what the board runs"))
     classify = sub.add_parser("classify", help="classify image files or the test digits")
@@ -113,35 +121,60 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0)
-    if args.command == "classify":
-        problem = None
-        if (args.digits is None) == (not args.files):
-            problem = "classify needs FILE... or --digits N (not both)"
-        elif args.digits is not None and args.digits < 1:
-            problem = "--digits must be at least 1"
-        elif args.confusion_png and args.digits is None:
-            problem = "--confusion-png needs --digits"
-        elif not 0 <= args.steps <= MAX_STEPS:
-            problem = f"--steps must lie in 0 .. {MAX_STEPS}, got {args.steps}"
-        elif not 1 <= args.window <= MAX_WINDOW:
-            problem = f"--window must lie in 1 .. {MAX_WINDOW}, got {args.window}"
-        if problem:
-            print(f"lifpga: error: {problem}", file=sys.stderr)
-            return EXIT_USAGE
     try:
-        with Lifpga(args.port, baud=args.baud, timeout=args.timeout) as board:
+        _check_options(args)
+        files = [read_image_file(Path(f)) for f in getattr(args, "files", [])]
+        args.golden_image = _load_golden(args.golden) if getattr(args, "golden", None) else None
+    except (InputError, PortError) as exc:  # before the port is opened
+        print(f"lifpga: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        with Lifpga(args.port, baud=args.baud, timeout=args.timeout,
+                    reset=not args.no_reset) as board:
             if args.command == "info":
                 return _info(board, args)
-            return _classify(board, args)
+            return _classify(board, args, files)
     except (InputError, ParameterError) as exc:  # ParameterError: raised before sending
         print(f"lifpga: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except LinkTimeout as exc:
+        print(f"lifpga: error: {exc.advice('--timeout {}')}", file=sys.stderr)
+        return EXIT_DEVICE
     except LifpgaError as exc:
         print(f"lifpga: error: {exc}", file=sys.stderr)
         return EXIT_DEVICE
     except KeyboardInterrupt:
         print("lifpga: interrupted", file=sys.stderr)
         return 130
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    """Usage errors the argument parser cannot see, as :class:`InputError`; a malformed
+    ``socket://`` URL as :class:`PortError`."""
+    problem = None
+    if not 0 < args.timeout < float("inf"):
+        problem = f"--timeout must be a positive number of seconds, got {args.timeout}"
+    elif args.baud < 1:
+        problem = f"--baud must be positive, got {args.baud}"
+    elif args.command == "classify":
+        problem = _classify_problem(args)
+    if problem:
+        raise InputError(problem)
+    check_port_url(args.port)
+
+
+def _classify_problem(args: argparse.Namespace) -> str | None:
+    if (args.digits is None) == (not args.files):
+        return "classify needs FILE... or --digits N (not both)"
+    if args.digits is not None and args.digits < 1:
+        return "--digits must be at least 1"
+    if args.confusion_png and args.digits is None:
+        return "--confusion-png needs --digits"
+    if not 0 <= args.steps <= MAX_STEPS:
+        return f"--steps must lie in 0 .. {MAX_STEPS}, got {args.steps}"
+    if not 1 <= args.window <= MAX_WINDOW:
+        return f"--window must lie in 1 .. {MAX_WINDOW}, got {args.window}"
+    return None
 
 
 def _info(board: Lifpga, args: argparse.Namespace) -> int:
@@ -161,15 +194,15 @@ def _mode_name(mode: int) -> str:
     return {v: k for k, v in MODES.items()}.get(mode, str(mode))
 
 
-def _classify(board: Lifpga, args: argparse.Namespace) -> int:
+def _classify(board: Lifpga, args: argparse.Namespace, files: list[RawImage]) -> int:
     info = board.info()
     mode = MODES[args.mode]
     if args.digits is not None:
         return _classify_digits(board, info, args, mode)
     named: list[tuple[str, np.ndarray]] = []
-    for path in args.files:
-        named += load_images(Path(path), info.inputs, info.pixel_max, invert=args.invert)
-    golden = _golden_net(args.golden, info) if args.golden else None
+    for raw in files:
+        named += fit_images(raw, info.inputs, info.pixel_max, invert=args.invert)
+    golden = _golden_net(args.golden_image, info) if args.golden_image else None
     images = [x for _, x in named]
     results = _run(board, images, args.steps, mode, args.window)
     rows = [{"file": name, "label": r.label, "spike_count": r.spike_count, "cycles": r.cycles,
@@ -184,14 +217,21 @@ def _classify(board: Lifpga, args: argparse.Namespace) -> int:
     return _golden_verdict(equal, len(images), quiet=args.json)
 
 
-def _golden_net(directory: Path, info: protocol.Info):
-    """The golden network of ``--golden``, checked to be the one the device runs."""
+def _load_golden(directory: Path) -> tuple[Path, Any, dict]:
+    """The network image of ``--golden`` as ``(directory, net, manifest)``, loaded before the
+    port is opened."""
     from golden import image
 
     try:
         net, manifest = image.load(directory)
-    except image.NetworkImageError as exc:
+    except (image.NetworkImageError, OSError) as exc:
         raise InputError(f"--golden: {exc}") from exc
+    return directory, net, manifest
+
+
+def _golden_net(golden_image: tuple[Path, Any, dict], info: protocol.Info):
+    """The golden network of ``--golden``, checked to be the one the device runs."""
+    directory, net, manifest = golden_image
     if manifest["hash"] != "sha256:" + info.image_hash.hex():
         raise InputError(f"--golden: {directory} is image {manifest['hash'][:19]}..., the "
                          f"device runs sha256:{info.image_hash.hex()[:12]}...")
@@ -200,15 +240,18 @@ def _golden_net(directory: Path, info: protocol.Info):
 
 def _compare_golden(net, info: protocol.Info, images: list[np.ndarray],
                     results: list[protocol.Classification], steps: int, mode: int) -> list[bool]:
-    """Per image: the device's label, scores and spike count equal golden's."""
+    """Per image: the device's label, scores and spike count equal golden's
+    (:func:`golden.device.agreement`)."""
     from golden import model
+    from golden.device import agreement
 
     steps = steps or info.default_steps
     mode = info.default_mode if mode == protocol.MODE_DEFAULT else mode
     ref = model.run(np.asarray(images, dtype=np.int64).reshape(len(images), -1), net, steps,
                     mode)
-    return [bool(r.label == ref.classes[-1, k] and list(r.scores) == ref.scores[-1, k].tolist()
-                 and r.spike_count == ref.spike_count[k]) for k, r in enumerate(results)]
+    equal = agreement([r.label for r in results], [r.scores for r in results],
+                      [r.spike_count for r in results], ref)
+    return [bool(e) for e in equal]
 
 
 def _golden_verdict(equal: list[bool] | None, count: int, *, quiet: bool) -> int:
@@ -248,7 +291,7 @@ def _classify_digits(board: Lifpga, info: protocol.Info, args: argparse.Namespac
         raise InputError(f"--digits {args.digits} is more than the {len(split.x_test)} "
                          "images of the test split")
     x, y = split.x_test[:args.digits], split.y_test[:args.digits]
-    golden = _golden_net(args.golden, info) if args.golden else None
+    golden = _golden_net(args.golden_image, info) if args.golden_image else None
     start = time.monotonic()
     results = _run(board, list(x), args.steps, mode, args.window)
     wall = time.monotonic() - start
@@ -315,9 +358,111 @@ def write_confusion_png(confusion: np.ndarray, path: Path, title: str) -> None:
         plt.close(fig)
 
 
+class RawImage(NamedTuple):
+    """An image file as read, before it is fitted to a network (:func:`fit_images`).
+
+    ``pixels`` holds integers (``.npy``) or gray levels 0 .. ``maxval`` (PNG, PGM).
+    """
+
+    name: str
+    pixels: np.ndarray
+    maxval: float | None  # None: integer pixels taken as they are (.npy)
+
+
+def read_image_file(path: Path) -> RawImage:
+    """Read an image file without knowing the network, so that it is checked before the port
+    is opened.
+
+    Raises
+    ------
+    InputError : the file is missing, unreadable, empty or not of its suffix's format.
+    """
+    suffix = path.suffix.lower()
+    if suffix not in (".npy", ".png", ".pgm"):
+        raise InputError(f"{path}: unknown image type {suffix!r} (use .npy, .png or .pgm)")
+    try:
+        if not path.is_file():
+            raise InputError(f"cannot read {path}: "
+                             f"{'it is a directory' if path.is_dir() else 'no such file'}")
+        if path.stat().st_size == 0:
+            raise InputError(f"cannot read {path}: the file is empty")
+        if suffix == ".npy":
+            return RawImage(str(path), _read_npy(path), None)
+        if suffix == ".png":
+            from matplotlib.image import imread
+
+            gray = imread(path)
+            # matplotlib gives floats in 0 .. 1 for PNG (integers for some other formats).
+            kind = np.asarray(gray).dtype
+            return RawImage(str(path), _gray(gray), 1.0 if kind.kind == "f"
+                            else float(np.iinfo(kind).max))
+        gray, maxval = read_pgm(path)
+        return RawImage(str(path), gray.astype(np.float64), float(maxval))
+    except InputError:
+        raise
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise InputError(f"cannot read {path}: {exc}") from exc
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    with open(path, "rb") as f:
+        magic = f.read(len(NPY_MAGIC))
+    if magic != NPY_MAGIC:
+        raise InputError(f"cannot read {path}: not a NumPy .npy file (it does not start "
+                         "with the .npy magic bytes; write one with numpy.save)")
+    x = np.load(path, allow_pickle=False)
+    if x.dtype.kind not in "iu":
+        raise InputError(f"{path}: pixels must be integers, got dtype {x.dtype}")
+    return x
+
+
+def _gray(image: np.ndarray) -> np.ndarray:
+    """A grayscale or colour image as gray levels: alpha dropped, colours averaged."""
+    g = np.asarray(image, dtype=np.float64)
+    if g.ndim == 3:
+        g = g[..., :3].mean(axis=2)
+    return g
+
+
+def fit_images(raw: RawImage, inputs: int, pixel_max: int,
+               invert: bool = False) -> list[tuple[str, np.ndarray]]:
+    """The images of a file as ``(name, pixels)`` pairs of flat integer arrays.
+
+    Parameters
+    ----------
+    raw : the file as :func:`read_image_file` read it.
+    inputs, pixel_max : the network's input count and largest pixel value.
+    invert : PNG/PGM: dark = pixel_max.
+
+    Raises
+    ------
+    InputError : the file does not hold images the network takes.
+    """
+    path = raw.name
+    x = raw.pixels if raw.maxval is None else _to_pixels(raw.pixels, raw.maxval, pixel_max,
+                                                          invert)
+    if x.ndim == 2 and x.shape[0] == x.shape[1] and x.size == inputs:
+        images = [(path, x.reshape(-1))]
+    elif x.ndim == 1 and x.shape == (inputs,):
+        images = [(path, x)]
+    elif x.ndim == 2 and x.shape[1] == inputs:
+        images = [(f"{path}[{i}]", row) for i, row in enumerate(x)]
+    else:
+        raise InputError(f"{path}: shape {x.shape} is not an image of {inputs} pixels "
+                         f"((M,), (side, side) or (B, M))")
+    if not images:
+        raise InputError(f"{path}: shape {x.shape} holds no images")
+    for name, pixels in images:
+        if pixels.min() < 0 or pixels.max() > pixel_max:
+            raise InputError(f"{name}: pixels must lie in 0 .. {pixel_max}, "
+                             f"got {pixels.min()} .. {pixels.max()}")
+    return images
+
+
 def load_images(path: Path, inputs: int, pixel_max: int,
                 invert: bool = False) -> list[tuple[str, np.ndarray]]:
-    """Images in a file as ``(name, pixels)`` pairs of flat integer arrays.
+    """Images in a file as ``(name, pixels)`` pairs of flat integer arrays
+    (:func:`read_image_file`, then :func:`fit_images`).
 
     Parameters
     ----------
@@ -330,50 +475,12 @@ def load_images(path: Path, inputs: int, pixel_max: int,
     ------
     InputError : the file cannot be read or does not hold images the network takes.
     """
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".npy":
-            x = np.load(path, allow_pickle=False)
-        elif suffix == ".png":
-            from matplotlib.image import imread
-
-            x = _to_pixels(imread(path), None, pixel_max, invert)
-        elif suffix == ".pgm":
-            gray, maxval = read_pgm(path)
-            x = _to_pixels(gray, maxval, pixel_max, invert)
-        else:
-            raise InputError(f"{path}: unknown image type {suffix!r} (use .npy, .png or .pgm)")
-    except InputError:
-        raise
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise InputError(f"cannot read {path}: {exc}") from exc
-    if x.dtype.kind not in "iu":
-        raise InputError(f"{path}: pixels must be integers, got dtype {x.dtype}")
-    if x.ndim == 2 and x.shape[0] == x.shape[1] and x.size == inputs:
-        images = [(str(path), x.reshape(-1))]
-    elif x.ndim == 1 and x.shape == (inputs,):
-        images = [(str(path), x)]
-    elif x.ndim == 2 and x.shape[1] == inputs:
-        images = [(f"{path}[{i}]", row) for i, row in enumerate(x)]
-    else:
-        raise InputError(f"{path}: shape {x.shape} is not an image of {inputs} pixels "
-                         f"((M,), (side, side) or (B, M))")
-    for name, pixels in images:
-        if pixels.size and (pixels.min() < 0 or pixels.max() > pixel_max):
-            raise InputError(f"{name}: pixels must lie in 0 .. {pixel_max}, "
-                             f"got {pixels.min()} .. {pixels.max()}")
-    return images
+    return fit_images(read_image_file(Path(path)), inputs, pixel_max, invert)
 
 
-def _to_pixels(gray: np.ndarray, maxval: int | None, pixel_max: int,
-               invert: bool) -> np.ndarray:
-    """A grayscale (or colour) image scaled to integers 0 .. pixel_max, rounded to nearest."""
-    g = np.asarray(gray, dtype=np.float64)
-    if g.ndim == 3:
-        g = g[..., :3].mean(axis=2)  # drop alpha, average the colour channels
-    if maxval is None:  # matplotlib: floats in 0 .. 1, or integers for some formats
-        maxval = 1 if np.asarray(gray).dtype.kind == "f" else np.iinfo(np.asarray(gray).dtype).max
-    g = g / maxval
+def _to_pixels(gray: np.ndarray, maxval: float, pixel_max: int, invert: bool) -> np.ndarray:
+    """Gray levels 0 .. maxval scaled to integers 0 .. pixel_max, rounded to nearest."""
+    g = np.asarray(gray, dtype=np.float64) / maxval
     if invert:
         g = 1.0 - g
     return np.rint(np.clip(g, 0.0, 1.0) * pixel_max).astype(np.int64)

@@ -5,23 +5,36 @@
 UART (``/dev/ttyUSB0``), the reference or virtual board (``socket://127.0.0.1:PORT``) and
 ``loop://`` all work the same; it never knows which is on the other end.
 
+A clean start: on connecting, the driver sends RESET (:meth:`Lifpga.reset`), with which the
+device abandons every request not yet answered (an earlier client's, say), and discards every
+byte that arrives before RESET's answer. It resets again before the next request after a
+:class:`LinkTimeout`, a malformed response or a :meth:`Lifpga.classify_many` stream abandoned
+with requests in flight, so the late answer of a request the driver gave up on can never be
+taken for the answer of a later one. (With ``reset=False``, for a device whose firmware
+predates RESET, the driver instead drains its input before each request and drops late
+answers it recognises by their SEQ and CMD.)
+
 Every request has a deadline (``timeout`` seconds), so no call hangs, provided the transport's
 reads return within a bounded time: a transport the driver opens itself from a URL gets a read
 timeout of at most ``READ_SLICE_S``; a transport object passed in must have one of its own.
-Bytes before a response's SYNC are skipped by :class:`golden.protocol.FrameParser`. A late answer
-to a request the driver gave up on (a :class:`LinkTimeout`, or a :meth:`Lifpga.classify_many`
-stream abandoned early) is recognised by its SEQ and dropped silently. Errors are typed, all
+A :class:`LinkTimeout` says how long the request was expected to take (from the worst-case
+cycle count of :func:`hw.geometry.max_cycles`, INFO's clock and the link time at the baud
+rate). Bytes before a response's SYNC are skipped by :class:`golden.protocol.FrameParser`.
+A connection the other end closes (a busy virtual board refusing a second client) is a
+:class:`PortError` quoting what it sent, if that was a line of text. Errors are typed, all
 subclasses of :class:`LifpgaError`:
 
-==================  =============================================================
-``PortError``       the port is missing or busy, or the transport failed
-``LinkTimeout``     no complete response within the timeout
-``CrcError``        a response with a bad CRC
-``ProtocolError``   a malformed response: wrong command, unexpected SEQ, bad length
-``DeviceError``     the device answered with a non-OK status (``.status``)
-``ImageError``      an image of the wrong shape, range or dtype (raised before sending)
-``ParameterError``  steps or mode out of range or not integers (raised before sending)
-==================  =============================================================
+===================  ============================================================
+``PortError``        the port is missing, busy or malformed, the transport failed,
+                     or the other end closed the connection
+``LinkTimeout``      no complete response within the timeout
+``CrcError``         a response with a bad CRC
+``ProtocolError``    a malformed response: wrong command, unexpected SEQ, bad length
+``DeviceError``      the device answered with a non-OK status (``.status``)
+``ResetUnsupported`` a :class:`DeviceError`: the firmware predates RESET
+``ImageError``       an image of the wrong shape, range or dtype (raised before sending)
+``ParameterError``   steps, mode, window or timeout out of range (raised before sending)
+===================  ============================================================
 
 Example::
 
@@ -34,9 +47,11 @@ Example::
 
 from __future__ import annotations
 
+import math
 import numbers
 import struct
 import time
+import urllib.parse
 from collections.abc import Iterable, Iterator
 from typing import Any, Protocol
 
@@ -44,7 +59,7 @@ import numpy as np
 import serial
 
 from golden import protocol
-from golden.constants import MODE_BY_NAME, STEPS_BITS
+from golden.constants import MODE_BY_NAME, MODE_RATE, STEPS_BITS
 from golden.protocol import Command, Status
 
 #: Default deadline per request, seconds.
@@ -53,6 +68,11 @@ DEFAULT_TIMEOUT_S = 2.0
 DEFAULT_BAUD = 3_000_000  # what every board top builds (hw/boards.py)
 #: Longest single read from the transport, seconds; the request deadline is checked between.
 READ_SLICE_S = 0.05
+#: Received bytes kept for quoting what a peer sent before it closed the connection.
+PEER_TEXT_BYTES = 512
+#: Simulated cycles per second of wall time of the virtual board (``sim/board.py``, Speed:
+#: some 0.8 to 0.95 million), for the advice in a timeout message.
+VIRTUAL_BOARD_CYCLES_PER_S = 1_000_000
 
 #: What each status means, for :class:`DeviceError` messages.
 STATUS_MESSAGES = {
@@ -74,11 +94,42 @@ class LifpgaError(Exception):
 
 
 class PortError(LifpgaError):
-    """The port could not be opened (missing, busy) or the transport failed."""
+    """The port could not be opened (missing, busy, malformed URL), the transport failed, or
+    the other end closed the connection.
+
+    Attributes
+    ----------
+    peer_text : the line of text the other end sent before closing, or None.
+    """
+
+    def __init__(self, message: str, peer_text: str | None = None):
+        super().__init__(message)
+        self.peer_text = peer_text
 
 
 class LinkTimeout(LifpgaError):
-    """No complete response arrived before the deadline."""
+    """No complete response arrived before the deadline.
+
+    Attributes
+    ----------
+    detail : what happened and how long the request was expected to take.
+    expected_s : the expected worst-case time of the request in seconds, or None if unknown.
+    """
+
+    def __init__(self, detail: str, expected_s: float | None, timeout_s: float):
+        self.detail, self.expected_s, self.timeout_s = detail, expected_s, timeout_s
+        super().__init__(self.advice("timeout={}"))
+
+    def advice(self, option: str) -> str:
+        """The message, suggesting a longer deadline with ``option``, a format string for
+        the number of seconds (``"timeout={}"``, ``"--timeout {}"``), where one may help."""
+        if self.expected_s is None:
+            return (f"{self.detail} If the device needs longer, give it more time with "
+                    f"{option.format('SECONDS')}.")
+        if 2 * self.expected_s <= self.timeout_s:
+            return f"{self.detail} The deadline was ample: the device did not answer."
+        suggest = max(1, math.ceil(2 * self.expected_s))
+        return f"{self.detail} Give it more time, e.g. {option.format(suggest)}."
 
 
 class CrcError(LifpgaError):
@@ -86,7 +137,7 @@ class CrcError(LifpgaError):
 
 
 class ProtocolError(LifpgaError):
-    """A response that does not fit the request: wrong command, SEQ or length."""
+    """A response that does not fit the request: wrong command, SEQ, length or label."""
 
 
 class DeviceError(LifpgaError):
@@ -98,11 +149,15 @@ class DeviceError(LifpgaError):
     command, seq : the request it answered.
     """
 
-    def __init__(self, status: Status, command: int, seq: int):
+    def __init__(self, status: Status, command: int, seq: int, explanation: str | None = None):
         self.status, self.command, self.seq = status, command, seq
         name = _command_name(command)
-        super().__init__(f"device answered {status.name} to {name} (seq {seq}): "
-                         f"{STATUS_MESSAGES.get(status, 'unknown status')}")
+        explanation = explanation or STATUS_MESSAGES.get(status, "unknown status")
+        super().__init__(f"device answered {status.name} to {name} (seq {seq}): {explanation}")
+
+
+class ResetUnsupported(DeviceError):
+    """The device answered ``UNKNOWN_COMMAND`` to RESET: its firmware predates RESET."""
 
 
 class ImageError(LifpgaError, ValueError):
@@ -110,7 +165,8 @@ class ImageError(LifpgaError, ValueError):
 
 
 class ParameterError(LifpgaError, ValueError):
-    """Steps or mode out of range or not integers. Raised before sending."""
+    """Steps, mode, window or timeout out of range or of the wrong type. Raised before
+    sending."""
 
 
 class Transport(Protocol):
@@ -131,6 +187,68 @@ def _command_name(command: int) -> str:
 MODES = {**MODE_BY_NAME, "default": protocol.MODE_DEFAULT}
 
 
+def check_port_url(port: str) -> None:
+    """Raise :class:`PortError` for a ``socket://`` URL pyserial would misread.
+
+    pyserial answers ``socket://HOST`` (no port) or ``socket://HOST:abc`` with internal
+    errors; this says what is wrong. Other ports (devices, ``loop://``) pass unchecked.
+    """
+    if not port.lower().startswith("socket:"):
+        return
+    parts = urllib.parse.urlsplit(port)
+    form = "socket://HOST:PORT, e.g. socket://127.0.0.1:5000"
+    try:
+        number = parts.port
+    except ValueError:
+        number = -1
+    if not port.lower().startswith("socket://") or not parts.hostname:
+        raise PortError(f"port {port}: a socket URL has the form {form}")
+    if number is None or not 1 <= number <= 65535:
+        raise PortError(f"port {port}: needs a TCP port number 1 .. 65535 after the host "
+                        f"({form})")
+    options = urllib.parse.parse_qs(parts.query, keep_blank_values=True)
+    if parts.path not in ("", "/") or set(options) - {"logging"}:
+        raise PortError(f"port {port}: unexpected path or option; the form is {form} "
+                        "(optionally ?logging=debug)")
+
+
+def check_timeout(timeout: Any) -> float:
+    """``timeout`` as a float, or :class:`ParameterError` unless positive and finite."""
+    if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real) \
+            or not 0 < timeout < math.inf:
+        raise ParameterError(f"timeout must be a positive finite number of seconds, got "
+                             f"{timeout!r}")
+    return float(timeout)
+
+
+def _open_url(port: str, baud: int, timeout: float) -> Any:
+    """Open a pyserial URL or device, keeping what a socket peer sends at once.
+
+    pyserial's socket transport drains its input when it opens, which would swallow the line
+    a busy virtual board sends before it closes the connection; the driver drains through its
+    own parser instead (RESET), so that drain is skipped.
+    """
+    check_port_url(port)
+    try:
+        transport = serial.serial_for_url(port, baudrate=baud, timeout=min(timeout, READ_SLICE_S),
+                                          do_not_open=True)
+        if port.lower().startswith("socket://"):
+            transport.reset_input_buffer = lambda: None
+        transport.open()
+    except (serial.SerialException, OSError, ValueError) as exc:
+        raise PortError(f"cannot open port {port}: {exc}") from exc
+    return transport
+
+
+def _peer_text(raw: bytes) -> str | None:
+    """``raw`` as a line of text, if it is one (printable ASCII, not frame bytes)."""
+    try:
+        text = raw.decode("ascii").strip()
+    except UnicodeDecodeError:
+        return None
+    return text if text and text.replace("\t", " ").isprintable() else None
+
+
 class Lifpga:
     """A lifpga board on a serial link.
 
@@ -143,22 +261,25 @@ class Lifpga:
     baud : UART baud rate; socket and loop transports ignore it.
     timeout : deadline per request in seconds: a response must be complete within it.
     owns_transport : close a transport passed in as an object on :meth:`close`.
+    reset : send RESET on connecting and whenever a request was abandoned (see the module
+        docstring); False for a device whose firmware predates RESET.
 
     Raises
     ------
-    PortError : the port does not exist, is busy or refuses the connection.
+    PortError : the port does not exist, is busy, refuses or closes the connection.
+    ResetUnsupported : the device's firmware predates RESET (open with ``reset=False``).
+    LinkTimeout : no answer to RESET within ``timeout``.
+    ParameterError : ``timeout`` is not a positive finite number.
     """
 
     def __init__(self, port: str | Transport, baud: int = DEFAULT_BAUD,
-                 timeout: float = DEFAULT_TIMEOUT_S, *, owns_transport: bool = False):
-        self.timeout = timeout
+                 timeout: float = DEFAULT_TIMEOUT_S, *, owns_transport: bool = False,
+                 reset: bool = True):
+        self.timeout = check_timeout(timeout)
+        self.baud = baud
         if isinstance(port, str):
             self.port_name = port
-            try:
-                self.transport: Any = serial.serial_for_url(
-                    port, baudrate=baud, timeout=min(timeout, READ_SLICE_S))
-            except (serial.SerialException, OSError, ValueError) as exc:
-                raise PortError(f"cannot open port {port}: {exc}") from exc
+            self.transport: Any = _open_url(port, baud, self.timeout)
             self._owns = True
         else:
             self.port_name = getattr(port, "name", None) or type(port).__name__
@@ -166,11 +287,20 @@ class Lifpga:
             self._owns = owns_transport
         self.parser = protocol.FrameParser()
         self._frames: list[protocol.Frame | protocol.FrameError] = []  # parsed, not yet used
+        self._unframed = bytearray()  # received bytes not (yet) part of a frame
         self._seq = 0
         #: SEQ -> response CMD of requests sent whose response has not been taken yet. An
         #: unexpected response matching one of them is a late answer and is dropped.
         self._outstanding: dict[int, int] = {}
         self._info: protocol.Info | None = None
+        self.uses_reset = reset
+        self._need_reset = reset
+        if reset:
+            try:
+                self.reset()
+            except BaseException:
+                self.close()
+                raise
 
     # --- lifetime --------------------------------------------------------------------------
 
@@ -186,6 +316,38 @@ class Lifpga:
         self.close()
 
     # --- commands --------------------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Make the device abandon every request not yet answered (RESET), and discard every
+        byte that arrives before its answer.
+
+        The device stops the image it computes, empties its queues, finishes the answer
+        already on the wire and then answers RESET; so afterwards no late answer can arrive.
+
+        Raises
+        ------
+        ResetUnsupported : the device answered UNKNOWN_COMMAND: its firmware predates RESET.
+        DeviceError, LinkTimeout, PortError
+        """
+        self._clear_input()
+        seq = self._send(Command.RESET, b"")
+        sent = time.monotonic()
+        frame = None
+        while frame is None:
+            item = self._next_item(Command.RESET, seq, sent)
+            if isinstance(item, protocol.Frame) and item.seq == seq and item.payload \
+                    and item.cmd == Command.RESET | protocol.RESPONSE_FLAG:
+                frame = item  # everything before it is stale, and dropped
+        self._outstanding.clear()
+        self._clear_input()
+        self._need_reset = False
+        if frame.payload[0] == Status.UNKNOWN_COMMAND:
+            raise ResetUnsupported(
+                Status.UNKNOWN_COMMAND, Command.RESET, seq,
+                "its firmware predates RESET: rebuild and program the current bitstream, or "
+                "open the port with reset=False (lifpga: --no-reset), which cannot stop an "
+                "earlier client's requests")
+        self._check_status(frame)
 
     def info(self) -> protocol.Info:
         """Ask the device what it runs (INFO); the answer is cached for :meth:`classify`.
@@ -238,14 +400,14 @@ class Lifpga:
 
         Each request carries its own SEQ; responses are matched by SEQ. Each image is
         validated just before it is sent, so an :class:`ImageError` stops the stream there.
-        If the stream is abandoned (``break``, an exception) with requests in flight, their
-        late answers are dropped by later calls.
+        If the stream is abandoned (``break``, an exception) with requests in flight, the next
+        request resets the device first (or, with ``reset=False``, drops their late answers).
 
         Parameters
         ----------
         images : iterable of images as for :meth:`classify` (a (B, M) array works).
         steps, mode : as for :meth:`classify`.
-        window : requests in flight, 1 .. 128. A board holds
+        window : requests in flight, 1 .. :data:`~golden.protocol.MAX_WINDOW`. A board holds
             :data:`~golden.protocol.MAX_IN_FLIGHT` (the default) and answers more with ``BUSY``;
             the reference board takes any number.
 
@@ -253,14 +415,24 @@ class Lifpga:
         ------
         protocol.Classification : one per image, in the order of ``images``.
         """
-        if not 1 <= window <= 128:
-            raise ParameterError(f"window must lie in 1 .. 128, got {window}")
+        if isinstance(window, bool) or not isinstance(window, numbers.Integral) \
+                or not 1 <= window <= protocol.MAX_WINDOW:
+            raise ParameterError(f"window must be an integer in 1 .. {protocol.MAX_WINDOW}, "
+                                 f"got {window!r}")
+        self._check_steps_mode(steps, mode)
         self.cached_info  # noqa: B018 -- fetch INFO before the first request goes out
-        self.transport_reset()
+        self._prepare()
         pending: dict[int, float] = {}  # SEQ -> time sent, in send order
+        try:
+            yield from self._stream(iter(images), steps, mode, window, pending)
+        finally:
+            if pending:  # abandoned with requests in flight: their answers are stale
+                self._need_reset = self.uses_reset
+
+    def _stream(self, source: Iterator[Any], steps: int, mode: int, window: int,
+                pending: dict[int, float]) -> Iterator[protocol.Classification]:
         done: dict[int, protocol.Classification] = {}
         order: list[int] = []
-        source = iter(images)
         exhausted = False
         while True:
             while not exhausted and len(pending) < window:
@@ -269,7 +441,8 @@ class Lifpga:
                 except StopIteration:
                     exhausted = True
                     break
-                seq = self._send(Command.CLASSIFY, self._classify_payload(image, steps, mode))
+                payload = self._classify_payload(image, steps, mode)
+                seq = self._send(Command.CLASSIFY, payload)
                 pending[seq] = time.monotonic()
                 order.append(seq)
             while order and order[0] in done:
@@ -295,19 +468,31 @@ class Lifpga:
         DeviceError : the status is not OK.
         LinkTimeout, CrcError, ProtocolError, PortError
         """
-        self.transport_reset()
+        self._prepare()
         seq = self._send(command, payload)
-        frame = self._receive(command, {seq}, seq, time.monotonic())
+        frame = self._receive(command, {seq}, seq, time.monotonic(), payload)
         return self._check_status(frame)
+
+    def _prepare(self) -> None:
+        """Before an exchange: reset the device if a request was abandoned, or (without
+        RESET) drop the bytes that arrived in between."""
+        if self._need_reset:
+            self.reset()
+        elif not self.uses_reset:
+            self.transport_reset()
 
     def transport_reset(self) -> None:
         """Drop stale bytes (late answers to abandoned requests) before a new exchange."""
         try:
             self.transport.reset_input_buffer()
         except (serial.SerialException, OSError) as exc:
-            raise PortError(f"port {self.port_name}: {exc}") from exc
+            raise self._port_failure("drop stale input", exc) from exc
+        self._clear_input()
+
+    def _clear_input(self) -> None:
         self.parser.reset()
         self._frames.clear()
+        self._unframed.clear()
 
     def _send(self, command: int, payload: bytes) -> int:
         seq = self._seq
@@ -316,51 +501,151 @@ class Lifpga:
         try:
             self.transport.write(protocol.encode_frame(command, seq, payload))
         except (serial.SerialException, OSError) as exc:
-            raise PortError(f"cannot write to port {self.port_name}: {exc}") from exc
+            raise self._port_failure("write to", exc) from exc
         return seq
 
-    def _receive(self, command: int, expected: set[int], seq: int,
-                 sent: float) -> protocol.Frame:
+    def _receive(self, command: int, expected: set[int], seq: int, sent: float,
+                 payload: bytes = b"") -> protocol.Frame:
         """The next response frame; it must answer ``command`` with a SEQ in ``expected``.
 
-        ``seq`` and ``sent`` name the request whose deadline (``sent + timeout``) applies.
+        ``seq`` and ``sent`` name the request whose deadline (``sent + timeout``) applies;
+        ``payload`` is its payload, for the expected time a timeout message quotes.
         """
+        while True:
+            item = self._next_item(command, seq, sent, payload)
+            if self._is_late(item, expected):
+                continue
+            try:
+                frame = self._check_frame(item, command, expected)
+            except (CrcError, ProtocolError):
+                self._need_reset = self.uses_reset  # the stream is out of step: start afresh
+                raise
+            self._outstanding.pop(frame.seq, None)
+            return frame
+
+    def _next_item(self, command: int, seq: int, sent: float,
+                   payload: bytes = b"") -> protocol.Frame | protocol.FrameError:
+        """The next parsed frame or frame error, reading until ``sent + timeout``."""
         deadline = sent + self.timeout
         received = 0
-        while True:
-            if self._frames:
-                item = self._frames.pop(0)
-                if self._is_late(item, expected):
-                    continue
-                frame = self._check_frame(item, command, expected)
-                self._outstanding.pop(frame.seq, None)
-                return frame
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise LinkTimeout(
-                    f"no complete response to {_command_name(command)} (seq {seq}) within "
-                    f"{self.timeout:g} s on {self.port_name}: {received} bytes arrived"
-                    + (f", {len(self.parser.buffer)} of them a partial frame"
-                       if self.parser.pending() else ""))
+        while not self._frames:
+            if time.monotonic() >= deadline:
+                self._need_reset = self.uses_reset
+                raise self._timeout(command, seq, received, payload)
             try:
                 data = self.transport.read(self._bytes_wanted())
             except (serial.SerialException, OSError) as exc:
-                raise PortError(f"cannot read from port {self.port_name}: {exc}") from exc
+                raise self._port_failure("read from", exc) from exc
             if data:
                 received += len(data)
-                self._frames += self.parser.feed(data)
+                frames = self.parser.feed(data)
+                if frames:
+                    self._unframed.clear()
+                else:
+                    self._unframed += data
+                    del self._unframed[:-PEER_TEXT_BYTES]
+                self._frames += frames
+        return self._frames.pop(0)
+
+    def _port_failure(self, action: str, exc: Exception) -> PortError:
+        """The error for a failed transport: quoting the peer's last words if it closed the
+        connection after a line of text (a busy virtual board)."""
+        if action != "read from":  # the peer's text may still be waiting to be read
+            self._read_remaining()
+        text = _peer_text(bytes(self._unframed))
+        if text is not None:
+            return PortError(f"port {self.port_name}: the other end closed the connection, "
+                             f"saying: {text}", peer_text=text)
+        closed = isinstance(exc, ConnectionError) or any(
+            sign in str(exc) for sign in ("disconnected", "reset by peer", "Broken pipe"))
+        if closed:
+            return PortError(f"port {self.port_name}: the other end closed the connection "
+                             "without a word (is it a lifpga board?)")
+        return PortError(f"cannot {action} port {self.port_name}: {exc}")
+
+    def _read_remaining(self) -> None:
+        """Collect what the peer still sent, until the transport fails or runs dry."""
+        for _ in range(PEER_TEXT_BYTES):
+            try:
+                data = self.transport.read(1)
+            except (serial.SerialException, OSError):
+                return
+            if not data:
+                return
+            self._unframed += data
+        del self._unframed[:-PEER_TEXT_BYTES]
+
+    def _timeout(self, command: int, seq: int, received: int, payload: bytes) -> LinkTimeout:
+        partial = (f", {len(self.parser.buffer)} of them a partial frame"
+                   if self.parser.pending() else "")
+        expected_s, expectation = self._expected_time(command, payload)
+        after = (" The driver resets the device before the next request."
+                 if self.uses_reset and command != Command.RESET else "")
+        return LinkTimeout(
+            f"no complete response to {_command_name(command)} (seq {seq}) within "
+            f"{self.timeout:g} s on {self.port_name}: {received} bytes arrived{partial}. "
+            f"{expectation}.{after}", expected_s, self.timeout)
+
+    def _expected_time(self, command: int, payload: bytes) -> tuple[float | None, str]:
+        """The request's worst-case time (seconds or None) and a sentence explaining it."""
+        info = self._info
+        baud = (info.baud if info and info.baud else self.baud) or DEFAULT_BAUD
+        inputs, classes = (info.inputs, info.classes) if info else (0, 0)
+        answers = {Command.INFO: 1 + struct.calcsize(protocol.INFO_FORMAT),
+                   Command.CLASSIFY: protocol.classify_answer_length(classes)}
+        overhead = protocol.HEADER_BYTES + protocol.CRC_BYTES
+        wire = 2 * overhead + len(payload) + answers.get(command, 1)
+        link_s = wire * protocol.BITS_PER_BYTE / baud
+        link = f"{1e3 * link_s:.2g} ms on the link at {baud} baud"
+        if command == Command.RESET:
+            return link_s, (f"A RESET answer takes about {link} after the answer on the wire "
+                            "(is the device programmed and running, at this baud rate? A "
+                            "device whose firmware predates RESET answers it only after every "
+                            "request it holds)")
+        if command != Command.CLASSIFY or info is None:
+            return link_s, (f"A {_command_name(command)} answer takes about {link} (is the "
+                            "device programmed and running, at this baud rate?)")
+        steps, mode = struct.unpack_from(protocol.CLASSIFY_HEADER_FORMAT, payload)
+        steps = steps or info.default_steps
+        mode = info.default_mode if mode == protocol.MODE_DEFAULT else mode
+        from hw.geometry import max_cycles  # pure Python, loaded only when needed
+
+        cycles = max_cycles(inputs, info.neurons, info.lanes, classes, steps, mode)
+        what = (f"A CLASSIFY of {steps} steps in {'rate' if mode == MODE_RATE else 'current'}"
+                f" mode takes at most {cycles:,} core cycles")
+        if not info.clock_hz:
+            return None, (f"{what}, plus {link}; the device reports clock_hz 0, so the "
+                          "compute time is unknown")
+        total = cycles / info.clock_hz + link_s
+        virtual = ""
+        if self.port_name.lower().startswith("socket://"):
+            total = max(total, cycles / VIRTUAL_BOARD_CYCLES_PER_S + link_s)
+            virtual = (f"; a virtual board simulates only about {VIRTUAL_BOARD_CYCLES_PER_S:,}"
+                       " cycles per second, far slower than its clock")
+        return total, (f"{what} at {info.clock_hz:,} Hz, plus {link}: up to {total:.3g} s"
+                       f"{virtual}")
 
     def _is_late(self, item: protocol.Frame | protocol.FrameError, expected: set[int]) -> bool:
         """Whether ``item`` answers an earlier request that was abandoned: drop it then."""
-        if (isinstance(item, protocol.Frame) and item.seq not in expected
-                and self._outstanding.get(item.seq) == item.cmd):
+        if not isinstance(item, protocol.Frame) or item.seq in expected:
+            return False
+        if self._outstanding.get(item.seq) == item.cmd:
             del self._outstanding[item.seq]
             return True
-        return False
+        # A RESET answer is only ever awaited by reset(): another one is stale (an earlier
+        # client's RESET, answered before ours and taken for it, leaves ours behind).
+        return item.cmd == Command.RESET | protocol.RESPONSE_FLAG
 
     def _bytes_wanted(self) -> int:
-        """Bytes that surely belong to the frame being parsed, so a read never over-waits."""
+        """Bytes that surely belong to the frame being parsed, so a read never over-waits.
+
+        Between frames that is 1: a byte that is not a SYNC is then read alone, so a line of
+        text the peer sends before closing is kept whole (pyserial's socket transport loses
+        the bytes of a read that ends in the peer's close).
+        """
         buffered = self.parser.buffer
+        if not buffered:
+            return 1
         if len(buffered) < protocol.HEADER_BYTES:
             return protocol.HEADER_BYTES - len(buffered)
         (length,) = struct.unpack_from("<H", buffered, 4)
@@ -397,24 +682,32 @@ class Lifpga:
 
     # --- payloads --------------------------------------------------------------------------
 
-    def _classify_payload(self, image: Any, steps: int, mode: int) -> bytes:
-        info = self.cached_info
-        pixels = validate_image(image, info.inputs, info.pixel_max)
-        if not isinstance(steps, numbers.Integral):
-            raise ParameterError(f"steps must be an integer, got {steps!r}")
-        if not isinstance(mode, numbers.Integral):
-            raise ParameterError(f"mode must be an integer, got {mode!r}")
+    @staticmethod
+    def _check_steps_mode(steps: Any, mode: Any) -> None:
+        for name, value in (("steps", steps), ("mode", mode)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise ParameterError(f"{name} must be an integer, got {value!r}")
         if not 0 <= steps < 1 << STEPS_BITS:
             raise ParameterError(f"steps must lie in 0 .. {(1 << STEPS_BITS) - 1}, got {steps}")
         if mode not in MODES.values():
             raise ParameterError(f"mode must be one of {sorted(MODES.values())}, got {mode}")
-        return protocol.pack_classify(pixels, steps, mode)
+
+    def _classify_payload(self, image: Any, steps: int, mode: int) -> bytes:
+        self._check_steps_mode(steps, mode)
+        info = self.cached_info
+        pixels = validate_image(image, info.inputs, info.pixel_max)
+        return protocol.pack_classify(pixels, int(steps), int(mode))
 
     def _unpack_classification(self, payload: bytes) -> protocol.Classification:
+        classes = self.cached_info.classes
         try:
-            return protocol.unpack_classification(payload, self.cached_info.classes)
+            result = protocol.unpack_classification(payload, classes)
         except ValueError as exc:
             raise ProtocolError(str(exc)) from exc
+        if result.label >= classes:
+            raise ProtocolError(f"the device answered label {result.label}, outside the "
+                                f"{classes} classes 0 .. {classes - 1} it reports")
+        return result
 
 
 def validate_image(image: Any, inputs: int, pixel_max: int) -> np.ndarray:

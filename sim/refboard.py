@@ -9,7 +9,10 @@ board, which later serves the Verilator model behind the same socket.
 
 Each connection gets a fresh device (an empty frame parser), as a board does after reset.
 Concurrent connections are each served in a thread of their own, with a device of their own,
-so a second client is answered rather than left to time out in the listen backlog.
+so a second client is answered rather than left to time out in the listen backlog. (The
+virtual board, :mod:`sim.board`, is one device: it serves one client at a time and refuses
+another with a line of text.) The device answers every request at once, so RESET, which the
+driver sends on connecting, finds nothing to abandon.
 
 A client that stops reading its replies cannot block the board: a reply that cannot be sent
 within ``SEND_TIMEOUT_S`` closes that connection. Every thread polls a stop flag every
@@ -18,10 +21,11 @@ within ``SEND_TIMEOUT_S`` closes that connection. Every thread polls a stop flag
 Idle timeout: when part of a frame has been buffered and no byte has arrived for
 ``idle_timeout`` seconds, the device abandons it and answers ``TIMEOUT``
 (:meth:`~golden.device.ReferenceDevice.idle_timeout`). The default is
-``IDLE_TIMEOUT_BYTES`` byte times at the configured baud rate (8N1: ``hw.uart.FRAME_BITS``
-bits per byte), but
-never below 50 ms: TCP on a loaded host delivers a frame with more jitter than a UART, and a
-host writes each frame with one call, so a real stall is much longer than that.
+``IDLE_TIMEOUT_BYTES`` byte times at the configured baud rate (8N1:
+``golden.protocol.BITS_PER_BYTE`` bits per byte), but never below ``IDLE_TIMEOUT_MIN_S``
+(50 ms): TCP on a loaded host delivers a frame with more jitter than a UART, and a host writes
+each frame with one call, so a real stall is much longer than that. This module, like the
+driver, loads no HDL.
 
 In tests::
 
@@ -42,7 +46,6 @@ from pathlib import Path
 
 from firmware.driver import DEFAULT_BAUD
 from golden import device, image, protocol
-from hw.uart import FRAME_BITS
 
 #: Lower bound of the idle timeout, seconds (see the module docstring).
 IDLE_TIMEOUT_MIN_S = 0.05
@@ -79,7 +82,8 @@ class RefBoard:
         self.net, self.manifest = image.load(image_dir)
         self.port, self.baud, self.lanes, self.clock_hz = port, baud, lanes, clock_hz
         if idle_timeout is None:
-            byte_times = protocol.IDLE_TIMEOUT_BYTES * FRAME_BITS / baud if baud else 0.0
+            byte_times = (protocol.IDLE_TIMEOUT_BYTES * protocol.BITS_PER_BYTE / baud
+                          if baud else 0.0)
             idle_timeout = max(byte_times, IDLE_TIMEOUT_MIN_S)
         self.idle_timeout = idle_timeout
         self.connections = 0

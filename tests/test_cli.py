@@ -136,8 +136,11 @@ def test_usage_errors(capsys, argv):
 
 def test_loopback_echo_is_a_protocol_error(capsys):
     # loop:// echoes the request back: a frame without the response flag.
-    code, out, err = run(capsys, "info", "--port", "loop://", "--timeout", "0.2")
+    code, out, err = run(capsys, "info", "--port", "loop://", "--timeout", "0.2", "--no-reset")
     assert code == 1 and err == "lifpga: error: response CMD 0x01 to INFO, expected 0x81\n"
+    # With RESET, the echoed RESET is not its answer, and none comes.
+    code, out, err = run(capsys, "info", "--port", "loop://", "--timeout", "0.2")
+    assert code == 1 and "no complete response to RESET (seq 0) within 0.2 s" in err
 
 
 def test_link_timeout_on_a_silent_port(capsys):
@@ -148,7 +151,10 @@ def test_link_timeout_on_a_silent_port(capsys):
         listener.listen(1)  # the kernel accepts the connection; nobody ever answers
         url = f"socket://127.0.0.1:{listener.getsockname()[1]}"
         code, out, err = run(capsys, "info", "--port", url, "--timeout", "0.2")
+        assert code == 1 and "no complete response to RESET (seq 0) within 0.2 s" in err
+        code, out, err = run(capsys, "info", "--port", url, "--timeout", "0.2", "--no-reset")
     assert code == 1 and "no complete response to INFO (seq 0) within 0.2 s" in err
+    assert err.count("\n") == 1 and "the device did not answer" in err
 
 
 @pytest.mark.parametrize(("option", "match"), [

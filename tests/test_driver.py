@@ -1,11 +1,11 @@
-"""firmware/driver.py against the reference board (sim/refboard.py) over socket://."""
+"""firmware/driver.py against the reference board (sim/refboard.py) over socket://, and
+against transports standing in for a board that computes, a closing peer and broken answers."""
 
-import random
+import math
 import socket
 import struct
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,15 +20,18 @@ from firmware.driver import (
     ParameterError,
     PortError,
     ProtocolError,
+    ResetUnsupported,
 )
-from golden import model
+from golden import device, model
 from golden import protocol as p
 from golden.constants import MODE_CURRENT, MODE_RATE
 from golden.data import load_split
-from sim.refboard import RefBoard
+from hw.geometry import max_cycles
 
-SHIPPED = Path(__file__).resolve().parent.parent / "firmware" / "digits"
 STEPS = 16
+#: What the virtual board sends a second client before it closes the connection (sim/board.py).
+BUSY_LINE = (b"lifpga virtual board: busy: serving another client, one at a time; try again "
+             b"when it disconnects\n")
 
 
 @pytest.fixture
@@ -161,25 +164,45 @@ def test_parameter_error_for_non_integers(refboard, digits, kwargs, match):
         assert driver.classify(digits[0], steps=np.int64(STEPS)).label >= 0  # numpy ints do
 
 
-class HeldReplies:
-    """A reference device whose replies arrive only when released, not at once.
+class SlowBoard:
+    """A reference device whose answers wait until released, as a board's wait while its core
+    computes; RESET behaves as on the gateware (:data:`golden.protocol.Command.RESET`).
 
-    ``reset_input_buffer`` drops only bytes that have arrived, as on a real link, so a late
-    answer still on the way survives it.
+    ``hold`` keeps answers on the way (the core computing); ``let_through`` answers still
+    arrive at once while holding. RESET abandons every answer on the way, stops the
+    computation (``hold`` ends) and is answered at once; with ``knows_reset=False`` (firmware
+    that predates RESET) it is answered UNKNOWN_COMMAND in its turn. ``reset_input_buffer``
+    drops only bytes that have arrived, as on a real link, so a late answer on the way
+    survives it. ``commands`` lists the CMD of every request written.
     """
 
-    def __init__(self, device):
-        self.device, self.arrived, self.on_the_way, self.hold = device, b"", [], False
-        self.let_through = 0  # with hold: replies that still arrive at once
+    def __init__(self, device, *, knows_reset: bool = True, name: str | None = None):
+        self.device, self.knows_reset = device, knows_reset
+        self.arrived, self.on_the_way, self.hold, self.let_through = b"", [], False, 0
+        self.requests, self.commands = p.FrameParser(), []
+        if name:
+            self.name = name
 
     def write(self, data):
-        self.on_the_way.append(self.device.receive(data))
+        for frame in self.requests.feed(data):
+            self.commands.append(frame.cmd)
+            raw = p.encode_frame(frame.cmd, frame.seq, frame.payload)
+            if frame.cmd == p.Command.RESET and self.knows_reset:
+                self.on_the_way.clear()
+                self.hold = False
+                self.arrived += self.device.receive(raw)
+            elif frame.cmd == p.Command.RESET:
+                self.on_the_way.append(p.encode_frame(  # an answer, not a request
+                    frame.cmd | 0x80, frame.seq, bytes([p.Status.UNKNOWN_COMMAND])))
+            else:
+                self.on_the_way.append(raw)  # answered when released: nothing computed if not
         if not self.hold or self.let_through:
             self.let_through = max(0, self.let_through - 1)
             self.release()
 
     def release(self):
-        self.arrived += b"".join(self.on_the_way)
+        for raw in self.on_the_way:
+            self.arrived += raw if raw[2] & 0x80 else self.device.receive(raw)
         self.on_the_way.clear()
 
     def read(self, size=1):
@@ -192,11 +215,130 @@ class HeldReplies:
         self.arrived = b""
 
 
-def test_late_answers_after_an_abandoned_stream_are_dropped(refboard, digits):
-    """Breaking out of classify_many leaves requests in flight; their answers do no harm."""
+RESET, INFO, CLASSIFY = p.Command.RESET, p.Command.INFO, p.Command.CLASSIFY
+
+
+def test_a_new_client_never_gets_an_earlier_clients_late_answer(shipped, digits):
+    """Defect 1: a request times out, the device keeps computing it, and its late answer used
+    to reach the next client (``response CMD 0x82 to INFO, expected 0x81``). RESET on
+    connecting abandons it."""
+    net, manifest = shipped
+    board = SlowBoard(device.ReferenceDevice(net, manifest))
+    first = Lifpga(board, timeout=0.2)
+    first.info()
+    board.hold = True  # the core computes a long image
+    with pytest.raises(LinkTimeout):
+        first.classify(digits[0], steps=STEPS, mode=MODE_RATE)
+    assert board.on_the_way  # its answer is still to come
+    board.hold = False
+    second = Lifpga(board, timeout=1)
+    assert second.info().inputs == 64
+    assert board.commands == [RESET, INFO, CLASSIFY, RESET, INFO]
+    assert not board.on_the_way and not board.arrived
+
+
+def test_without_reset_a_new_client_gets_the_late_answer(shipped, digits):
+    """What defect 1 was, and still is with ``reset=False``: the check of the test above."""
+    net, manifest = shipped
+    board = SlowBoard(device.ReferenceDevice(net, manifest))
+    first = Lifpga(board, timeout=0.2, reset=False)
+    first.info()
+    board.hold = True
+    with pytest.raises(LinkTimeout):
+        first.classify(digits[0], steps=STEPS)
+    board.hold = False
+    second = Lifpga(board, timeout=1, reset=False)
+    with pytest.raises(ProtocolError, match="response CMD 0x82 to INFO, expected 0x81"):
+        second.info()
+
+
+def test_reset_stops_a_device_that_computes_for_ever(shipped, digits):
+    """After ``--steps 65535`` every client used to get ``0 bytes arrived`` until the device
+    finished; RESET stops the computation, so the next client is served at once."""
+    net, manifest = shipped
+    board = SlowBoard(device.ReferenceDevice(net, manifest))
+    Lifpga(board, timeout=1).request(p.Command.INFO)
+    board.hold = True
+    board.write(p.encode_frame(CLASSIFY, 9, p.pack_classify(digits[0], 65535, MODE_RATE)))
+    start = time.monotonic()
+    with Lifpga(board, timeout=1) as driver:
+        assert driver.info().inputs == 64
+    assert time.monotonic() - start < 0.5
+
+
+def test_the_driver_resets_after_a_link_timeout(shipped, digits):
+    net, manifest = shipped
+    ref = model.run(digits[:2], net, STEPS, MODE_CURRENT)
+    board = SlowBoard(device.ReferenceDevice(net, manifest))
+    driver = Lifpga(board, timeout=0.2)
+    driver.info()
+    board.hold = True
+    with pytest.raises(LinkTimeout, match="resets the device before the next request"):
+        driver.classify(digits[0], steps=STEPS)
+    got = driver.classify(digits[1], steps=STEPS)  # RESET first: the late answer is gone
+    assert list(got.scores) == ref.scores[-1, 1].tolist()
+    assert board.commands == [RESET, INFO, CLASSIFY, RESET, CLASSIFY]
+    driver.info()
+    assert board.commands[-1] == INFO  # no reset once in step again
+
+
+def test_the_driver_resets_after_an_abandoned_stream(shipped, digits):
+    net, manifest = shipped
+    ref = model.run(digits, net, STEPS, MODE_CURRENT)
+    board = SlowBoard(device.ReferenceDevice(net, manifest))
+    driver = Lifpga(board, timeout=1)
+    driver.info()
+    board.hold, board.let_through = True, 1  # the first answer arrives; the others do not
+    stream = driver.classify_many(digits[:8], steps=STEPS, window=4)
+    assert list(next(stream).scores) == ref.scores[-1, 0].tolist()
+    stream.close()
+    assert board.on_the_way
+    got = driver.classify(digits[10], steps=STEPS)
+    assert list(got.scores) == ref.scores[-1, 10].tolist()
+    # Four in flight, and a fifth sent as the first answer came in.
+    assert board.commands == [RESET, INFO] + [CLASSIFY] * 5 + [RESET, CLASSIFY]
+    for _ in driver.classify_many(digits[:3], steps=STEPS):
+        pass  # a stream run to its end leaves nothing behind: no reset
+    assert driver.info().inputs == 64
+    assert board.commands[-4:] == [CLASSIFY, CLASSIFY, CLASSIFY, INFO]
+
+
+def test_reset_on_request(shipped):
+    net, manifest = shipped
+    board = SlowBoard(device.ReferenceDevice(net, manifest))
+    driver = Lifpga(board, timeout=1, reset=False)
+    assert board.commands == []
+    driver.reset()
+    assert board.commands == [RESET]
+    assert driver.info().inputs == 64
+
+
+def test_firmware_that_predates_reset(shipped):
+    net, manifest = shipped
+    board = SlowBoard(device.ReferenceDevice(net, manifest), knows_reset=False)
+    with pytest.raises(ResetUnsupported, match="firmware predates RESET.*reset=False") as caught:
+        Lifpga(board, timeout=1)
+    assert caught.value.status == p.Status.UNKNOWN_COMMAND
+    assert isinstance(caught.value, DeviceError)
+    assert Lifpga(board, timeout=1, reset=False).info().inputs == 64
+
+
+def test_firmware_that_predates_reset_while_busy(shipped):
+    """An old device answers RESET only after what it computes: the timeout says so."""
+    net, manifest = shipped
+    board = SlowBoard(device.ReferenceDevice(net, manifest), knows_reset=False)
+    board.hold = True
+    with pytest.raises(LinkTimeout, match=r"RESET \(seq 0\).*predates RESET"):
+        Lifpga(board, timeout=0.2)
+
+
+@pytest.mark.parametrize("reset", [True, False])
+def test_late_answers_after_an_abandoned_stream_are_dropped(refboard, digits, reset):
+    """Breaking out of classify_many leaves requests in flight; their answers do no harm,
+    with RESET (abandoned) or without (dropped by SEQ)."""
     ref = model.run(digits, refboard.net, STEPS, MODE_CURRENT)
-    link = HeldReplies(refboard.new_device())
-    driver = Lifpga(link, timeout=1)
+    link = SlowBoard(refboard.new_device())
+    driver = Lifpga(link, timeout=1, reset=reset)
     driver.info()
     link.hold, link.let_through = True, 1  # the first answer arrives; the others do not
     stream = driver.classify_many(digits[:8], steps=STEPS, window=4)
@@ -212,10 +354,10 @@ def test_late_answers_after_an_abandoned_stream_are_dropped(refboard, digits):
         driver.classify(x, steps=STEPS) for x in digits[12:16]]
 
 
-def test_late_answer_after_a_link_timeout_is_dropped(refboard, digits):
+def test_late_answer_after_a_link_timeout_is_dropped_without_reset(refboard, digits):
     ref = model.run(digits[:2], refboard.net, STEPS, MODE_CURRENT)
-    link = HeldReplies(refboard.new_device())
-    driver = Lifpga(link, timeout=0.2)
+    link = SlowBoard(refboard.new_device())
+    driver = Lifpga(link, timeout=0.2, reset=False)
     driver.info()
     link.hold = True
     with pytest.raises(LinkTimeout):
@@ -225,6 +367,14 @@ def test_late_answer_after_a_link_timeout_is_dropped(refboard, digits):
     link.hold = False  # both late answers arrive just before the next one
     got = driver.classify(digits[1], steps=STEPS)
     assert list(got.scores) == ref.scores[-1, 1].tolist()
+    assert driver.info().inputs == 64
+
+
+def test_a_stray_reset_answer_is_dropped(refboard):
+    """An earlier client's RESET, answered first and taken for ours, leaves ours behind."""
+    link = SlowBoard(refboard.new_device())
+    driver = Lifpga(link, timeout=1)
+    link.arrived += p.encode_frame(RESET | 0x80, 0, bytes([p.Status.OK]))
     assert driver.info().inputs == 64
 
 
@@ -289,7 +439,11 @@ def silent_server():
 
 
 def test_link_timeout_against_a_silent_server(silent_server):
-    with Lifpga(silent_server, timeout=0.3) as driver:
+    start = time.monotonic()
+    with pytest.raises(LinkTimeout, match=r"RESET \(seq 0\).*0 bytes arrived.*ample"):
+        Lifpga(silent_server, timeout=0.3)
+    assert time.monotonic() - start < 1.0
+    with Lifpga(silent_server, timeout=0.3, reset=False) as driver:
         start = time.monotonic()
         with pytest.raises(LinkTimeout, match=r"INFO \(seq 0\).*0 bytes arrived"):
             driver.info()
@@ -313,7 +467,7 @@ def test_link_timeout_mid_frame():
         def reset_input_buffer(self):
             pass
 
-    with Lifpga(SocketTransport(), timeout=0.3) as driver:
+    with Lifpga(SocketTransport(), timeout=0.3, reset=False) as driver:
         start = time.monotonic()
         with pytest.raises(LinkTimeout, match="20 bytes arrived, 20 of them a partial frame"):
             driver.info()
@@ -366,158 +520,212 @@ def test_crc_error_and_wrong_seq_in_responses():
     bad = bytearray(p.encode_frame(p.Command.INFO | 0x80, 0, b"\x00" * 57))
     bad[-1] ^= 1
     with pytest.raises(CrcError):
-        Lifpga(Scripted(bytes(bad)), timeout=0.5).info()
+        Lifpga(Scripted(bytes(bad)), timeout=0.5, reset=False).info()
     other_seq = p.encode_frame(p.Command.INFO | 0x80, 9, b"\x00" * 57)
     with pytest.raises(ProtocolError, match="seq 9"):
-        Lifpga(Scripted(other_seq), timeout=0.5).info()
+        Lifpga(Scripted(other_seq), timeout=0.5, reset=False).info()
     short = p.encode_frame(p.Command.INFO | 0x80, 0, b"\x00" * 5)
     with pytest.raises(ProtocolError, match="not an OK INFO response: 5 bytes") as caught:
-        Lifpga(Scripted(short), timeout=0.5).info()
+        Lifpga(Scripted(short), timeout=0.5, reset=False).info()
     assert isinstance(caught.value.__cause__, ValueError)  # from golden.protocol.unpack_info
 
 
-def test_fuzz_then_valid_frames_are_answered(refboard, digits):
-    """~2000 random bytes and malformed frames, then valid frames: all answered, none hangs."""
-    rng = random.Random(1234)
-    valid = p.encode_frame(p.Command.CLASSIFY, 1, p.pack_classify(digits[0], STEPS, 0))
-    chunks = []
-    for _ in range(60):
-        kind = rng.randrange(4)
-        if kind == 0:
-            chunks.append(bytes(rng.randrange(256) for _ in range(rng.randrange(1, 40))))
-        elif kind == 1:  # a valid frame with one byte flipped
-            frame = bytearray(valid)
-            frame[rng.randrange(2, len(frame))] ^= 1 << rng.randrange(8)
-            chunks.append(bytes(frame))
-        elif kind == 2:  # a header with an oversized LEN
-            chunks.append(p.SYNC + bytes([2, rng.randrange(256)]) + struct.pack("<H", 0xF000))
-        else:  # a frame cut short
-            chunks.append(valid[:rng.randrange(1, len(valid))])
-    garbage = b"".join(chunks)[:2000]
-    start = time.monotonic()
-    with socket.create_connection(("127.0.0.1", refboard.port)) as conn:
-        conn.settimeout(0.05)
-        conn.sendall(garbage)
-        time.sleep(refboard.idle_timeout + 0.2)  # a cut frame at the end times out
-        answers = p.FrameParser()
-        replies = []
-        while True:
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+# --- what a timeout says ------------------------------------------------------------------------
+
+
+def held_board(shipped, clock_hz: int, name: str | None = None) -> tuple[Lifpga, SlowBoard]:
+    net, manifest = shipped
+    board = SlowBoard(device.ReferenceDevice(net, manifest, clock_hz=clock_hz, lanes=16,
+                                             baud=3_000_000), name=name)
+    driver = Lifpga(board, timeout=0.2)
+    driver.info()
+    board.hold = True
+    return driver, board
+
+
+def test_a_timeout_says_how_long_the_request_takes(shipped, digits):
+    driver, _ = held_board(shipped, 12_000_000)
+    with pytest.raises(LinkTimeout) as caught:
+        driver.classify(digits[0], steps=65535, mode=MODE_RATE)
+    cycles = max_cycles(64, 256, 16, 10, 65535, MODE_RATE)
+    link_s = (75 + 58) * p.BITS_PER_BYTE / 3_000_000
+    expected = cycles / 12e6 + link_s
+    assert caught.value.expected_s == pytest.approx(expected)
+    message = str(caught.value)
+    assert f"65535 steps in rate mode takes at most {cycles:,} core cycles" in message
+    assert "at 12,000,000 Hz" in message and f"up to {expected:.3g} s" in message
+    suggest = math.ceil(2 * expected)
+    assert message.endswith(f"e.g. timeout={suggest}.")
+    assert caught.value.advice("--timeout {}").endswith(f"e.g. --timeout {suggest}.")
+    assert "virtual board" not in message
+
+
+def test_a_timeout_with_an_ample_deadline_says_the_device_did_not_answer(shipped, digits):
+    driver, _ = held_board(shipped, 100_000_000)
+    with pytest.raises(LinkTimeout, match="The deadline was ample: the device did not answer"):
+        driver.classify(digits[0], steps=STEPS)
+
+
+def test_a_timeout_on_a_socket_mentions_the_virtual_boards_speed(shipped, digits):
+    driver, _ = held_board(shipped, 12_000_000, name="socket://127.0.0.1:9")
+    with pytest.raises(LinkTimeout, match="virtual board simulates only about") as caught:
+        driver.classify(digits[0], steps=1024, mode=MODE_RATE)
+    cycles = max_cycles(64, 256, 16, 10, 1024, MODE_RATE)
+    assert caught.value.expected_s > cycles / 12e6  # simulation is slower than the clock
+
+
+def test_a_timeout_with_default_steps_uses_the_images_default(shipped, digits):
+    driver, _ = held_board(shipped, 100_000_000)
+    with pytest.raises(LinkTimeout, match=f"64 steps in current mode takes at most "
+                                          f"{max_cycles(64, 256, 16, 10, 64, 0):,}"):
+        driver.classify(digits[0])
+
+
+def test_a_timeout_without_a_clock_says_the_time_is_unknown(shipped, digits):
+    driver, _ = held_board(shipped, 0)
+    with pytest.raises(LinkTimeout, match="clock_hz 0, so the compute time is unknown") as caught:
+        driver.classify(digits[0], steps=8192)
+    assert caught.value.expected_s is None
+    assert "timeout=SECONDS" in str(caught.value)
+
+
+# --- a peer that closes the connection (defect 2) ------------------------------------------------
+
+
+@pytest.fixture
+def closing_server():
+    """Start a server that answers each connection with ``text`` and closes it."""
+    listeners, threads = [], []
+
+    def start(text: bytes, delay: float = 0.0) -> str:
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(4)
+
+        def serve():
+            listener.settimeout(5)
             try:
-                data = conn.recv(65536)
-            except TimeoutError:
-                break
-            replies += answers.feed(data)
-        # The device answers garbage only with well-formed error or result frames.
-        assert replies
-        assert all(isinstance(r, p.Frame) and r.cmd & 0x80 for r in replies)
-        conn.settimeout(5)
-        frames = [p.encode_frame(p.Command.CLASSIFY, 200 + b, p.pack_classify(x, STEPS, 0))
-                  for b, x in enumerate(digits[:5])] + [p.encode_frame(p.Command.INFO, 250)]
-        conn.sendall(b"".join(frames))
-        got = []
-        while len(got) < len(frames):
-            data = conn.recv(65536)
-            assert data, "the board closed the connection"
-            got += answers.feed(data)
-    ref = model.run(digits[:5], refboard.net, STEPS, MODE_CURRENT)
-    assert [f.seq for f in got] == [200, 201, 202, 203, 204, 250]
-    for b, frame in enumerate(got[:5]):
-        result = p.unpack_classification(frame.payload, 10)
-        assert list(result.scores) == ref.scores[-1, b].tolist()
-    assert p.unpack_info(got[-1].payload).inputs == 64
-    assert time.monotonic() - start < 10
-    # The board serves the next connection.
-    with Lifpga(refboard.url, timeout=5) as driver:
-        assert driver.info().inputs == 64
+                conn = listener.accept()[0]
+            except OSError:
+                return
+            time.sleep(delay)
+            with conn:
+                conn.sendall(text)
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        listeners.append(listener)
+        threads.append(thread)
+        return f"socket://127.0.0.1:{listener.getsockname()[1]}"
+
+    yield start
+    for thread in threads:
+        thread.join(6)
+    for listener in listeners:
+        listener.close()
 
 
-def test_refboard_idle_timeout(refboard):
-    with socket.create_connection(("127.0.0.1", refboard.port)) as conn:
-        conn.settimeout(2)
-        conn.sendall(p.encode_frame(p.Command.INFO, 77)[:5])
-        (reply,) = p.FrameParser().feed(conn.recv(64))
-        assert (reply.seq, reply.payload) == (77, bytes([p.Status.TIMEOUT]))
-
-
-def test_refboard_stops_cleanly():
-    board = RefBoard(SHIPPED)
-    with board as url:
-        thread = board._thread
-        with Lifpga(url, timeout=5) as driver:
-            driver.info()
-    assert not thread.is_alive()
-    with pytest.raises(PortError):
-        Lifpga(url)  # nobody listens any more
-
-
-def test_refboard_stops_while_a_client_does_not_read():
-    """A client that sends requests and never reads the replies cannot block stop()."""
-    board = RefBoard(SHIPPED)
-    board.start()
-    thread = board._thread
-    client = socket.socket()
-    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    client.connect(("127.0.0.1", board.port))
-    client.settimeout(0.2)
-    request = p.encode_frame(p.Command.INFO, 1) * 512
-    deadline = time.monotonic() + 10
-    try:
-        while time.monotonic() < deadline:  # until the board stops taking requests
-            client.sendall(request)
-    except (TimeoutError, OSError):
-        pass
-    time.sleep(0.2)
-    clients = list(board._clients)
-    assert clients
+@pytest.mark.parametrize("delay", [0.0, 0.1])
+def test_a_busy_peer_is_a_port_error_quoting_its_line(closing_server, delay):
+    url = closing_server(BUSY_LINE, delay)
     start = time.monotonic()
-    board.stop()
-    assert time.monotonic() - start < 2
-    assert not thread.is_alive()
-    assert not any(t.is_alive() for t in clients)
-    client.close()
+    with pytest.raises(PortError, match="closed the connection, saying: lifpga virtual board: "
+                                        "busy: serving another client") as caught:
+        Lifpga(url, timeout=2)
+    assert caught.value.peer_text == BUSY_LINE.decode().strip()
+    assert time.monotonic() - start < 1.5  # not a timeout
 
 
-def test_refboard_serves_concurrent_clients(refboard, digits):
-    ref = model.run(digits[:1], refboard.net, STEPS, MODE_CURRENT)
-    with Lifpga(refboard.url, timeout=2) as first, Lifpga(refboard.url, timeout=2) as second:
-        assert second.info().inputs == 64
-        assert first.info().inputs == 64
-        assert list(second.classify(digits[0], steps=STEPS).scores) == ref.scores[-1, 0].tolist()
+def test_a_busy_peer_without_reset(closing_server):
+    url = closing_server(BUSY_LINE)
+    with Lifpga(url, timeout=2, reset=False) as driver:
+        with pytest.raises(PortError, match="saying: lifpga virtual board: busy") as caught:
+            driver.info()
+    assert caught.value.peer_text.endswith("try again when it disconnects")
 
 
-def test_refboard_port_in_use_closes_its_socket(monkeypatch):
-    import sim.refboard as refboard_module
-
-    created = []
-
-    class Recording(socket.socket):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            created.append(self)
-
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen(1)
-        port = taken.getsockname()[1]
-        monkeypatch.setattr(refboard_module.socket, "socket", Recording)
-        board = RefBoard(SHIPPED, port=port)
-        with pytest.raises(refboard_module.RefBoardError,
-                           match=f"cannot listen on 127.0.0.1:{port}"):
-            board.start()
-        monkeypatch.undo()
-    assert created and all(s.fileno() == -1 for s in created)
-    board.stop()  # harmless after a failed start
+def test_a_peer_that_closes_silently(closing_server):
+    with pytest.raises(PortError, match="closed the connection without a word") as caught:
+        Lifpga(closing_server(b""), timeout=2)
+    assert caught.value.peer_text is None
 
 
-def test_refboard_cli_port_in_use(capsys):
-    from sim.refboard import main as refboard_main
+def test_a_peer_that_closes_after_binary_bytes_is_not_quoted(closing_server):
+    noise = p.encode_frame(0x85, 1, b"\x00\xff")[:7] + b"\xa5\x00"
+    with pytest.raises(PortError, match="without a word"):
+        Lifpga(closing_server(noise), timeout=2)
 
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen(1)
-        port = taken.getsockname()[1]
-        code = refboard_main(["--image", str(SHIPPED), "--port", str(port)])
-    out, err = capsys.readouterr()
-    assert code == 1 and out == ""
-    assert err.startswith(f"refboard: error: cannot listen on 127.0.0.1:{port}")
-    assert err.count("\n") == 1 and "Traceback" not in err
+
+# --- answers and arguments the driver refuses (defect 3) -----------------------------------------
+
+
+def test_a_label_outside_the_class_range_is_a_protocol_error(refboard, digits):
+    class WrongLabel(SlowBoard):
+        def write(self, data):
+            super().write(data)
+            frames = p.FrameParser().feed(self.arrived)
+            if frames and frames[-1].cmd == CLASSIFY | 0x80:
+                payload = bytearray(frames[-1].payload)
+                payload[1] = 10  # the label byte, one past the last class
+                self.arrived = p.encode_frame(frames[-1].cmd, frames[-1].seq, bytes(payload))
+
+    driver = Lifpga(WrongLabel(refboard.new_device()), timeout=1)
+    with pytest.raises(ProtocolError, match="label 10, outside the 10 classes 0 .. 9"):
+        driver.classify(digits[0], steps=STEPS)
+    with pytest.raises(ProtocolError, match="label 10"):
+        list(driver.classify_many(digits[:2], steps=STEPS))
+
+
+@pytest.mark.parametrize("kwargs", [{"steps": True}, {"steps": False}, {"mode": True}])
+def test_booleans_are_not_steps_or_modes(refboard, digits, kwargs):
+    with Lifpga(refboard.url, timeout=5) as driver:
+        driver.info()
+        counting = CountingTransport(driver.transport)
+        driver.transport = counting
+        with pytest.raises(ParameterError, match="must be an integer, got (True|False)"):
+            driver.classify(digits[0], **kwargs)
+        with pytest.raises(ParameterError, match="must be an integer"):
+            list(driver.classify_many(digits[:2], **kwargs))
+        assert counting.written == 0
+
+
+@pytest.mark.parametrize("window", [0, 129, True, 2.0, "4"])
+def test_bad_windows(lifpga, digits, window):
+    with pytest.raises(ParameterError, match=r"window must be an integer in 1 \.\. 128"):
+        list(lifpga.classify_many(digits[:2], window=window))
+
+
+@pytest.mark.parametrize("timeout", [0, -1, float("nan"), float("inf"), True, "2"])
+def test_bad_timeouts(timeout):
+    with pytest.raises(ParameterError, match="timeout must be a positive finite number"):
+        Lifpga("loop://", timeout=timeout)
+
+
+@pytest.mark.parametrize(("url", "match"), [
+    ("socket://127.0.0.1", "needs a TCP port number"),
+    ("socket://127.0.0.1:abc", "needs a TCP port number"),
+    ("socket://127.0.0.1:0", "needs a TCP port number"),
+    ("socket://127.0.0.1:99999", "needs a TCP port number"),
+    ("socket://:5000", "has the form socket://HOST:PORT"),
+    ("socket:/127.0.0.1:5000", "has the form socket://HOST:PORT"),
+    ("socket://127.0.0.1:5000/x", "unexpected path or option"),
+    ("socket://127.0.0.1:5000?speed=1", "unexpected path or option"),
+])
+def test_malformed_socket_urls(url, match):
+    with pytest.raises(PortError, match=match) as caught:
+        Lifpga(url, timeout=0.5)
+    assert url in str(caught.value) and caught.value.__cause__ is None
