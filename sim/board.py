@@ -16,11 +16,14 @@ The bridge
 ``sim/vboard.cpp`` is a plain C++ main around the Verilated model (no VPI, no cocotb). It
 drives ``clk``, holds ``rst`` for a few cycles, then listens on 127.0.0.1 and serves one
 client at a time (the next after a disconnect; the device keeps its state, like a board whose
-host closed its serial port). Bytes from the client are put on the ``rx`` pin as 8N1 frames,
-back to back, ``D = hw.uart.baud_divisor(clk_hz, baud)[0]`` clock cycles per bit. The ``tx``
-pin is decoded as a UART receiver does it (the start bit's falling edge, then mid-bit samples;
-a stop bit of 0 is reported on stderr) and the bytes are sent to the client, or dropped when
-no client is connected.
+host closed its serial port). A client that connects while another is served is refused at
+once: it reads the one line :data:`BUSY_LINE` and then end of file, and the client being
+served notices nothing. (A serial port opened twice would mix two hosts' bytes; a socket that
+accepted and then stayed silent would read like a dead link.) Bytes from the client are put on
+the ``rx`` pin as 8N1 frames, back to back, ``D = hw.uart.baud_divisor(clk_hz, baud)[0]``
+clock cycles per bit. The ``tx`` pin is decoded as a UART receiver does it (the start bit's
+falling edge, then mid-bit samples; a stop bit of 0 is reported on stderr) and the bytes are
+sent to the client, or dropped when no client is connected.
 
 The time policy
 ---------------
@@ -80,7 +83,6 @@ import argparse
 import hashlib
 import json
 import os
-import re
 import selectors
 import shutil
 import signal
@@ -96,24 +98,31 @@ from typing import IO, Any
 
 from golden import image, protocol
 from golden.image import content_hash
+from hw.options import port_number, positive_int
 from hw.uart import baud_divisor
-from sim.verilator import (
+from sim.buildtools import (
     MAKE_OVERRIDES,
     REPO_ROOT,
     SimulationError,
     ToolNotFoundError,
-    _check_tools,
-    _locked,
-    _log_tail,
-    _write_atomic,
+    check_tools,
+    declared_ports,
     design_sources,
+    hash_sources,
+    locked,
+    log_tail,
+    stamp_matches,
+    write_atomic,
+    write_stamp,
 )
+from sim.foreground import run_in_foreground
 
 __all__ = [
     "CLK_HZ",
     "BAUD",
     "TOP",
     "URL_PREFIX",
+    "BUSY_LINE",
     "BoardModel",
     "VirtualBoard",
     "BoardError",
@@ -147,6 +156,10 @@ BOARD_FORMAT = 1
 PORTS = ("clk", "rst", "rx", "tx", "busy")
 #: The line the executable prints once it listens; the URL follows.
 URL_PREFIX = "lifpga virtual board: "
+#: What a second client reads, then end of file, while another is served (``kBusyLine`` in
+#: sim/vboard.cpp).
+BUSY_LINE = (b"lifpga virtual board: busy: serving another client, one at a time; try again "
+             b"when it disconnects\n")
 #: Wall-clock silence of the client, ms, after which the device's idle timeout is let fire.
 QUIET_MS = 20
 #: Byte times simulated after that silence: more than the device's idle timeout.
@@ -217,10 +230,7 @@ def board_key(net, manifest: dict, *, lanes: int, clk_hz: int, baud: int,
     h.update(f"format={BOARD_FORMAT};{content_hash(net)};lanes={lanes};clk_hz={clk_hz};"
              f"baud={baud};amaranth={amaranth.__version__}\n".encode())
     h.update(json.dumps(manifest, sort_keys=True).encode())
-    for path in [*design_sources(SYSTEM_SOURCE, root), VBOARD_CPP]:
-        h.update(f"\n{path.relative_to(root) if path.is_relative_to(root) else path.name}\n"
-                 .encode())
-        h.update(path.read_bytes())
+    hash_sources(h, [*design_sources(SYSTEM_SOURCE, root), VBOARD_CPP], root)
     return h.hexdigest()[:16]
 
 
@@ -391,13 +401,11 @@ def _export(system: Any, path: Path) -> None:
     from amaranth.back import verilog
 
     text = verilog.convert(system, name=TOP)
-    top = re.search(rf"^module {TOP}\b.*?^endmodule", text, re.M | re.S)
-    body = top.group(0) if top else ""
-    declared = set(re.findall(r"^\s*(?:input|output|inout)\b[^;]*?\b(\w+)\s*;", body, re.M))
+    declared = declared_ports(text, TOP)
     if missing := [p for p in PORTS if p not in declared]:
         raise SimulationError(f"exported {TOP} has no port(s) {missing}; ports are "
                               f"{sorted(declared)}")
-    _write_atomic(path, text)
+    write_atomic(path, text)
 
 
 def build_board(image_dir: str | Path = "firmware/digits", *, lanes: int = 16,
@@ -436,47 +444,50 @@ def build_board(image_dir: str | Path = "firmware/digits", *, lanes: int = 16,
     key = board_key(net, manifest, lanes=lanes, clk_hz=clk_hz, baud=baud)
     directory = root / "build" / "sim" / "board" / key
     obj = directory / "obj"
-    executable = obj / EXECUTABLE
-    verilog_path, harness_path = directory / f"{TOP}.v", directory / f"{HARNESS}.v"
-    args = [*VERILATOR_ARGS]
-    stamp = {"key": key, "verilator_args": args, "make": list(MAKE_OVERRIDES),
+    stamp = {"key": key, "verilator_args": list(VERILATOR_ARGS), "make": list(MAKE_OVERRIDES),
              "harness": hashlib.sha256(HARNESS_VERILOG.encode()).hexdigest()}
     stamp_path = obj / "lifpga-board.json"
-    with _locked(directory):
-        cached = (executable.exists() and stamp_path.exists()
-                  and json.loads(stamp_path.read_text()) == stamp)
+    with locked(directory):
+        cached = stamp_matches(stamp_path, stamp, obj / EXECUTABLE)
         if not cached:
-            _check_tools()
+            check_tools()
+            verilog_path = directory / f"{TOP}.v"
             if not verilog_path.exists():
                 say(f"board: exporting {TOP} for {image_dir} (lanes={lanes}, "
                     f"clk_hz={clk_hz}, baud={baud}) to {verilog_path}")
                 from hw.system import LifpgaSystem
 
-                system = LifpgaSystem(net, manifest, lanes=lanes, clk_hz=clk_hz, baud=baud)
-                _export(system, verilog_path)
-            _write_atomic(harness_path, HARNESS_VERILOG)
+                _export(LifpgaSystem(net, manifest, lanes=lanes, clk_hz=clk_hz, baud=baud),
+                        verilog_path)
             say(f"board: verilating and compiling into {obj} (some tens of seconds)")
-            shutil.rmtree(obj, ignore_errors=True)
-            cmd = ["verilator", "--cc", "--exe", "--build", "-j", str(os.cpu_count() or 1),
-                   *args, "--top-module", HARNESS, "--Mdir", str(obj), "-o", EXECUTABLE,
-                   str(harness_path), str(verilog_path), str(VBOARD_CPP)]
-            for definition in MAKE_OVERRIDES:
-                cmd += ["-MAKEFLAGS", definition]
-            log = directory / "build.log"
-            with open(log, "w") as f:
-                f.write(" ".join(cmd) + "\n")
-                f.flush()
-                proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, check=False)
-            if proc.returncode != 0 or not executable.exists():
-                raise SimulationError(f"Verilator build of the virtual board failed (exit "
-                                      f"status {proc.returncode}); log {log}:\n{_log_tail(log)}")
-            # Object files and precompiled headers only serve a rebuild, which a new stamp
-            # redoes from scratch anyway.
-            for junk in (*obj.glob("*.gch"), *obj.glob("*.o"), *obj.glob("*.a")):
-                junk.unlink()
-            _write_atomic(stamp_path, json.dumps(stamp) + "\n")
-    return BoardModel(key, directory, executable, divisor, lanes, clk_hz, baud,
+            _verilate(directory, obj, verilog_path)
+            write_stamp(stamp_path, stamp)
+    return BoardModel(key, directory, obj / EXECUTABLE, divisor, lanes, clk_hz, baud,
                       time.perf_counter() - start, cached)
+
+
+def _verilate(directory: Path, obj: Path, verilog_path: Path) -> None:
+    """Verilate the harness around ``verilog_path`` with the bridge into ``obj/vboard``."""
+    harness_path = directory / f"{HARNESS}.v"
+    write_atomic(harness_path, HARNESS_VERILOG)
+    shutil.rmtree(obj, ignore_errors=True)
+    cmd = ["verilator", "--cc", "--exe", "--build", "-j", str(os.cpu_count() or 1),
+           *VERILATOR_ARGS, "--top-module", HARNESS, "--Mdir", str(obj), "-o", EXECUTABLE,
+           str(harness_path), str(verilog_path), str(VBOARD_CPP)]
+    for definition in MAKE_OVERRIDES:
+        cmd += ["-MAKEFLAGS", definition]
+    log = directory / "build.log"
+    with open(log, "w") as f:
+        f.write(" ".join(cmd) + "\n")
+        f.flush()
+        proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, check=False)
+    if proc.returncode != 0 or not (obj / EXECUTABLE).exists():
+        raise SimulationError(f"Verilator build of the virtual board failed (exit status "
+                              f"{proc.returncode}); log {log}:\n{log_tail(log)}")
+    # Object files and precompiled headers only serve a rebuild, which a new stamp redoes
+    # from scratch anyway.
+    for junk in (*obj.glob("*.gch"), *obj.glob("*.o"), *obj.glob("*.a")):
+        junk.unlink()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -484,10 +495,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sim.board",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--image", default="firmware/digits", help="network image directory")
-    parser.add_argument("--port", type=int, default=0, help="TCP port (0: pick a free one)")
-    parser.add_argument("--lanes", type=int, default=16, help="parallel LIF lanes P")
-    parser.add_argument("--clk-hz", type=int, default=CLK_HZ, help="core clock, Hz")
-    parser.add_argument("--baud", type=int, default=BAUD, help="UART baud rate")
+    parser.add_argument("--port", type=port_number, default=0,
+                        help="TCP port (0: pick a free one)")
+    parser.add_argument("--lanes", type=positive_int, default=16, help="parallel LIF lanes P")
+    parser.add_argument("--clk-hz", type=positive_int, default=CLK_HZ, help="core clock, Hz")
+    parser.add_argument("--baud", type=positive_int, default=BAUD, help="UART baud rate")
     args = parser.parse_args(argv)
     try:
         model = build_board(args.image, lanes=args.lanes, clk_hz=args.clk_hz, baud=args.baud,
@@ -498,20 +510,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"board: {'cached' if model.cached else 'built'} {model.executable} "
           f"({model.build_s:.1f} s); {model.cycles_per_bit} cycles per bit", flush=True)
     board = VirtualBoard(model, args.port, stderr=sys.stderr)
-    try:
-        board.start()
-    except BoardError as exc:
-        print(f"board: error: {exc}", file=sys.stderr)
-        return 1
-    print(f"{URL_PREFIX}{board.url}", flush=True)
-    try:
+
+    def start() -> str:
+        return f"{URL_PREFIX}{board.start()}"
+
+    def wait() -> None:
         assert board.process is not None
         board.process.wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        board.stop()
-    return 0
+
+    return run_in_foreground("board", start, board.stop, wait=wait, errors=(BoardError,))
 
 
 if __name__ == "__main__":

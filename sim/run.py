@@ -1,4 +1,3 @@
-# amaranth: UnusedElaboratable=no
 """``make sim``: classify the test digits on the simulated hardware and compare with golden.
 
 ``python -m sim.run --image firmware/digits`` runs end to end, as a user of a real board
@@ -16,14 +15,16 @@ It prints a table per mode (accuracy on the true labels, golden accuracy, agreem
 image, wall time) and the link figures (bytes per image each way, the images/s a 3 Mbaud link
 allows one at a time and pipelined), and writes ``build/sim/report.json``. An image *agrees*
 when its label and every score equal golden's; the command fails (exit 1) unless every image
-of every mode agrees, and each answer's cycle count equals the core's timing model
-(:meth:`hw.core.LifCore.expected_cycles`), and prints the first image that does not.
+of every mode agrees (:func:`golden.device.agreement`: label, every score and the spike count),
+and each answer's cycle count equals the core's timing model
+(:meth:`hw.geometry.CoreGeometry.expected_cycles`), and prints the first image that does not.
+The link figures are :func:`golden.protocol.link_rate`'s.
 
 ``--wave`` also runs the first two images (in current mode, unless ``--modes`` leaves it out)
 on a core model built with FST tracing and writes ``build/sim/wave-<mode>.fst`` (every signal
 of the harness and the core; GTKWave and Surfer open it). Verilator's FST writer needs LZ4:
 the system's if it has one, otherwise the first ``--wave`` builds it into ``build/sim/lz4/``
-from the C sources in the PyPI sdist of python-lz4 (:func:`sim.verilator.fst_build_args`). If
+from the C sources in the PyPI sdist of python-lz4 (:func:`sim.fst.fst_build_args`). If
 that fails (no network, say), it says why and writes ``build/sim/wave-<mode>.vcd`` instead: a
 current-mode image makes about 20 MB of VCD, a rate-mode image some 0.5 GB. For the waveform
 alone: ``--wave --limit 2 --modes current``.
@@ -32,6 +33,7 @@ alone: ``--wave --limit 2 --modes current``.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -41,11 +43,12 @@ from typing import Any
 import numpy as np
 
 from firmware.driver import Lifpga, LifpgaError
-from golden import data, image, model, protocol
-from golden.constants import MODE_NAMES
-from hw.core import LifCore
+from golden import data, device, image, model, protocol
+from golden.constants import MODE_BY_NAME, MODE_NAMES, STEPS_BITS
+from hw.geometry import CoreGeometry
+from hw.options import positive_int
 
-from . import board, verilator
+from . import board, fst, verilator
 
 #: Seconds the driver waits for one answer from the virtual board.
 BOARD_TIMEOUT_S = 60.0
@@ -77,8 +80,8 @@ def _progress(label: str, total: int):
 
 
 def _agreement(sim: verilator.SimResult, golden: model.Result) -> np.ndarray:
-    """Per image: label and every score equal golden's."""
-    return (sim.label == golden.classes[-1]) & (sim.scores == golden.scores[-1]).all(axis=1)
+    """Per image: label, every score and the spike count equal golden's."""
+    return device.agreement(sim.label, sim.scores, sim.spike_count, golden)
 
 
 def _describe_mismatch(k: int, sim: verilator.SimResult, golden: model.Result,
@@ -105,7 +108,7 @@ def run_board_mode(url: str, net: model.Network, x: np.ndarray, y: np.ndarray, s
                    mode: int, cycles_model=None) -> tuple[dict, str | None]:
     """Run one mode over ``x`` through the virtual board at ``url``, like :func:`run_mode`.
 
-    ``cycles_model(pixels, steps, mode)`` (``LifCore.expected_cycles``) is what each answer's
+    ``cycles_model(pixels, steps, mode)`` (``CoreGeometry.expected_cycles``) is what each answer's
     ``cycles`` field must equal; the entry's ``cycles_agreement`` says how many did.
     """
     name = MODE_NAMES[mode]
@@ -113,8 +116,8 @@ def run_board_mode(url: str, net: model.Network, x: np.ndarray, y: np.ndarray, s
     label, scores, spikes, cycles = [], [], [], []
     start = time.perf_counter()
     try:
-        with Lifpga(url, timeout=BOARD_TIMEOUT_S) as device:
-            for k, answer in enumerate(device.classify_many(x, steps=steps, mode=mode)):
+        with Lifpga(url, timeout=BOARD_TIMEOUT_S) as lifpga:
+            for k, answer in enumerate(lifpga.classify_many(x, steps=steps, mode=mode)):
                 label.append(answer.label)
                 scores.append(answer.scores)
                 spikes.append(answer.spike_count)
@@ -142,7 +145,7 @@ def _entry(sim: verilator.SimResult, net: model.Network, x: np.ndarray, y: np.nd
            steps: int, mode: int) -> tuple[dict, str | None]:
     golden = model.run(x, net, steps, mode)
     agree = _agreement(sim, golden)
-    spikes_agree = sim.spike_count == golden.spike_count
+    spikes_agree = np.asarray(sim.spike_count) == golden.spike_count
     entry = {
         "mode": MODE_NAMES[mode],
         "images": len(x),
@@ -157,19 +160,20 @@ def _entry(sim: verilator.SimResult, net: model.Network, x: np.ndarray, y: np.nd
         "wall_s": round(sim.wall_s, 3),
         "images_per_s": round(len(x) / sim.wall_s, 2),
     }
-    bad = np.flatnonzero(~(agree & spikes_agree))
+    bad = np.flatnonzero(~agree)
     mismatch = _describe_mismatch(int(bad[0]), sim, golden, y) if bad.size else None
     entry["first_mismatch"] = int(bad[0]) if bad.size else None
     return entry, mismatch
 
 
 def link_figures(net: model.Network, baud: int = board.BAUD) -> dict:
-    """Bytes per image each way and the images/s a ``baud`` link allows (8N1)."""
-    request, response = protocol.classify_frame_bytes(net.inputs, net.classes)
-    bytes_per_s = baud / 10
-    return {"baud": baud, "request_bytes": request, "response_bytes": response,
-            "images_per_s_one_at_a_time": round(bytes_per_s / (request + response), 1),
-            "images_per_s_pipelined": round(bytes_per_s / max(request, response), 1)}
+    """Bytes per image each way and the images/s a ``baud`` link allows (8N1), from
+    :func:`golden.protocol.link_rate`."""
+    rate = protocol.link_rate(net.inputs, net.classes, baud)
+    return {"baud": baud, "request_bytes": rate.request_bytes,
+            "response_bytes": rate.answer_bytes,
+            "images_per_s_one_at_a_time": round(rate.images_per_s_serial, 1),
+            "images_per_s_pipelined": round(rate.images_per_s_pipelined, 1)}
 
 
 def _table(entries: list[dict]) -> str:
@@ -201,16 +205,16 @@ def _dump_wave(net: model.Network, manifest: dict, lanes: int, x: np.ndarray, st
                mode_name: str, out: Path) -> str | None:
     """The ``--wave`` run: a few images on a model with tracing. Returns an error or None."""
     try:
-        verilator.fst_build_args(announce=print)
+        fst.fst_build_args(announce=print)
         fmt = "fst"
-    except verilator.FstUnavailableError as e:
+    except fst.FstUnavailableError as e:
         print(f"warning: writing a VCD waveform instead of FST, because Verilator's FST writer "
               f"cannot be built here: {e}", file=sys.stderr)
         fmt = "vcd"
     sim_model = _build(net, manifest, lanes, waves=fmt)
     if isinstance(sim_model, str):
         return sim_model
-    mode = {v: k for k, v in MODE_NAMES.items()}[mode_name]
+    mode = MODE_BY_NAME[mode_name]
     wave_file = (out / f"wave-{mode_name}.{fmt}").resolve()
     try:
         sim = sim_model.run(x, steps, mode, wave_file=wave_file)
@@ -223,16 +227,24 @@ def _dump_wave(net: model.Network, manifest: dict, lanes: int, x: np.ndarray, st
     return None
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command line entry point; returns the exit status."""
+def _steps(text: str) -> int:
+    """``--steps``: 1 .. 2**STEPS_BITS - 1 (0 would silently mean 1 on the device)."""
+    steps = positive_int(text)
+    if steps >= 1 << STEPS_BITS:
+        raise argparse.ArgumentTypeError(f"must be at most {(1 << STEPS_BITS) - 1}, not {steps}")
+    return steps
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m sim.run",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--image", default="firmware/digits", help="network image directory")
-    parser.add_argument("--lanes", type=int, default=16, help="neurons updated in parallel")
-    parser.add_argument("--steps", type=int, help="timesteps per image (default: the image's)")
+    parser.add_argument("--lanes", type=positive_int, default=16,
+                        help="neurons updated in parallel")
+    parser.add_argument("--steps", type=_steps, help="timesteps per image (default: the image's)")
     parser.add_argument("--modes", default="current,rate",
                         help="comma-separated encoder modes (default: current,rate)")
-    parser.add_argument("--limit", type=int, help="only the first K test images")
+    parser.add_argument("--limit", type=positive_int, help="only the first K test images")
     parser.add_argument("--wave", action="store_true",
                         help=f"also dump a waveform of the first {WAVE_IMAGES} images "
                              "(current mode if listed, else the first mode)")
@@ -240,85 +252,65 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--via", choices=("board", "core"), default="board",
                         help="board: through the driver, a socket and the UART of the virtual "
                              "board (default); core: straight into the core's streams")
-    args = parser.parse_args(argv)
+    return parser
 
-    by_name = {v: k for k, v in MODE_NAMES.items()}
-    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    if not modes or any(m not in by_name for m in modes):
-        parser.error(f"--modes takes a comma-separated list of {', '.join(by_name)}")
-    if args.limit is not None and args.limit < 1:
-        parser.error("--limit must be at least 1")
-    try:
-        net, manifest = image.load(args.image)
-    except image.NetworkImageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    steps = args.steps if args.steps is not None else manifest["timesteps"]
-    split = data.load_split(manifest["metadata"].get("dataset", "digits"))
-    count = len(split.x_test) if args.limit is None else args.limit
-    x, y = split.x_test[:count], split.y_test[:count]
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
 
-    print(f"{args.image}: {net.neurons} neurons, {args.lanes} lanes, {steps} steps, "
-          f"{len(x)} test images of {split.name}, image {manifest['hash'][:19]}...")
+def _prepare(args, net: model.Network, manifest: dict) -> tuple[Any, dict]:
+    """Build (or reuse) what ``--via`` runs on: ``(runner, build figures)``, where
+    ``runner(x, y, steps, mode)`` returns a mode's entry and first mismatch. Raises
+    :class:`RuntimeError` with the message on a failed build."""
     if args.via == "core":
         sim_model = _build(net, manifest, args.lanes)
         if isinstance(sim_model, str):
-            print(f"error: {sim_model}", file=sys.stderr)
-            return 2
-        build = {"build_s": round(sim_model.build_s, 3), "build_cached": sim_model.cached,
-                 "design_key": sim_model.key}
-    else:
-        try:
-            board_model = board.build_board(args.image, lanes=args.lanes, announce=print)
-        except (board.ToolNotFoundError, board.SimulationError, ValueError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        cycles_model = LifCore(net, pixel_max=manifest["pixel_max"],
-                               lanes=args.lanes).expected_cycles
-        built = "cached" if board_model.cached else "exported and built"
-        print(f"virtual board {built} in {board_model.build_s:.1f} s: "
-              f"{board_model.executable}")
-        build = {"build_s": round(board_model.build_s, 3), "build_cached": board_model.cached,
-                 "design_key": board_model.key, "clk_hz": board_model.clk_hz,
-                 "baud": board_model.baud}
+            raise RuntimeError(sim_model)
+        return (functools.partial(run_mode, sim_model, net),
+                {"build_s": round(sim_model.build_s, 3), "build_cached": sim_model.cached,
+                 "design_key": sim_model.key})
+    try:
+        board_model = board.build_board(args.image, lanes=args.lanes, announce=print)
+        cycles_model = CoreGeometry.of(net, pixel_max=manifest["pixel_max"],
+                                       lanes=args.lanes).expected_cycles
+    except (board.ToolNotFoundError, board.SimulationError, ValueError) as e:
+        raise RuntimeError(str(e)) from None
+    built = "cached" if board_model.cached else "exported and built"
+    print(f"virtual board {built} in {board_model.build_s:.1f} s: {board_model.executable}")
 
+    def runner(x, y, steps, mode):
+        with board_model.start() as running:
+            return run_board_mode(running.url, net, x, y, steps, mode, cycles_model)
+
+    return runner, {"build_s": round(board_model.build_s, 3),
+                    "build_cached": board_model.cached, "design_key": board_model.key,
+                    "clk_hz": board_model.clk_hz, "baud": board_model.baud}
+
+
+def _run_modes(runner, modes: list[str], x, y, steps: int) -> tuple[list, list] | None:
+    """Every mode's entry and mismatch line; None (after printing why) if a run failed."""
     entries, mismatches = [], []
     for name in modes:
         try:
-            if args.via == "core":
-                entry, mismatch = run_mode(sim_model, net, x, y, steps, by_name[name])
-            else:
-                with board_model.start() as running:
-                    entry, mismatch = run_board_mode(running.url, net, x, y, steps,
-                                                     by_name[name], cycles_model)
+            entry, mismatch = runner(x, y, steps, MODE_BY_NAME[name])
         except (verilator.SimulationError, ValueError) as e:
             print(f"error ({name} mode): {e}", file=sys.stderr)
-            return 2
+            return None
         except (LifpgaError, board.BoardError) as e:
             print(f"error ({name} mode, virtual board): {e}", file=sys.stderr)
-            return 2
+            return None
         entries.append(entry)
         if mismatch:
             mismatches.append(f"{name} mode, first mismatching {mismatch}")
+    return entries, mismatches
 
-    print(_table(entries))
-    link = link_figures(net)
-    print(f"link at {link['baud']:,} baud: {link['request_bytes']} bytes per request, "
-          f"{link['response_bytes']} per answer; it allows "
-          f"{link['images_per_s_one_at_a_time']:,.0f} images/s one at a time, "
-          f"{link['images_per_s_pipelined']:,.0f} pipelined")
+
+def _report(args, net, manifest, split, x, steps, entries, build, link) -> dict:
+    """The contents of ``report.json``: the current mode's figures first, then every mode."""
     main_entry = next((e for e in entries if e["mode"] == "current"), entries[0])
-    report = {
+    return {
         "dataset": split.name,
         "images": len(x),
         "timesteps": steps,
-        "mode": main_entry["mode"],
-        "accuracy": main_entry["accuracy"],
-        "golden_accuracy": main_entry["golden_accuracy"],
-        "agreement": main_entry["agreement"],
-        "cycles_per_image": main_entry["cycles_per_image"],
+        **{k: main_entry[k] for k in ("mode", "accuracy", "golden_accuracy", "agreement",
+                                      "cycles_per_image")},
         "lanes": args.lanes,
         "neurons": net.neurons,
         "wall_s": main_entry["wall_s"],
@@ -329,24 +321,64 @@ def main(argv: list[str] | None = None) -> int:
         "link": link,
         "modes": {e["mode"]: e for e in entries},
     }
-    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {out / 'report.json'}")
 
-    if args.wave:
-        wave_mode = "current" if "current" in modes else modes[0]
-        if error := _dump_wave(net, manifest, args.lanes, x[:WAVE_IMAGES], steps, wave_mode,
-                               out):
-            print(f"error: {error}", file=sys.stderr)
-            return 2
+
+def _verdict(entries: list[dict], mismatches: list[str], images: int) -> int:
+    """Print the mismatches and the verdict; returns the exit status."""
     for text in mismatches:
         print(text, file=sys.stderr)
     if any(e["agreement"] < 1.0 or e["spike_count_agreement"] < 1.0
            or e.get("cycles_agreement", 1.0) < 1.0 for e in entries):
         print("FAIL: the simulated hardware differs from the golden model", file=sys.stderr)
         return 1
-    print(f"all {len(x)} images agree with the golden model in "
+    print(f"all {images} images agree with the golden model in "
           f"{' and '.join(e['mode'] for e in entries)} mode")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line entry point; returns the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if not modes or any(m not in MODE_BY_NAME for m in modes):
+        parser.error(f"--modes takes a comma-separated list of {', '.join(MODE_BY_NAME)}")
+    try:
+        net, manifest = image.load(args.image)
+    except image.NetworkImageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    steps = args.steps if args.steps is not None else manifest["timesteps"]
+    split = data.load_split(manifest["metadata"].get("dataset", "digits"))
+    x, y = split.x_test[:args.limit], split.y_test[:args.limit]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"{args.image}: {net.neurons} neurons, {args.lanes} lanes, {steps} steps, "
+          f"{len(x)} test images of {split.name}, image {manifest['hash'][:19]}...")
+    try:
+        runner, build = _prepare(args, net, manifest)
+    except RuntimeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if (ran := _run_modes(runner, modes, x, y, steps)) is None:
+        return 2
+    entries, mismatches = ran
+    print(_table(entries))
+    link = link_figures(net)
+    print(f"link at {link['baud']:,} baud: {link['request_bytes']} bytes per request, "
+          f"{link['response_bytes']} per answer; it allows "
+          f"{link['images_per_s_one_at_a_time']:,.0f} images/s one at a time, "
+          f"{link['images_per_s_pipelined']:,.0f} pipelined")
+    report = _report(args, net, manifest, split, x, steps, entries, build, link)
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {out / 'report.json'}")
+    if args.wave:
+        wave_mode = "current" if "current" in modes else modes[0]
+        if error := _dump_wave(net, manifest, args.lanes, x[:WAVE_IMAGES], steps, wave_mode,
+                               out):
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+    return _verdict(entries, mismatches, len(x))
 
 
 if __name__ == "__main__":

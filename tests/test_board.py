@@ -1,21 +1,18 @@
-# amaranth: UnusedElaboratable=no
 """sim/board.py: the Verilated LifpgaSystem behind a TCP socket, against the reference device.
 
-The virtual board is built once per session for the shipped image (16 lanes, 100 MHz, 3 Mbaud)
-and reused from ``build/sim/board/<key>/`` when the design has not changed. The reference is
-:class:`golden.device.ReferenceDevice` with the core's own cycle formula, so every byte of every
-answer, the ``cycles`` field and the CRC included, must be equal. Every read has a deadline.
+The virtual board is built once per session for the shipped image (16 lanes, the board's
+12 MHz and 3 Mbaud) and reused from ``build/sim/board/<key>/`` when the design has not changed.
+The reference is :class:`golden.device.ReferenceDevice` with the core's own cycle formula
+(:mod:`hw.geometry`), so every byte of every answer, the ``cycles`` field and the CRC
+included, must be equal. Every read has a deadline.
 """
 
 from __future__ import annotations
 
-import functools
-import random
+import copy
 import signal
 import socket
-import struct
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,13 +22,12 @@ from golden import device
 from golden import protocol as p
 from golden.constants import MODE_CURRENT, MODE_RATE
 from golden.data import load_split
-from golden.image import load
-from hw.core import LifCore
+from hw.geometry import CoreGeometry
 from sim import board as vb
+from sim import fuzz
 
 pytestmark = pytest.mark.slow
 
-IMAGE = Path(__file__).resolve().parents[1] / "firmware" / "digits"
 LANES, CLK_HZ, BAUD = 16, vb.CLK_HZ, vb.BAUD
 #: Seconds any single exchange may take before the test calls the board hung.
 DEADLINE_S = 20.0
@@ -39,18 +35,18 @@ DEADLINE_S = 20.0
 #: vb.QUIET_MS of wall time, then IDLE_BYTE_TIMES byte times simulated (a few ms).
 SETTLE_S = 0.3
 FUZZ_SEED = 20261122
-FUZZ_CHUNKS = 400
+FUZZ_ITEMS = 600
 
 
 @pytest.fixture(scope="session")
-def network():
-    return load(IMAGE)
+def network(shipped):
+    return shipped
 
 
 @pytest.fixture(scope="session")
-def board_model() -> vb.BoardModel:
+def board_model(shipped_dir) -> vb.BoardModel:
     try:
-        return vb.build_board(IMAGE, lanes=LANES, clk_hz=CLK_HZ, baud=BAUD)
+        return vb.build_board(shipped_dir, lanes=LANES, clk_hz=CLK_HZ, baud=BAUD)
     except vb.ToolNotFoundError as e:
         pytest.skip(f"{e.tool} is not installed: {e}")
 
@@ -63,18 +59,12 @@ def vboard(board_model):
     assert "stop bit 0" not in board.stderr_text()  # no tx framing error reported
 
 
-@functools.cache
-def _cycles_model():
-    """The core's own cycle formula, which the gateware's ``cycles`` field must equal."""
-    net, manifest = load(IMAGE)
-    return LifCore(net, pixel_max=manifest["pixel_max"], lanes=LANES).expected_cycles
-
-
 def reference(network) -> device.ReferenceDevice:
     """A device at reset, answering exactly what the gateware answers (cycles included)."""
     net, manifest = network
+    geometry = CoreGeometry.of(net, pixel_max=manifest["pixel_max"], lanes=LANES)
     return device.ReferenceDevice(net, manifest, lanes=LANES, clock_hz=CLK_HZ, baud=BAUD,
-                             cycles_model=_cycles_model())
+                                  cycles_model=geometry.expected_cycles)
 
 
 def expected_classification(network, pixels, steps: int, mode: int) -> p.Classification:
@@ -205,108 +195,112 @@ def test_sigterm_stops_promptly(board_model):
             board.stop()
 
 
-# --- fuzz: random bytes and malformed frames, then valid ones ----------------------------------
+def read_to_eof(sock: socket.socket, what: str, limit: int = 4096) -> bytes:
+    """Everything until the peer closes, or fail after DEADLINE_S."""
+    got, deadline = b"", time.monotonic() + DEADLINE_S
+    while len(got) <= limit:
+        sock.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            pytest.fail(f"{what}: no end of file within {DEADLINE_S} s, got {got!r}")
+        if not chunk:
+            return got
+        got += chunk
+    pytest.fail(f"{what}: more than {limit} bytes: {got[:200]!r}")
 
 
-def _classify_payload(rng: random.Random, *, pixel_max: int) -> bytes:
-    pixels = bytes(rng.randint(0, pixel_max) for _ in range(64))
-    return struct.pack(p.CLASSIFY_HEADER_FORMAT, rng.choice([1, 2, 3, 5, 0]),
-                       rng.choice([MODE_CURRENT, MODE_RATE, p.MODE_DEFAULT])) + pixels
+# --- one client at a time ---------------------------------------------------------------------
 
 
-def _fuzz_item(rng: random.Random, pixel_max: int) -> tuple[bytes, bool]:
-    """One piece of a chunk; True if it may take an image slot (a CLASSIFY with a good LEN)."""
-    seq = rng.randrange(256)
-    # Short pieces are weighted up: they cost little simulated time and hit the parser most.
-    kind = rng.choice([0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 12])
-    if kind == 0:  # noise, with SYNC bytes more likely than chance
-        return bytes(rng.choice([rng.randrange(256), 0xA5, 0x5A])
-                     for _ in range(rng.randint(1, 24))), False
-    if kind == 1:
-        return p.encode_frame(p.Command.INFO, seq), False
-    if kind in (2, 3):
-        return p.encode_frame(p.Command.CLASSIFY, seq, _classify_payload(rng, pixel_max=16)), True
-    if kind == 4:  # a pixel out of range or a bad mode
-        payload = bytearray(_classify_payload(rng, pixel_max=pixel_max))
-        if rng.random() < 0.5:
-            payload[3 + rng.randrange(64)] = rng.randint(pixel_max + 1, 255)
-        else:
-            payload[2] = rng.choice([2, 3, 0x7F, 0xFE])
-        return p.encode_frame(p.Command.CLASSIFY, seq, bytes(payload)), True
-    if kind == 5:  # a corrupted byte after SYNC
-        frame = bytearray(p.encode_frame(p.Command.CLASSIFY, seq,
-                                         _classify_payload(rng, pixel_max=pixel_max)))
-        frame[rng.randrange(6, len(frame))] ^= 1 << rng.randrange(8)
-        return bytes(frame), True
-    if kind == 6:  # the wrong LEN for the command
-        cmd = rng.choice([p.Command.INFO, p.Command.CLASSIFY])
-        return p.encode_frame(cmd, seq, bytes(rng.randrange(256)
-                                              for _ in range(rng.choice([1, 2, 66, 68])))), False
-    if kind == 7:  # LEN above MAX_PAYLOAD, header only
-        return p.SYNC + struct.pack("<BBH", rng.choice([1, 2, 9]), seq,
-                                    rng.randint(p.MAX_PAYLOAD + 1, 0xFFFF)), False
-    if kind == 8:  # an unknown command, or a response sent back
-        cmd = rng.choice([0, 3, 0x42, 0x81, 0x82, 0xFF])
-        return p.encode_frame(cmd, seq, bytes(rng.randrange(256)
-                                              for _ in range(rng.randint(0, 12)))), False
-    if kind == 9:  # an INFO with a bad CRC
-        frame = bytearray(p.encode_frame(p.Command.INFO, seq))
-        frame[-rng.randint(1, 2)] ^= 0xFF
-        return bytes(frame), False
-    if kind == 10:  # SYNC doubled, or split by noise
-        return rng.choice([b"\xa5", b"\xa5\xa5", b"\x5a"]) + p.encode_frame(
-            p.Command.INFO, seq), False
-    if kind == 11:  # a truncated frame: the rest of the chunk continues it
-        frame = p.encode_frame(p.Command.CLASSIFY, seq, _classify_payload(rng, pixel_max=16))
-        return frame[:rng.randint(1, len(frame) - 1)], True
-    return bytes(rng.randrange(256) for _ in range(rng.randint(1, 40))), False
+def test_a_second_client_is_refused_while_the_first_goes_on(vboard, network):
+    """A second client reads the busy line and end of file at once (it used to wait for
+    answers that never came, "0 bytes arrived", like a dead link); the first client's
+    session, a rate-mode image in progress included, goes on undisturbed."""
+    digit = load_split().x_test[0]
+    request = p.encode_frame(p.Command.CLASSIFY, 21, p.pack_classify(digit, 20, MODE_RATE))
+    want = reference(network).receive(request)
+    info = reference(network).receive(p.encode_frame(p.Command.INFO, 22))
+    with connect(vboard) as first:
+        first.sendall(request)
+        for n in range(3):
+            with connect(vboard) as second:
+                start = time.monotonic()
+                assert read_to_eof(second, f"second client {n}") == vb.BUSY_LINE
+                assert time.monotonic() - start < 2.0
+        assert read_exactly(first, len(want), "the first client's CLASSIFY") == want
+        first.sendall(p.encode_frame(p.Command.INFO, 22))
+        assert read_exactly(first, len(info), "the first client's INFO") == info
+        assert_silent(first, SETTLE_S, "after the first client's answers")
+    # Once the first has gone, the next client is served.
+    with Lifpga(vboard.url, timeout=DEADLINE_S) as device_:
+        assert device_.info() == reference(network).info
+
+
+# --- RESET of a busy device ---------------------------------------------------------------------
+
+
+def test_reset_on_a_new_connection_abandons_a_long_classify(vboard, network):
+    """A host that gave up on a 65,535-step rate-mode image reconnects and sends RESET: it is
+    answered at once, the stale answer never comes, and the next CLASSIFY is answered right."""
+    long = p.encode_frame(p.Command.CLASSIFY, 30, p.pack_classify(
+        np.full(64, 16, np.uint8), 65535, MODE_RATE))
+    with connect(vboard) as sock:
+        sock.sendall(long)
+        time.sleep(SETTLE_S)  # on the line and into the core before the host leaves
+    reset = p.encode_frame(p.Command.RESET, 31)
+    reset_ok = reference(network).receive(reset)
+    digit = load_split().x_test[3]
+    classify = p.encode_frame(p.Command.CLASSIFY, 32, p.pack_classify(digit, 5, MODE_CURRENT))
+    answer = reference(network).receive(classify)
+    with connect(vboard) as sock:
+        start = time.monotonic()
+        sock.sendall(reset)
+        assert read_exactly(sock, len(reset_ok), "RESET") == reset_ok
+        assert time.monotonic() - start < 2.0
+        assert_silent(sock, 1.0, "after RESET (the abandoned image's answer)")
+        sock.sendall(classify)
+        assert read_exactly(sock, len(answer), "CLASSIFY after RESET") == answer
+        assert_silent(sock, SETTLE_S, "after the answer")
+
+
+# --- fuzz: the shared corpus of sim/fuzz.py -----------------------------------------------------
+
+
+def _silent_timeout(ref: device.ReferenceDevice, chunk: fuzz.Chunk) -> bool:
+    """Whether the chunk leaves the device mid-frame with nothing to answer when it times
+    out: then only waiting shows that the timeout fired (else its answer does)."""
+    parser = copy.deepcopy(ref.parser)
+    for byte in chunk.data:
+        parser.feed(byte)
+    return chunk.pause and parser.pending() and parser.timeout() is None
 
 
 def test_fuzz_matches_reference(vboard, network):
-    """Random bytes and malformed frames, in chunks, then valid frames: the same bytes back.
+    """The corpus of :mod:`sim.fuzz` (random bytes, malformed and cut-off frames, RESETs,
+    then valid frames), chunk by chunk: the same bytes back as the reference device's.
 
-    A chunk holds at most ``MAX_IN_FLIGHT`` CLASSIFY frames and five pieces, so that the
-    device's buffers (``IMAGE_SLOTS``, ``REPLY_QUEUE``) never overflow: within them the gateware
-    must answer exactly what the reference device answers. Each chunk's answers are read
-    before the next is sent; a chunk that leaves a partial frame is followed by the host's
-    silence, so the reference applies its idle timeout too.
+    Each chunk's answers are read before the next is sent, within the device's documented
+    capacity (:func:`sim.fuzz.corpus`); after a chunk that ends mid-frame the host is silent
+    until the device's idle timeout has fired, and the reference applies it too.
     """
-    rng = random.Random(FUZZ_SEED)
-    pixel_max = network[1]["pixel_max"]
     ref = reference(network)
-    sent = answered = timeouts = pieces = 0
+    chunks = fuzz.corpus(FUZZ_SEED, FUZZ_ITEMS, ref.info)
+    sent = answered = waits = 0
     with connect(vboard) as sock:
-        for n in range(FUZZ_CHUNKS):
-            chunk, slots = b"", 0
-            for _ in range(rng.randint(1, 5)):
-                item, takes_slot = _fuzz_item(rng, pixel_max)
-                if takes_slot and slots == p.MAX_IN_FLIGHT:
-                    continue
-                slots += takes_slot
-                chunk += item
-                pieces += 1
-            expected = ref.receive(chunk)
-            silent = False
-            if ref.parser.pending():
-                timeout = ref.idle_timeout()
-                expected += timeout
-                silent = not timeout
-                timeouts += 1
-            sock.sendall(chunk)
-            got = read_exactly(sock, len(expected), f"chunk {n} ({chunk.hex(' ')})")
-            assert got == expected, f"chunk {n}: sent {chunk.hex(' ')}"
+        for n, chunk in enumerate(chunks):
+            silent = _silent_timeout(ref, chunk)
+            expected = fuzz.expected(ref, [chunk])[0]
+            sock.sendall(chunk.data)
+            got = read_exactly(sock, len(expected), f"chunk {n} {chunk.kind}")
+            assert got == expected, f"chunk {n} {chunk.kind}: sent {chunk.data.hex(' ')}"
             if silent:
-                time.sleep(SETTLE_S)  # a timeout without a reply: give it time to happen
-            sent += len(chunk)
+                time.sleep(SETTLE_S)
+                waits += 1
+            sent += len(chunk.data)
             answered += len(got)
-        # Then valid frames: the parser must be back in step.
-        digits = load_split().x_test[:4]
-        for seq, pixels in enumerate(digits):
-            frame = p.encode_frame(p.Command.CLASSIFY, seq, p.pack_classify(pixels, 3, MODE_RATE))
-            expected = ref.receive(frame)
-            sock.sendall(frame)
-            assert read_exactly(sock, len(expected), f"digit {seq}") == expected
         assert_silent(sock, SETTLE_S, "after the last answer")
-    print(f"fuzz: {FUZZ_CHUNKS} chunks, {pieces} pieces, {sent} bytes sent, {answered} "
-          f"answered, {timeouts} idle timeouts")
-    assert pieces > 1000 and answered > 10_000 and timeouts > 10
+    kinds = {kind for chunk in chunks for kind in chunk.kind.split("+")}
+    print(f"fuzz: {len(chunks)} chunks, {sent} bytes sent, {answered} answered, {waits} "
+          f"silent timeouts waited for")
+    assert kinds == set(fuzz.KINDS) and answered > 10_000

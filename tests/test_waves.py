@@ -2,7 +2,7 @@
 
 Verilator's FST writer links LZ4, which this machine has only as a run-time library; the first
 FST build makes ``build/sim/lz4/liblz4.a`` from the PyPI sdist of python-lz4 (a download of
-170 kB, see :func:`sim.verilator.fst_build_args`). The model with tracing is built once, for the
+170 kB, see :func:`sim.fst.fst_build_args`). The model with tracing is built once, for the
 shipped image (about 30 s, the only slow part), and dumps one image at one step; the file is
 checked with the small FST reader below (blocks, header, hierarchy) and, when ``pywellen`` (the
 waveform loader of the Surfer viewer) is installed, read back value by value.
@@ -15,7 +15,6 @@ import json
 import re
 import shutil
 import struct
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,11 +22,9 @@ import pytest
 from golden import model
 from golden.constants import MODE_CURRENT
 from golden.data import load_split
-from golden.image import load
+from sim import fst, verilator
 from sim import run as sim_run
-from sim import verilator
 
-IMAGE = Path(__file__).resolve().parents[1] / "firmware" / "digits"
 LANES = 16
 
 # FST block types (GTKWave's fstapi.h, FST_BL_*).
@@ -165,14 +162,14 @@ def fst_hierarchy(kind: int, payload: bytes) -> tuple[list[str], dict[str, int]]
 # The model with FST tracing, and one image through it.
 
 @pytest.fixture(scope="module")
-def traced(tmp_path_factory):
+def traced(tmp_path_factory, shipped):
     """Build (or reuse) the FST model; run one digit for one step into a fresh .fst."""
-    net, manifest = load(IMAGE)
+    net, manifest = shipped
     try:
         sim_model = verilator.build(net, manifest["pixel_max"], LANES, waves="fst")
     except verilator.ToolNotFoundError as e:
         pytest.skip(f"{e.tool} is not installed: {e}")
-    except verilator.FstUnavailableError as e:
+    except fst.FstUnavailableError as e:
         if e.stage == "download":
             pytest.skip(f"the LZ4 sources for FST could not be fetched: {e}")
         raise
@@ -264,16 +261,16 @@ def test_fst_build_args_reuses_the_built_lz4(tmp_path, monkeypatch):
     lib.mkdir(parents=True)
     (lib / "lz4.h").write_text("")
     (lib / "liblz4.a").write_bytes(b"")
-    name, version, sha256 = verilator.LZ4_SDIST
+    name, version, sha256 = fst.LZ4_SDIST
     (lib / "liblz4.json").write_text(json.dumps(
-        {"sdist": f"{name}-{version}", "sha256": sha256, "cflags": list(verilator.LZ4_CFLAGS)}))
+        {"sdist": f"{name}-{version}", "sha256": sha256, "cflags": list(fst.LZ4_CFLAGS)}))
 
     def unexpected(*args, **kwargs):
         raise AssertionError("probed or built LZ4 although it was there")
 
-    monkeypatch.setattr(verilator, "_fst_probe", unexpected)
-    monkeypatch.setattr(verilator, "_build_lz4", unexpected)
-    assert verilator.fst_build_args(tmp_path) == ("-CFLAGS", f"-I{lib}", "-LDFLAGS", f"-L{lib}")
+    monkeypatch.setattr(fst, "_fst_probe", unexpected)
+    monkeypatch.setattr(fst, "_build_lz4", unexpected)
+    assert fst.fst_build_args(tmp_path) == ("-CFLAGS", f"-I{lib}", "-LDFLAGS", f"-L{lib}")
 
 
 def test_fst_build_args_reports_a_failed_download(tmp_path, monkeypatch):
@@ -283,11 +280,11 @@ def test_fst_build_args_reports_a_failed_download(tmp_path, monkeypatch):
     monkeypatch.setenv("PIP_NO_INDEX", "1")
     monkeypatch.delenv("PIP_FIND_LINKS", raising=False)
     # Hide a system LZ4 (liblz4-dev), if any, from the probe: only the download path is left.
-    real_probe = verilator._fst_probe
-    monkeypatch.setattr(verilator, "_fst_probe",
+    real_probe = fst._fst_probe
+    monkeypatch.setattr(fst, "_fst_probe",
                         lambda flags, workdir: real_probe(flags, workdir) if flags else "no lz4")
-    with pytest.raises(verilator.FstUnavailableError, match=r"pip download lz4==") as info:
-        verilator.fst_build_args(tmp_path, announce=lambda line: None)
+    with pytest.raises(fst.FstUnavailableError, match=r"pip download lz4==") as info:
+        fst.fst_build_args(tmp_path, announce=lambda line: None)
     assert info.value.stage == "download"
     assert not (tmp_path / "build" / "sim" / "lz4" / "liblz4.a").exists()
 
@@ -295,7 +292,7 @@ def test_fst_build_args_reports_a_failed_download(tmp_path, monkeypatch):
 def test_wave_falls_back_to_vcd_with_a_message(tmp_path, monkeypatch, capsys):
     """``make sim ARGS=--wave`` without LZ4: one warning saying why, then a VCD model."""
     def unavailable(*args, **kwargs):
-        raise verilator.FstUnavailableError("download", "could not fetch the LZ4 sources")
+        raise fst.FstUnavailableError("download", "could not fetch the LZ4 sources")
 
     asked = []
 
@@ -303,7 +300,7 @@ def test_wave_falls_back_to_vcd_with_a_message(tmp_path, monkeypatch, capsys):
         asked.append(waves)
         return "stopped here by the test"
 
-    monkeypatch.setattr(verilator, "fst_build_args", unavailable)
+    monkeypatch.setattr(fst, "fst_build_args", unavailable)
     monkeypatch.setattr(sim_run, "_build", fake_build)
     error = sim_run._dump_wave(None, {}, LANES, np.zeros((1, 64), np.uint8), 1, "current",
                                tmp_path)
