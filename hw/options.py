@@ -7,38 +7,32 @@ usage error (exit 2, with the option named), never silently replaced by a defaul
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 __all__ = ["positive_int", "positive_float", "port_number"]
 
 
+def _number(text: str, kind: type, accept: Callable[[float], bool], wanted: str):
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not {'a whole number' if kind is int else 'a number'}") from None
+    if not accept(value):
+        raise argparse.ArgumentTypeError(f"must be {wanted}, not {text}")
+    return value
+
+
 def positive_int(text: str) -> int:
     """An integer of at least 1, for ``argparse``'s ``type=``."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
+    return _number(text, int, lambda v: v >= 1, "at least 1")
 
 
 def positive_float(text: str) -> float:
     """A number above 0, for ``argparse``'s ``type=``."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be above 0, not {text}")
-    return value
+    return _number(text, float, lambda v: v > 0, "above 0")
 
 
 def port_number(text: str) -> int:
     """A TCP port, 0 (pick a free one) to 65535, for ``argparse``'s ``type=``."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be 0 to 65535, not {value}")
-    return value
+    return _number(text, int, lambda v: 0 <= v <= 65535, "0 to 65535")
