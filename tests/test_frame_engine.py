@@ -60,14 +60,17 @@ class Bench:
     tx_stall: float = 0.0                # probability that tx.ready is low in a cycle
     core_ready: float = 1.0              # probability that core_i.ready is high
     core_latency: tuple[int, int] = (1, 30)
+    #: If given, ``core_cycles(steps)`` is the core model's latency instead (a long image).
+    core_cycles: object = None
     seed: int = 0
     sent: list[bytes] = field(default_factory=list)     # per chunk: bytes out of the engine
     reply_starts: list[int] = field(default_factory=list)  # edge of each reply's first byte
     errors: int = 0                       # error pulses
     last_label: int = -1
     images: int = 0                       # images the core model answered
-    abandoned: int = 0                    # images it abandoned on core_reset
+    core_resets: int = 0                  # core_reset pulses it saw
     rx_edges: list[int] = field(default_factory=list)   # edge of each received byte
+    tx_edges: list[int] = field(default_factory=list)   # edge of each sent byte
 
 
 class CoreReset(Exception):
@@ -113,10 +116,12 @@ class CoreModel:
         params = {(b["steps"], b["mode"]) for b in beats}
         assert len(params) == 1, f"steps/mode changed within an image: {params}"
         ((steps, mode),) = params
-        result = self._answer([b["pixel"] for b in beats], steps, mode)
-        for _ in range(int(rng.integers(*bench.core_latency))):
+        latency = (bench.core_cycles(steps) if bench.core_cycles
+                   else int(rng.integers(*bench.core_latency)))
+        for _ in range(latency):
             self._check_reset(ctx)
             await ctx.tick()
+        result = self._answer([b["pixel"] for b in beats], steps, mode)
         await send(ctx, dut.core_o, [result], on_cycle=self._check_reset, deadline=None)
         bench.images += 1
 
@@ -127,7 +132,7 @@ class CoreModel:
             except CoreReset:
                 ctx.set(self.dut.core_i.ready, 0)
                 ctx.set(self.dut.core_o.valid, 0)
-                self.bench.abandoned += 1
+                self.bench.core_resets += 1
                 await ctx.tick()
 
 
@@ -142,11 +147,13 @@ def split_frames(data: bytes) -> list[int]:
 
 
 def run(env, chunks: list[fuzz.Chunk], bench: Bench, *, settle: int = 20_000,
-        watch_core: bool = True) -> Bench:
+        watch_core: bool = True, waits: dict[int, int] | None = None) -> Bench:
     """Send ``chunks`` (waiting for the engine to go quiet after each); fills ``bench``.
 
-    ``watch_core=False`` leaves ``core_i`` and ``core_o`` out of the stream-rule checks: a
-    RESET resets both ends of those streams at once, which the rules do not cover.
+    ``waits`` maps a chunk's index to a number of cycles to wait after it instead (the next
+    chunk then arrives while the engine works). ``watch_core=False`` leaves ``core_i`` and
+    ``core_o`` out of the stream-rule checks: a RESET resets both ends of those streams at
+    once, which the rules do not cover.
     """
     dut = engine(env)
     rng = np.random.default_rng(bench.seed)
@@ -154,11 +161,14 @@ def run(env, chunks: list[fuzz.Chunk], bench: Bench, *, settle: int = 20_000,
     chunk_ends = []
 
     async def feeder(ctx):
-        for chunk in chunks:
+        for index, chunk in enumerate(chunks):
             gaps = rng.integers(bench.rx_gap[0], bench.rx_gap[1] + 1, len(chunk.data))
             await send(ctx, dut.rx, chunk.data, idle=[int(g) for g in gaps], deadline=None)
             if chunk.pause:
                 await ctx.tick().repeat(TIMEOUT + 2)
+            if index in (waits or {}):
+                await ctx.tick().repeat(waits[index])
+                continue
             quiet = 0
             for _ in range(settle):
                 _, _, busy = await ctx.tick().sample(dut.busy)
@@ -186,6 +196,7 @@ def run(env, chunks: list[fuzz.Chunk], bench: Bench, *, settle: int = 20_000,
     out = seen["tx"].transfers
     bench.sent = [bytes(t.payload for t in out if start <= t.cycle < end)
                   for start, end in zip([0, *chunk_ends], chunk_ends, strict=False)]
+    bench.tx_edges = seen["tx"].cycles
     everything = bytes(t.payload for t in out)
     bench.reply_starts = [out[k].cycle for k in split_frames(everything)]
     bench.rx_edges = seen["rx"].cycles
@@ -295,3 +306,110 @@ def test_reply_queue_overflow_drops_whole_replies_then_recovers(env):
     want = {r.seq: r for r in p.FrameParser().feed(reference(env).receive(flood))}
     assert replies == [want[s] for s in seqs]
     assert bench.sent[1] == reference(env).receive(after)
+
+
+# --- RESET with work in flight ----------------------------------------------------------------
+
+#: The core model's latency for a CLASSIFY of ``steps``: 65535 steps take 6.5 million cycles.
+def slow_core(steps: int) -> int:
+    return 100 * steps
+
+
+def reset_frame(seq: int) -> bytes:
+    return p.encode_frame(p.Command.RESET, seq)
+
+
+def reset_answer(seq: int) -> bytes:
+    return p.encode_frame(p.Command.RESET | p.RESPONSE_FLAG, seq, bytes([p.Status.OK]))
+
+
+def check_reset(env, bench: Bench, before: list[bytes], seq: int, after: list[bytes]) -> int:
+    """The engine's whole output after ``before``, RESET ``seq``, ``after`` (sent in order):
+    the answers to ``before`` that had started (whole), the RESET's answer, then the
+    reference's answers to ``after``. Returns how many answers to ``before`` were sent.
+
+    "Started" is exact: an answer is sent if and only if its first byte leaves at most one
+    cycle after the edge at which the RESET's last byte was received.
+    """
+    out = b"".join(bench.sent)
+    reset_edge = bench.rx_edges[sum(map(len, before)) + len(reset_frame(seq)) - 1]
+    starts = [bench.tx_edges[k] for k in split_frames(out)]
+    started = sum(edge <= reset_edge + 1 for edge in starts)
+    # Every frame here is whole, so the reference's parser is back to hunting after each: the
+    # answers that were never sent need not be computed (a 65535-step one takes a minute).
+    ref = reference(env)
+    want_before = b"".join(ref.receive(frame) for frame in before[:started])
+    want_after = b"".join(ref.receive(frame) for frame in [reset_frame(seq), *after])
+    assert want_after.startswith(reset_answer(seq))
+    assert out == want_before + want_after
+    return started
+
+
+def test_reset_abandons_a_long_rate_mode_classify(env):
+    """A CLASSIFY of 65535 steps in rate mode is computing, an INFO waits behind it: RESET
+    stops the core, the INFO is never answered, the RESET is answered at once and the next
+    requests are served normally."""
+    net, manifest, _ = env
+    long = p.encode_frame(p.Command.CLASSIFY, 1, p.pack_classify(
+        np.full(net.inputs, manifest["pixel_max"]), 65535, 1))
+    before = [long, p.encode_frame(p.Command.INFO, 2)]
+    after = [p.encode_frame(p.Command.INFO, 4), *classify_frames(env, 2, seq0=5)]
+    chunks = [fuzz.Chunk(b"".join(before), False, "long+info"),
+              fuzz.Chunk(reset_frame(3) + b"".join(after), False, "reset+more")]
+    bench = run(env, chunks, Bench(core_cycles=slow_core), watch_core=False, waits={0: 500})
+    assert check_reset(env, bench, before, 3, after) == 0
+    assert (bench.core_resets, bench.images) == (1, 2)
+    # Answered within a few cycles of the RESET's last byte: nothing waits for the core.
+    reset_edge = bench.rx_edges[sum(map(len, before)) + len(reset_frame(3)) - 1]
+    assert bench.reply_starts[0] - reset_edge < 10
+
+
+def test_reset_finishes_the_answer_on_the_wire(env):
+    """RESET arrives while an INFO answer is being sent (the transmitter stalls): that answer
+    is completed, never cut, then the RESET is answered."""
+    before = [p.encode_frame(p.Command.INFO, 1)]
+    after = [p.encode_frame(p.Command.INFO, 3)]
+    chunks = [fuzz.Chunk(b"".join([*before, reset_frame(2), *after]), False, "info+reset")]
+    bench = run(env, chunks, Bench(tx_stall=0.7, seed=3), watch_core=False)
+    assert check_reset(env, bench, before, 2, after) == 1
+
+
+def test_two_resets_in_a_row_are_both_answered_in_order(env):
+    net, manifest, _ = env
+    long = p.encode_frame(p.Command.CLASSIFY, 1, p.pack_classify(
+        np.zeros(net.inputs, int), 65535, 1))
+    after = [reset_frame(3), p.encode_frame(p.Command.INFO, 4)]
+    chunks = [fuzz.Chunk(long, False, "long"),
+              fuzz.Chunk(reset_frame(2) + b"".join(after), False, "reset+reset+info")]
+    bench = run(env, chunks, Bench(core_cycles=slow_core), watch_core=False, waits={0: 300})
+    assert check_reset(env, bench, [long], 2, after) == 0
+    assert b"".join(bench.sent).startswith(reset_answer(2) + reset_answer(3))
+    assert (bench.core_resets, bench.images) == (2, 0)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_reset_amid_random_traffic(env, seed):
+    """Random requests (at most MAX_IN_FLIGHT CLASSIFY on each side), the RESET between them,
+    random gaps and stalls: the output is what had started, the RESET answer, then the
+    reference's answers to what followed."""
+    info = info_of(env)
+    rng = np.random.default_rng(100 + seed)
+
+    def requests(seq0: int, count: int) -> list[bytes]:
+        kinds = rng.choice(["classify", "info", "bad_crc", "unknown", "pixel_range"], count)
+        classifies = 0
+        frames = []
+        for k, kind in enumerate(kinds):
+            if kind == "classify":
+                classifies += 1
+                if classifies > p.MAX_IN_FLIGHT:
+                    kind = "info"
+            frames.append(fuzz._one(rng, info, str(kind), seq0 + k, 8)[0])
+        return frames
+
+    before, after = requests(0, int(rng.integers(1, 6))), requests(50, int(rng.integers(0, 4)))
+    chunks = [fuzz.Chunk(b"".join([*before, reset_frame(40), *after]), False, "mix")]
+    bench = Bench(seed=seed, rx_gap=(0, int(rng.integers(0, 30))), tx_stall=0.3,
+                  core_ready=0.7, core_latency=(1, int(rng.integers(2, 400))))
+    run(env, chunks, bench, watch_core=False)
+    check_reset(env, bench, before, 40, after)
