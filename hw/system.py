@@ -2,12 +2,16 @@
 
 ::
 
-    rx pin --> UartRx --> FrameEngine --> LifCore
-                              |   ^  |       |
-                              |   |  +-------o-- core_reset (a RESET: back to rest)
-                              |   +----------+
+    rx pin --> UartRx --> FrameEngine --core_i--> LifCore
+                              |   ^ |                ^  |
+                              |   | +--core_reset----+  |   (ResetInserter)
+                              |   +-------core_o--------+
                               v
     tx pin <-- UartTx <-------+
+
+A RESET frame pulses the engine's ``core_reset``, which resets the core (every register back
+to its initial value; the core's memories need no clearing, as every image starts from rest),
+so an abandoned image stops at once instead of running its remaining steps.
 
 Board tops (``hw/boards.py``) add a clock, a reset and LEDs around it; the virtual board
 (``sim/board.py``) exports it as ``lifpga_system`` and drives its pins from a TCP socket.

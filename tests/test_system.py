@@ -43,17 +43,30 @@ def uart_levels(data: bytes, divisor: int) -> list[int]:
     return levels
 
 
-def run_pins(system: LifpgaSystem, data: bytes, *, tail_cycles: int) -> bytes:
-    """Drive ``data`` onto ``rx``; decode ``tx`` until ``tail_cycles`` after the last bit."""
+def run_pins(system: LifpgaSystem, data: bytes | list[bytes], *, tail_cycles: int,
+             gap_cycles: int = 0, leds: dict | None = None, starts: list | None = None) -> bytes:
+    """Drive ``data`` onto ``rx``; decode ``tx`` until ``tail_cycles`` after the last bit.
+
+    A list of byte strings is sent with ``gap_cycles`` of idle line between them. ``leds``, if
+    given, receives the last values of ``busy`` and ``last_label``; ``starts`` the cycle at
+    which each decoded byte's start bit begins (cycle 0: the first rx level).
+    """
     divisor = system.divisor
-    levels = uart_levels(data, divisor) + [1] * tail_cycles
+    segments = [data] if isinstance(data, bytes) else data
+    levels = []
+    for k, segment in enumerate(segments):
+        levels += ([1] * gap_cycles if k else []) + uart_levels(segment, divisor)
+    levels += [1] * tail_cycles
     tx_levels = []
 
     async def bench(ctx):
         for level in levels:
             ctx.set(system.rx, level)
-            _, _, tx = await ctx.tick().sample(system.tx)
+            _, _, tx, busy, label = await ctx.tick().sample(system.tx, system.busy,
+                                                            system.last_label)
             tx_levels.append(tx)
+        if leds is not None:
+            leds.update(busy=busy, last_label=label)
 
     sim = Simulator(system)
     sim.add_clock(1 / CLK_HZ)
@@ -69,6 +82,8 @@ def run_pins(system: LifpgaSystem, data: bytes, *, tail_cycles: int) -> bytes:
             bits = [tx_levels[mid + n * divisor] for n in range(10)]
             assert bits[0] == 0 and bits[9] == 1, f"bad tx frame at cycle {k}: {bits}"
             out.append(sum(b << n for n, b in enumerate(bits[1:9])))
+            if starts is not None:
+                starts.append(k)
             k = mid + 9 * divisor
         else:
             k += 1
@@ -111,3 +126,27 @@ def test_errors_and_a_cut_frame_at_the_pins(device):
     assert got == want
     assert [r.payload[0] for r in p.FrameParser().feed(got)] == [
         p.Status.BAD_CRC, p.Status.UNKNOWN_COMMAND, p.Status.TIMEOUT]
+
+
+def test_reset_aborts_a_long_classify_at_the_pins(device):
+    """CLASSIFY of 65535 steps in rate mode (millions of cycles), then RESET, INFO and a short
+    CLASSIFY: the core is reset, the long one is never answered, the RESET is answered within
+    a few bit times and the rest as the reference answers it; the LEDs follow."""
+    system, ref = device
+    rng = np.random.default_rng(5)
+    long = p.encode_frame(p.Command.CLASSIFY, 1, p.pack_classify(np.full(6, 16), 65535, 1))
+    reset = p.encode_frame(p.Command.RESET, 2)
+    later = p.encode_frame(p.Command.INFO, 3) + p.encode_frame(
+        p.Command.CLASSIFY, 4, p.pack_classify(rng.integers(0, 17, 6), STEPS, 1))
+    leds, starts = {}, []
+    got = run_pins(system, [long, reset + later], gap_cycles=500, tail_cycles=6000,
+                   leds=leds, starts=starts)
+    want = ref.receive(reset + later)
+    assert want.startswith(p.encode_frame(0x83, 2, bytes([p.Status.OK])))
+    assert got == want
+    # The RESET's stop bit ends here; its answer's start bit follows within 4 bit times.
+    reset_end = len(uart_levels(long, system.divisor)) + 500 + len(
+        uart_levels(reset, system.divisor))
+    assert starts[0] - reset_end < 4 * system.divisor
+    last = p.unpack_classification(p.FrameParser().feed(got)[-1].payload, 3)
+    assert leds == {"busy": 0, "last_label": last.label}
