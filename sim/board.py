@@ -100,21 +100,8 @@ from golden import image, protocol
 from golden.image import content_hash
 from hw.options import port_number, positive_int
 from hw.uart import baud_divisor
-from sim.buildtools import (
-    MAKE_OVERRIDES,
-    REPO_ROOT,
-    SimulationError,
-    ToolNotFoundError,
-    check_tools,
-    declared_ports,
-    design_sources,
-    hash_sources,
-    locked,
-    log_tail,
-    stamp_matches,
-    write_atomic,
-    write_stamp,
-)
+from sim import buildtools
+from sim.buildtools import MAKE_OVERRIDES, REPO_ROOT, SimulationError, ToolNotFoundError
 from sim.foreground import run_in_foreground
 
 __all__ = [
@@ -230,7 +217,7 @@ def board_key(net, manifest: dict, *, lanes: int, clk_hz: int, baud: int,
     h.update(f"format={BOARD_FORMAT};{content_hash(net)};lanes={lanes};clk_hz={clk_hz};"
              f"baud={baud};amaranth={amaranth.__version__}\n".encode())
     h.update(json.dumps(manifest, sort_keys=True).encode())
-    hash_sources(h, [*design_sources(SYSTEM_SOURCE, root), VBOARD_CPP], root)
+    buildtools.hash_sources(h, [*buildtools.design_sources(SYSTEM_SOURCE, root), VBOARD_CPP], root)
     return h.hexdigest()[:16]
 
 
@@ -401,11 +388,11 @@ def _export(system: Any, path: Path) -> None:
     from amaranth.back import verilog
 
     text = verilog.convert(system, name=TOP)
-    declared = declared_ports(text, TOP)
+    declared = buildtools.declared_ports(text, TOP)
     if missing := [p for p in PORTS if p not in declared]:
         raise SimulationError(f"exported {TOP} has no port(s) {missing}; ports are "
                               f"{sorted(declared)}")
-    write_atomic(path, text)
+    buildtools.write_atomic(path, text)
 
 
 def build_board(image_dir: str | Path = "firmware/digits", *, lanes: int = 16,
@@ -447,10 +434,10 @@ def build_board(image_dir: str | Path = "firmware/digits", *, lanes: int = 16,
     stamp = {"key": key, "verilator_args": list(VERILATOR_ARGS), "make": list(MAKE_OVERRIDES),
              "harness": hashlib.sha256(HARNESS_VERILOG.encode()).hexdigest()}
     stamp_path = obj / "lifpga-board.json"
-    with locked(directory):
-        cached = stamp_matches(stamp_path, stamp, obj / EXECUTABLE)
+    with buildtools.locked(directory):
+        cached = buildtools.stamp_matches(stamp_path, stamp, obj / EXECUTABLE)
         if not cached:
-            check_tools()
+            buildtools.check_tools()
             verilog_path = directory / f"{TOP}.v"
             if not verilog_path.exists():
                 say(f"board: exporting {TOP} for {image_dir} (lanes={lanes}, "
@@ -461,7 +448,7 @@ def build_board(image_dir: str | Path = "firmware/digits", *, lanes: int = 16,
                         verilog_path)
             say(f"board: verilating and compiling into {obj} (some tens of seconds)")
             _verilate(directory, obj, verilog_path)
-            write_stamp(stamp_path, stamp)
+            buildtools.write_stamp(stamp_path, stamp)
     return BoardModel(key, directory, obj / EXECUTABLE, divisor, lanes, clk_hz, baud,
                       time.perf_counter() - start, cached)
 
@@ -469,7 +456,7 @@ def build_board(image_dir: str | Path = "firmware/digits", *, lanes: int = 16,
 def _verilate(directory: Path, obj: Path, verilog_path: Path) -> None:
     """Verilate the harness around ``verilog_path`` with the bridge into ``obj/vboard``."""
     harness_path = directory / f"{HARNESS}.v"
-    write_atomic(harness_path, HARNESS_VERILOG)
+    buildtools.write_atomic(harness_path, HARNESS_VERILOG)
     shutil.rmtree(obj, ignore_errors=True)
     cmd = ["verilator", "--cc", "--exe", "--build", "-j", str(os.cpu_count() or 1),
            *VERILATOR_ARGS, "--top-module", HARNESS, "--Mdir", str(obj), "-o", EXECUTABLE,
@@ -483,7 +470,7 @@ def _verilate(directory: Path, obj: Path, verilog_path: Path) -> None:
         proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, check=False)
     if proc.returncode != 0 or not (obj / EXECUTABLE).exists():
         raise SimulationError(f"Verilator build of the virtual board failed (exit status "
-                              f"{proc.returncode}); log {log}:\n{log_tail(log)}")
+                              f"{proc.returncode}); log {log}:\n{buildtools.log_tail(log)}")
     # Object files and precompiled headers only serve a rebuild, which a new stamp redoes
     # from scratch anyway.
     for junk in (*obj.glob("*.gch"), *obj.glob("*.o"), *obj.glob("*.a")):
