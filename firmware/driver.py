@@ -450,7 +450,10 @@ class Lifpga:
             if not pending:
                 return
             oldest = order[0]
-            frame = self._receive(Command.CLASSIFY, set(pending), oldest, pending[oldest])
+            # Every request of the stream has the same steps, mode and length: any payload
+            # tells how long the oldest one takes.
+            frame = self._receive(Command.CLASSIFY, set(pending), oldest, pending[oldest],
+                                  payload)
             del pending[frame.seq]
             # The device answers in order, so the next deadline runs from this response.
             now = time.monotonic()
@@ -602,7 +605,7 @@ class Lifpga:
                             "(is the device programmed and running, at this baud rate? A "
                             "device whose firmware predates RESET answers it only after every "
                             "request it holds)")
-        if command != Command.CLASSIFY or info is None:
+        if command != Command.CLASSIFY or info is None or len(payload) < 3:
             return link_s, (f"A {_command_name(command)} answer takes about {link} (is the "
                             "device programmed and running, at this baud rate?)")
         steps, mode = struct.unpack_from(protocol.CLASSIFY_HEADER_FORMAT, payload)

@@ -1,8 +1,9 @@
 """firmware/cli.py (``lifpga``) against the reference board (sim/refboard.py)."""
 
 import json
+import socket
+import threading
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +13,9 @@ from golden import model
 from golden.constants import MODE_BY_NAME, MODE_CURRENT, MODE_RATE
 from golden.data import load_split
 
-SHIPPED = Path(__file__).resolve().parent.parent / "firmware" / "digits"
+#: What the virtual board sends a second client before it closes the connection (sim/board.py).
+BUSY_LINE = (b"lifpga virtual board: busy: serving another client, one at a time; try again "
+             b"when it disconnects\n")
 
 
 @pytest.fixture(scope="module")
@@ -200,9 +203,9 @@ def test_pgm_maxval_out_of_range(refboard, capsys, tmp_path, maxval):
 
 
 @pytest.mark.parametrize("fmt", ["text", "json"])
-def test_golden_check_passes_on_an_honest_board(refboard, capsys, fmt):
+def test_golden_check_passes_on_an_honest_board(refboard, capsys, fmt, shipped_dir):
     code, out, err = run(capsys, "classify", "--port", refboard.url, "--digits", 12,
-                         "--steps", 8, "--mode", "rate", "--golden", SHIPPED,
+                         "--steps", 8, "--mode", "rate", "--golden", shipped_dir,
                          *(["--json"] if fmt == "json" else []))
     assert code == 0, err
     if fmt == "json":
@@ -211,28 +214,28 @@ def test_golden_check_passes_on_an_honest_board(refboard, capsys, fmt):
         assert "golden: 12/12 answers equal the golden model bit for bit" in out
 
 
-def test_golden_check_catches_a_board_that_differs(capsys, tmp_path):
+def test_golden_check_catches_a_board_that_differs(capsys, tmp_path, shipped_dir):
     """A device reporting the shipped image's hash but computing something else (here: one
     class's decoder bias off by one) fails the check, with exit status 1."""
     from sim.refboard import RefBoard
 
-    board = RefBoard(SHIPPED)
+    board = RefBoard(shipped_dir)
     board.net = board.net._replace(dec_bias=board.net.dec_bias + np.eye(10, dtype=int)[3])
     board.start()
     try:
         np.save(tmp_path / "x.npy", load_split().x_test[:4])
         code, out, err = run(capsys, "classify", "--port", board.url, "--steps", 8,
-                             "--golden", SHIPPED, tmp_path / "x.npy")
+                             "--golden", shipped_dir, tmp_path / "x.npy")
     finally:
         board.stop()
     assert code == 1
     assert "golden: 0/4 answers equal" in out and "differ from the golden model" in err
 
 
-def test_golden_check_refuses_another_image(refboard, capsys, tmp_path):
+def test_golden_check_refuses_another_image(refboard, capsys, tmp_path, shipped):
     from golden import image
 
-    net, manifest = image.load(SHIPPED)
+    net, manifest = shipped
     other = tmp_path / "other"
     image.save(other, net._replace(dec_bias=net.dec_bias + 1), manifest["timesteps"],
                MODE_BY_NAME[manifest["encoder_mode"]], manifest["pixel_max"],
@@ -240,3 +243,218 @@ def test_golden_check_refuses_another_image(refboard, capsys, tmp_path):
     code, _, err = run(capsys, "classify", "--port", refboard.url, "--digits", 2,
                        "--golden", other)
     assert code == 2 and "--golden" in err and "the device runs" in err
+
+
+# --- inputs checked before the port is opened (defect 3) -----------------------------------------
+
+
+def write_bad_input(path, kind):
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "text":
+        path.write_text("0 0 7 14 11 1 0 0\n")
+    elif kind == "no images":
+        np.save(path, np.zeros((0, 64), np.uint8))
+    elif kind == "directory":
+        path.mkdir()
+    elif kind == "corrupt png":
+        path.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+
+
+@pytest.mark.parametrize(("name", "kind", "match"), [
+    ("empty.npy", "empty", "the file is empty"),
+    ("text.npy", "text", "not a NumPy .npy file"),
+    ("none.npy", "no images", "shape (0, 64) holds no images"),
+    ("missing.npy", "missing", "no such file"),
+    ("folder.npy", "directory", "it is a directory"),
+    ("bad.png", "corrupt png", "cannot read"),
+    ("image.jpg", "empty", "unknown image type '.jpg'"),
+])
+def test_bad_input_files(refboard, capsys, tmp_path, name, kind, match):
+    path = tmp_path / name
+    write_bad_input(path, kind)
+    code, out, err = run(capsys, "classify", "--port", refboard.url, path)
+    assert (code, out) == (2, "")
+    assert err.startswith("lifpga: error:") and match in err and err.count("\n") == 1
+    assert "Traceback" not in err and "pickle" not in err
+
+
+@pytest.mark.parametrize("kind", ["empty", "text", "missing"])
+def test_input_files_are_checked_before_the_port_is_opened(capsys, tmp_path, kind):
+    """The port does not exist: the file's error, not the port's, is reported."""
+    path = tmp_path / "x.npy"
+    write_bad_input(path, kind)
+    code, out, err = run(capsys, "classify", "--port", "/dev/ttyNOPE", path)
+    assert code == 2 and "x.npy" in err and "ttyNOPE" not in err
+
+
+def test_golden_dir_is_checked_before_the_port_is_opened(capsys, tmp_path):
+    code, out, err = run(capsys, "classify", "--port", "/dev/ttyNOPE", "--digits", 2,
+                         "--golden", tmp_path / "nowhere")
+    assert code == 2 and err.startswith("lifpga: error: --golden:") and "ttyNOPE" not in err
+
+
+def test_png_with_alpha_and_colour(refboard, split, capsys, tmp_path):
+    """Alpha is dropped and colour channels averaged: a gray RGBA or RGB image classifies as
+    its grayscale version."""
+    from matplotlib.image import imsave
+
+    x = split.x_test[0].reshape(8, 8)
+    gray = x / 16.0
+    rgba = np.dstack([gray, gray, gray, np.full((8, 8), 0.5)])
+    imsave(tmp_path / "rgba.png", rgba)
+    imsave(tmp_path / "rgb.png", rgba[..., :3])
+    ref = model.run(x.reshape(1, 64), refboard.net, 16, MODE_CURRENT)
+    code, out, err = run(capsys, "classify", "--port", refboard.url, "--steps", 16, "--json",
+                         tmp_path / "rgba.png", tmp_path / "rgb.png")
+    assert code == 0, err
+    assert [r["scores"] for r in json.loads(out)] == [ref.scores[-1, 0].tolist()] * 2
+
+
+@pytest.mark.parametrize(("port", "match"), [
+    ("socket://127.0.0.1", "needs a TCP port number"),
+    ("socket://127.0.0.1:abc", "needs a TCP port number"),
+    ("socket://:4000", "socket://HOST:PORT"),
+])
+def test_malformed_socket_urls_are_usage_errors(capsys, port, match):
+    code, out, err = run(capsys, "info", "--port", port)
+    assert code == 2 and match in err and err.count("\n") == 1
+    assert "NoneType" not in err and "debug|info" not in err
+
+
+@pytest.mark.parametrize(("option", "match"), [
+    (["--timeout", "0"], "--timeout must be a positive number"),
+    (["--timeout", "-1"], "--timeout must be a positive number"),
+    (["--timeout", "nan"], "--timeout must be a positive number"),
+    (["--timeout", "inf"], "--timeout must be a positive number"),
+    (["--baud", "0"], "--baud must be positive"),
+])
+def test_bad_link_options_are_usage_errors(capsys, option, match):
+    code, out, err = run(capsys, "info", "--port", "/dev/ttyNOPE", *option)
+    assert code == 2 and match in err and err.count("\n") == 1
+
+
+# --- the link: timeouts, RESET, a busy peer ------------------------------------------------------
+
+
+def test_a_timeout_suggests_a_longer_timeout_option(capsys, monkeypatch, shipped, tmp_path):
+    """A device that holds the CLASSIFY answer: the message names the expected time and the
+    CLI's option (--timeout, not the API's timeout=)."""
+    import firmware.driver
+    from golden.device import ReferenceDevice
+    from hw.geometry import max_cycles
+
+    class Holding:
+        def __init__(self):
+            self.device = ReferenceDevice(*shipped, clock_hz=12_000_000, baud=3_000_000)
+            self.arrived = b""
+
+        def write(self, data):
+            if data[2] != 2:  # answer all but CLASSIFY
+                self.arrived += self.device.receive(data)
+
+        def read(self, size=1):
+            out, self.arrived = self.arrived[:size], self.arrived[size:]
+            return out
+
+        def reset_input_buffer(self):
+            pass
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(firmware.driver, "_open_url", lambda *args: Holding())
+    np.save(tmp_path / "zeros.npy", np.zeros(64, np.uint8))
+    code, out, err = run(capsys, "classify", "--port", "/dev/ttyFAKE", "--steps", 65535,
+                         "--mode", "rate", "--timeout", "0.2", tmp_path / "zeros.npy")
+    cycles = max_cycles(64, 256, 16, 10, 65535, 1)
+    assert code == 1 and f"at most {cycles:,} core cycles at 12,000,000 Hz" in err
+    assert "e.g. --timeout 13." in err and "timeout=" not in err
+
+
+@pytest.fixture
+def closing_server():
+    """A server that answers one connection with ``text`` and closes it."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    sent = {}
+
+    def serve():
+        listener.settimeout(5)
+        try:
+            conn = listener.accept()[0]
+        except OSError:
+            return
+        with conn:
+            conn.sendall(sent["text"])
+
+    def start(text: bytes) -> str:
+        sent["text"] = text
+        thread.start()
+        return f"socket://127.0.0.1:{listener.getsockname()[1]}"
+
+    thread = threading.Thread(target=serve, daemon=True)
+    yield start
+    if thread.is_alive() or thread.ident:
+        thread.join(6)
+    listener.close()
+
+
+def test_a_busy_board_is_reported_in_its_own_words(capsys, closing_server):
+    code, out, err = run(capsys, "info", "--port", closing_server(BUSY_LINE))
+    assert code == 1 and err.count("\n") == 1
+    assert "closed the connection, saying: lifpga virtual board: busy: serving another " \
+           "client, one at a time; try again when it disconnects" in err
+
+
+def test_no_reset_for_firmware_that_predates_it(capsys, monkeypatch, shipped):
+    import firmware.driver
+    from golden import protocol
+    from golden.device import ReferenceDevice
+
+    class OldFirmware:
+        """Answers RESET UNKNOWN_COMMAND, as a device built before RESET does."""
+
+        def __init__(self):
+            self.device, self.arrived = ReferenceDevice(*shipped), b""
+
+        def write(self, data):
+            if data[2] == protocol.Command.RESET:
+                self.arrived += protocol.encode_frame(
+                    0x83, data[3], bytes([protocol.Status.UNKNOWN_COMMAND]))
+            else:
+                self.arrived += self.device.receive(data)
+
+        def read(self, size=1):
+            out, self.arrived = self.arrived[:size], self.arrived[size:]
+            return out
+
+        def reset_input_buffer(self):
+            self.arrived = b""
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(firmware.driver, "_open_url", lambda *args: OldFirmware())
+    code, out, err = run(capsys, "info", "--port", "/dev/ttyOLD")
+    assert code == 1 and "firmware predates RESET" in err and "--no-reset" in err
+    code, out, err = run(capsys, "info", "--port", "/dev/ttyOLD", "--no-reset")
+    assert code == 0 and "pixel_max" in out
+
+
+def test_golden_comparison_is_golden_devices_agreement(refboard, capsys, monkeypatch,
+                                                        shipped_dir):
+    """--golden uses golden.device.agreement, the one comparison helper."""
+    import golden.device
+
+    calls = []
+
+    def disagreeing(label, scores, spike_count, golden_result):
+        calls.append(len(label))
+        return np.zeros(len(label), bool)
+
+    monkeypatch.setattr(golden.device, "agreement", disagreeing)
+    code, out, err = run(capsys, "classify", "--port", refboard.url, "--digits", 3,
+                         "--steps", 4, "--golden", shipped_dir)
+    assert calls == [3] and code == 1 and "golden: 0/3 answers equal" in out

@@ -729,3 +729,10 @@ def test_malformed_socket_urls(url, match):
     with pytest.raises(PortError, match=match) as caught:
         Lifpga(url, timeout=0.5)
     assert url in str(caught.value) and caught.value.__cause__ is None
+
+
+def test_a_timeout_in_a_stream_says_how_long_the_request_takes(shipped, digits):
+    driver, _ = held_board(shipped, 12_000_000)
+    cycles = max_cycles(64, 256, 16, 10, 4096, MODE_RATE)
+    with pytest.raises(LinkTimeout, match=f"4096 steps in rate mode takes at most {cycles:,}"):
+        list(driver.classify_many(digits[:4], steps=4096, mode=MODE_RATE))
