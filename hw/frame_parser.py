@@ -140,7 +140,8 @@ class FrameParser(wiring.Component):
     flush : :py:`Out(1)`
         One-cycle pulse, the cycle after a RESET frame's last byte (when its SEQ appears on
         ``resets``): every request before it that has not been answered is abandoned.
-        ``slots_used`` returns to 0 and ``requests`` has dropped what it held.
+        ``slots_used`` returns to 0, and ``requests`` drops what it holds, at the edge ending
+        this cycle, when the queue it feeds must be flushed too.
     slot_wr : :py:`In(memory.WritePort.Signature(addr_width=..., shape=unsigned(pixel_bits)))`
         To the slot memory, ``addr_width = SLOT_BITS + index_bits`` with
         ``index_bits = max(1, ceil_log2(M))``: pixel ``j`` of the image for slot ``s`` is
@@ -198,7 +199,6 @@ class FrameParser(wiring.Component):
                 m.d.sync += out.valid.eq(0)
         m.d.sync += self.flush.eq(f.done & f.reset)
         with m.If(f.done & f.reset):
-            m.d.sync += self.requests.valid.eq(0)  # abandoned, like everything before it
             with m.If(~self.resets.valid | self.resets.ready):
                 m.d.sync += [self.resets.valid.eq(1), self.resets.payload.eq(f.seq)]
         with m.Elif(f.done & (~self.requests.valid | self.requests.ready)):
@@ -208,6 +208,10 @@ class FrameParser(wiring.Component):
                 request.steps.eq(Mux(f.steps == 0, self.info.default_steps, f.steps)),
                 request.mode.eq(f.mode), request.slot.eq(f.slot_at)]
             m.d.comb += f.fill.eq(f.kind == Kind.CLASSIFY)
+        with m.If(self.flush):
+            # Abandoned like everything before the RESET; the queue it was waiting for is
+            # flushed in the same cycle (a reset of both ends of the stream).
+            m.d.sync += self.requests.valid.eq(0)
 
     def _slot_ring(self, m: Module, f: _FrameState):
         """``slots_used``, and the slot the next CLASSIFY fills."""
