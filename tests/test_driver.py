@@ -650,6 +650,34 @@ def test_a_busy_peer_is_a_port_error_quoting_its_line(closing_server, delay):
     assert time.monotonic() - start < 1.5  # not a timeout
 
 
+@pytest.mark.parametrize("text", [b"busy", b"busy: 5 chars", b"one at a time, please", b"ab"])
+def test_the_peers_line_is_quoted_whole(closing_server, text):
+    """pyserial's socket transport loses the bytes of a read that ends in the peer's close;
+    the driver reads text a byte at a time, whatever its length."""
+    with pytest.raises(PortError) as caught:
+        Lifpga(closing_server(text), timeout=2)
+    assert caught.value.peer_text == text.decode()
+
+
+def test_a_line_that_arrives_as_the_port_opens_is_kept(closing_server, monkeypatch):
+    """pyserial's socket transport drains its input when it opens; the line must survive."""
+    import select
+
+    connect = socket.create_connection
+
+    def connect_then_wait(*args, **kwargs):
+        conn = connect(*args, **kwargs)
+        select.select([conn], [], [], 2)  # the line (and the close) have arrived
+        time.sleep(0.05)
+        return conn
+
+    url = closing_server(BUSY_LINE)
+    monkeypatch.setattr(socket, "create_connection", connect_then_wait)
+    with pytest.raises(PortError, match="saying: lifpga virtual board: busy") as caught:
+        Lifpga(url, timeout=2)
+    assert caught.value.peer_text == BUSY_LINE.decode().strip()
+
+
 def test_a_busy_peer_without_reset(closing_server):
     url = closing_server(BUSY_LINE)
     with Lifpga(url, timeout=2, reset=False) as driver:
