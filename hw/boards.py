@@ -394,6 +394,16 @@ def _ulx3s(size: str) -> Board:
         bitstream_ext="bit", tied=(_ULX3S_WIFI_GPIO0,))
 
 
+def _ice40(name: str, platform: str, device: str, package: str, *, luts: int,
+           **rest: Any) -> Board:
+    """An iCE40 board with a 12 MHz oscillator and an FT2232H, whose channel B does up to
+    12 Mbaud; one lane and the 64-neuron image by default."""
+    return Board(name=name, platform=platform, family="ice40", device=device, package=package,
+                 osc_hz=12_000_000, baud=3_000_000, lanes=1, luts=luts, ffs=luts,
+                 usb_ids=("0403:6010",), bitstream_ext="bin", image="firmware/digits-small",
+                 **rest)
+
+
 #: Every supported board, by ``BOARD=`` name. ``ulx3s`` is the 85F.
 BOARDS: dict[str, Board] = {b.name: b for b in (
     _ulx3s("85F"), _ulx3s("12F"), _ulx3s("25F"), _ulx3s("45F"),
@@ -404,23 +414,16 @@ BOARDS: dict[str, Board] = {b.name: b for b in (
         baud=3_000_000, lanes=16, luts=83640, ffs=83640, bram=208, dsp=156,
         led_map=_ECPIX5_LEDS, programmer=("-b", "ecpix5", "-m"), usb_ids=("0403:6010",),
         bitstream_ext="bit"),
-    Board(
-        name="icebreaker", platform="amaranth_boards.icebreaker:ICEBreakerPlatform",
-        family="ice40", device="iCE40UP5K", package="SG48", osc_hz=12_000_000,
-        clk_hz=24_000_000,
-        # FT2232H channel B: up to 12 Mbaud; 24 MHz / 3 Mbaud = 8 cycles per bit, exact.
-        baud=3_000_000, lanes=1, luts=5280, ffs=5280, bram=30, dsp=8,
-        led_map=_ICEBREAKER_LEDS, programmer=("-b", "icebreaker"), usb_ids=("0403:6010",),
-        bitstream_ext="bin", image="firmware/digits-small", led_resources="break_off_pmod",
-        pll_at_pad=True),
-    Board(
-        name="ice40-hx8k", platform="amaranth_boards.ice40_hx8k_b_evn:ICE40HX8KBEVNPlatform",
-        family="ice40", device="iCE40HX8K", package="CT256", osc_hz=12_000_000,
-        clk_hz=48_000_000,
-        # FT2232H channel B, as on the iCEBreaker; 48 MHz / 3 Mbaud = 16 cycles per bit.
-        baud=3_000_000, lanes=1, luts=7680, ffs=7680, bram=32, dsp=0,
-        led_map=_EIGHT_LEDS, programmer=("-b", "ice40_generic"), usb_ids=("0403:6010",),
-        bitstream_ext="bin", image="firmware/digits-small"),
+    _ice40(
+        "icebreaker", "amaranth_boards.icebreaker:ICEBreakerPlatform", "iCE40UP5K", "SG48",
+        # 24 MHz / 3 Mbaud = 8 cycles per bit, exact.
+        clk_hz=24_000_000, luts=5280, bram=30, dsp=8, led_map=_ICEBREAKER_LEDS,
+        programmer=("-b", "icebreaker"), led_resources="break_off_pmod", pll_at_pad=True),
+    _ice40(
+        "ice40-hx8k", "amaranth_boards.ice40_hx8k_b_evn:ICE40HX8KBEVNPlatform", "iCE40HX8K",
+        # 48 MHz / 3 Mbaud = 16 cycles per bit.
+        "CT256", clk_hz=48_000_000, luts=7680, bram=32, dsp=0, led_map=_EIGHT_LEDS,
+        programmer=("-b", "ice40_generic")),
 )}
 
 
