@@ -340,7 +340,8 @@ class Lifpga:
                 frame = item  # everything before it is stale, and dropped
         self._outstanding.clear()
         self._clear_input()
-        self._need_reset = False
+        # A RESET refused (BAD_CRC: line noise) reset nothing: the next request tries again.
+        self._need_reset = frame.payload[0] != Status.OK and self.uses_reset
         if frame.payload[0] == Status.UNKNOWN_COMMAND:
             raise ResetUnsupported(
                 Status.UNKNOWN_COMMAND, Command.RESET, seq,

@@ -12,10 +12,7 @@ from firmware.cli import main, read_pgm
 from golden import model
 from golden.constants import MODE_BY_NAME, MODE_CURRENT, MODE_RATE
 from golden.data import load_split
-
-#: What the virtual board sends a second client before it closes the connection (sim/board.py).
-BUSY_LINE = (b"lifpga virtual board: busy: serving another client, one at a time; try again "
-             b"when it disconnects\n")
+from sim.board import BUSY_LINE  # what the virtual board tells a second client
 
 
 @pytest.fixture(scope="module")

@@ -27,11 +27,9 @@ from golden import protocol as p
 from golden.constants import MODE_CURRENT, MODE_RATE
 from golden.data import load_split
 from hw.geometry import max_cycles
+from sim.board import BUSY_LINE  # what the virtual board tells a second client
 
 STEPS = 16
-#: What the virtual board sends a second client before it closes the connection (sim/board.py).
-BUSY_LINE = (b"lifpga virtual board: busy: serving another client, one at a time; try again "
-             b"when it disconnects\n")
 
 
 @pytest.fixture

@@ -1,0 +1,143 @@
+"""docs/PROTOCOL.md says what the code does: its byte examples are golden.protocol's frames, its
+steps table is hw.geometry.max_cycles, its limits and timeouts are the constants they quote."""
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from golden import protocol as p
+from golden.constants import MODE_CURRENT, MODE_RATE
+from golden.data import load_split
+from golden.device import ReferenceDevice
+from hw.geometry import max_cycles
+
+DOC = (Path(__file__).resolve().parent.parent / "docs" / "PROTOCOL.md").read_text()
+
+
+def code_blocks() -> list[str]:
+    """The text of every fenced block (```), in order."""
+    blocks, current = [], None
+    for line in DOC.splitlines():
+        if line.startswith("```"):
+            if current is None:
+                current = []
+            else:
+                blocks.append("\n".join(current))
+                current = None
+        elif current is not None:
+            current.append(line.strip())
+    return blocks
+
+
+def hex_bytes(block: str) -> bytes:
+    """The hex byte pairs that open each line of a code block (annotations after them)."""
+    out = bytearray()
+    for line in block.splitlines():
+        for token in line.split():
+            if not re.fullmatch(r"[0-9a-f]{2}", token):
+                break
+            out.append(int(token, 16))
+    return bytes(out)
+
+
+def block_with(text: str) -> str:
+    (block,) = [b for b in code_blocks() if text in b]
+    return block
+
+
+def first_digit() -> np.ndarray:
+    return load_split().x_test[0]
+
+
+def test_info_request_example():
+    assert hex_bytes(block_with("SYNC  CMD SEQ LEN   CRC")) == p.encode_frame(p.Command.INFO, 0)
+    assert p.crc16(bytes([1, 0, 0, 0])) == 0xF274 and "`0xF274`" in DOC
+
+
+def test_classify_request_example():
+    frame = p.encode_frame(p.Command.CLASSIFY, 1, p.pack_classify(first_digit(), 32, MODE_CURRENT))
+    assert hex_bytes(block_with("pixels 0..15")) == frame
+    assert frame[-2:] == bytes.fromhex("848e") and "`0x8E84`" in DOC
+
+
+def test_classify_answer_example(shipped):
+    answer = ReferenceDevice(*shipped).receive(
+        p.encode_frame(p.Command.CLASSIFY, 1, p.pack_classify(first_digit(), 32, MODE_CURRENT)))
+    (frame,) = p.FrameParser().feed(answer)
+    result = p.unpack_classification(frame.payload, 10)
+    assert len(answer) == 58 and "The response to it is 58 bytes" in DOC
+    assert f"`{answer[:6].hex(' ')}`" in DOC
+    assert f"label `{result.label:02x}`" in DOC
+    spikes = result.spike_count.to_bytes(4, "little").hex(" ")
+    assert f"spike count `{spikes}` ({result.spike_count})" in DOC
+
+
+@pytest.mark.parametrize(("cmd", "seq", "status"), [
+    (p.Command.CLASSIFY, 1, p.Status.PIXEL_RANGE),
+    (p.Command.RESET, 7, p.Status.UNKNOWN_COMMAND),
+])
+def test_error_answer_examples(cmd, seq, status):
+    assert f"`{p.encode_frame(cmd | 0x80, seq, bytes([status])).hex(' ')}`" in DOC
+
+
+def test_reset_example():
+    block = block_with("request:  SYNC CMD SEQ LEN CRC")
+    request, answer = (hex_bytes(line) for line in block.splitlines())
+    assert request == p.encode_frame(p.Command.RESET, 7)
+    assert answer == p.encode_frame(p.Command.RESET | 0x80, 7, bytes([p.Status.OK]))
+    assert p.crc16(request[2:6]) == 0x9A8C and "`0x9A8C`" in DOC
+    assert p.crc16(answer[2:7]) == 0xBB13 and "`0xBB13`" in DOC
+
+
+def format_time(seconds: float) -> str:
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.3g} µs"
+    return f"{seconds * 1e3:.3g} ms" if seconds < 1 else f"{seconds:.3g} s"
+
+
+def test_steps_table_is_max_cycles():
+    """Every row: the worst-case cycles of hw.geometry, at 100 MHz, at the virtual board's
+    simulated 12 MHz and at about 1 million simulated cycles per second of wall time."""
+    from sim.board import CLK_HZ
+
+    assert CLK_HZ == 12_000_000
+    lines = DOC.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.startswith("| steps | current:"))
+    rows = []
+    for line in lines[head + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip("|").split("|")])
+    steps = [int(row[0].replace(",", "")) for row in rows]
+    assert steps[-1] == (1 << 16) - 1 and 64 in steps and len(steps) >= 6
+    for n, row in zip(steps, rows, strict=True):
+        expected = []
+        for mode in (MODE_CURRENT, MODE_RATE):
+            cycles = max_cycles(64, 256, 16, 10, n, mode)
+            expected += [f"{cycles:,}", format_time(cycles / 100e6),
+                         f"{format_time(cycles / CLK_HZ)} (~{format_time(cycles / 1e6)})"]
+        assert row[1:] == expected, f"steps {n}"
+    largest = max_cycles(64, 256, 16, 10, 65535, MODE_RATE) / 100e6
+    assert f"takes {format_time(largest)}" in DOC
+
+
+def test_quoted_limits_and_timeouts_are_the_constants():
+    from firmware.driver import DEFAULT_TIMEOUT_S
+    from hw.frame_engine import REPLIES_DEPTH, RESETS_DEPTH
+    from sim import board, refboard
+
+    assert f"`REPLY_QUEUE` = {p.REPLY_QUEUE} entries" in DOC
+    assert f"the **reply queue** ({REPLIES_DEPTH} entries)" in DOC
+    assert f"| RESET answers waiting | {RESETS_DEPTH} |" in DOC
+    assert f"`IMAGE_SLOTS` = {p.IMAGE_SLOTS}" in DOC
+    assert f"| CLASSIFY requests in flight (`MAX_IN_FLIGHT`) | {p.MAX_IN_FLIGHT}:" in DOC
+    assert f"`MAX_WINDOW` = {p.MAX_WINDOW}" in DOC
+    assert f"`IDLE_TIMEOUT_BYTES` = {p.IDLE_TIMEOUT_BYTES} byte times" in DOC
+    assert f"about {board.QUIET_MS} ms of wall-clock silence from the client (`QUIET_MS`)" in DOC
+    assert f"simulates {board.IDLE_BYTE_TIMES} byte times (`IDLE_BYTE_TIMES`" in DOC
+    assert f"never less than {refboard.IDLE_TIMEOUT_MIN_S * 1e3:g} ms" in DOC
+    assert f"for {refboard.SEND_TIMEOUT_S:g} s (`SEND_TIMEOUT_S`)" in DOC
+    assert f"default\ndeadline of {DEFAULT_TIMEOUT_S:g} s" in DOC
+    assert board.BUSY_LINE.decode().strip() in block_with("lifpga virtual board: busy")
