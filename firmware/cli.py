@@ -7,7 +7,12 @@
     lifpga classify --port URL --digits N         # the first N test digits, with metrics
 
 ``URL`` is anything pyserial opens: ``/dev/ttyUSB0``, ``socket://127.0.0.1:PORT`` (the
-reference board, ``python -m sim.refboard``), ``loop://``.
+reference board, ``python -m sim.refboard``, or the virtual board, ``make board``),
+``loop://``. On connecting, the driver sends RESET, so that nothing an earlier client left
+running on the device reaches this one; ``--no-reset`` skips it, for firmware that predates
+RESET. ``--timeout`` is the deadline per request in seconds; when it expires, the message
+says how long the request was expected to take (long ``--steps`` in rate mode take seconds
+on the virtual board, see docs/PROTOCOL.md, Timing).
 
 Image files:
 
@@ -27,7 +32,9 @@ spike count must be equal. It prints how many were, and exits 1 if any was not: 
 differs from its simulation cannot go unnoticed.
 
 Exit status: 0 on success, 2 for a usage error or an unreadable or unusable input file, 1 for
-a device or link error. Errors print one line on stderr, never a traceback.
+a device or link error. Input files and ``--golden`` are read before the port is opened (their
+fit to the network, which INFO reports, is checked after). Errors print one line on stderr,
+never a traceback.
 """
 
 from __future__ import annotations
