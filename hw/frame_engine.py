@@ -96,6 +96,10 @@ class FrameEngine(wiring.Component):
     idle_timeout_cycles : int
         Cycles without a byte after which a partial frame is abandoned: on a board,
         ``IDLE_TIMEOUT_BYTES * FRAME_BITS * divisor``.
+    queue_depth : int
+        Depth of the requests queue (default :data:`~golden.protocol.REPLY_QUEUE`): with
+        depth ``D`` no frame is dropped while at most ``D + 2`` requests are unanswered (see
+        Limits).
 
     Members
     -------
@@ -122,12 +126,16 @@ class FrameEngine(wiring.Component):
     """
 
     def __init__(self, info: protocol.Info, *, i_layout: data.StructLayout,
-                 o_layout: data.StructLayout, idle_timeout_cycles: int):
+                 o_layout: data.StructLayout, idle_timeout_cycles: int,
+                 queue_depth: int = REPLY_QUEUE):
         if info.inputs < 1:
             raise ValueError(f"{info.inputs} inputs do not fit the protocol")
         if protocol.request_length(Command.CLASSIFY, info.inputs) > MAX_PAYLOAD:
             raise ValueError(f"a CLASSIFY of {info.inputs} pixels exceeds MAX_PAYLOAD")
+        if queue_depth < 1:
+            raise ValueError(f"queue_depth must be positive, got {queue_depth}")
         self.info = info
+        self.queue_depth = queue_depth
         self.i_layout, self.o_layout = i_layout, o_layout
         pixel_bits = Shape.cast(i_layout["pixel"].shape).width
         self.parser = FrameParser(info, pixel_bits=pixel_bits,
@@ -153,7 +161,7 @@ class FrameEngine(wiring.Component):
         wiring.connect(m, parser.slot_wr, slots.write_port())
         wiring.connect(m, dispatcher.slot_rd, slots.read_port())
         requests = queue(m, "requests", parser.requests, dispatcher.requests,
-                         depth=REPLY_QUEUE, flush=flush)
+                         depth=self.queue_depth, flush=flush)
         replies = queue(m, "replies", dispatcher.replies, responder.replies,
                         depth=REPLIES_DEPTH, flush=flush)
         resets = queue(m, "resets", parser.resets, responder.resets, depth=RESETS_DEPTH)

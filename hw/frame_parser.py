@@ -197,9 +197,12 @@ class FrameParser(wiring.Component):
         for out in (self.requests, self.resets):
             with m.If(out.ready):
                 m.d.sync += out.valid.eq(0)
-        m.d.sync += self.flush.eq(f.done & f.reset)
+        # A RESET that finds ``resets`` still holding one is dropped whole, like any frame
+        # that finds its output full: no flush, no answer.
+        reset_taken = f.done & f.reset & (~self.resets.valid | self.resets.ready)
+        m.d.sync += self.flush.eq(reset_taken)
         with m.If(f.done & f.reset):
-            with m.If(~self.resets.valid | self.resets.ready):
+            with m.If(reset_taken):
                 m.d.sync += [self.resets.valid.eq(1), self.resets.payload.eq(f.seq)]
         with m.Elif(f.done & (~self.requests.valid | self.requests.ready)):
             m.d.sync += [

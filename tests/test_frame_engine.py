@@ -19,7 +19,7 @@ import pytest
 from golden import device, model
 from golden import protocol as p
 from hw.core import LifCore
-from hw.frame_engine import FrameEngine
+from hw.frame_engine import REPLIES_DEPTH, RESETS_DEPTH, FrameEngine
 from sim import fuzz
 from sim.streams import receive, send, simulate, sink
 
@@ -46,10 +46,10 @@ def reference(env) -> device.ReferenceDevice:
                                   baud=3_000_000, cycles_model=core.expected_cycles)
 
 
-def engine(env) -> FrameEngine:
+def engine(env, queue_depth: int = p.REPLY_QUEUE) -> FrameEngine:
     _, _, core = env
     return FrameEngine(info_of(env), i_layout=core.i_layout, o_layout=core.o_layout,
-                       idle_timeout_cycles=TIMEOUT)
+                       idle_timeout_cycles=TIMEOUT, queue_depth=queue_depth)
 
 
 @dataclass
@@ -57,7 +57,8 @@ class Bench:
     """Knobs of one simulation run and what it observed."""
 
     rx_gap: tuple[int, int] = (0, 0)     # cycles between received bytes, uniform range
-    tx_stall: float = 0.0                # probability that tx.ready is low in a cycle
+    tx_stall: object = 0.0               # probability that tx.ready is low in a cycle, or
+                                         # stall(cycle) -> bool (sim.streams.sink)
     core_ready: float = 1.0              # probability that core_i.ready is high
     core_latency: tuple[int, int] = (1, 30)
     #: If given, ``core_cycles(steps)`` is the core model's latency instead (a long image).
@@ -147,15 +148,16 @@ def split_frames(data: bytes) -> list[int]:
 
 
 def run(env, chunks: list[fuzz.Chunk], bench: Bench, *, settle: int = 20_000,
-        watch_core: bool = True, waits: dict[int, int] | None = None) -> Bench:
+        watch_core: bool = True, waits: dict[int, int] | None = None,
+        queue_depth: int = p.REPLY_QUEUE) -> Bench:
     """Send ``chunks`` (waiting for the engine to go quiet after each); fills ``bench``.
 
     ``waits`` maps a chunk's index to a number of cycles to wait after it instead (the next
     chunk then arrives while the engine works). ``watch_core=False`` leaves ``core_i`` and
     ``core_o`` out of the stream-rule checks: a RESET resets both ends of those streams at
-    once, which the rules do not cover.
+    once, which the rules do not cover. ``queue_depth`` is the engine's requests queue.
     """
-    dut = engine(env)
+    dut = engine(env, queue_depth)
     rng = np.random.default_rng(bench.seed)
     edges = {"now": 0}
     chunk_ends = []
@@ -295,12 +297,13 @@ def test_busy_when_every_slot_is_taken_then_recovers(env):
 def test_reply_queue_overflow_drops_whole_replies_then_recovers(env):
     """INFO requests arrive faster than their 60-byte answers leave: while its queue is full
     the engine drops whole requests; what it answers is correct, and it serves the next one."""
-    flood = b"".join(p.encode_frame(p.Command.INFO, k) for k in range(40))
+    count = p.REPLY_QUEUE + 32
+    flood = b"".join(p.encode_frame(p.Command.INFO, k) for k in range(count))
     after = p.encode_frame(p.Command.INFO, 200)
     bench = run(env, [fuzz.Chunk(flood, False, "flood"), fuzz.Chunk(after, False, "info")],
                 Bench(tx_stall=0.0))
     replies = p.FrameParser().feed(bench.sent[0])
-    assert p.REPLY_QUEUE <= len(replies) < 40
+    assert p.REPLY_QUEUE <= len(replies) < count
     seqs = [r.seq for r in replies]
     assert seqs == sorted(set(seqs)) and seqs[:p.REPLY_QUEUE] == list(range(p.REPLY_QUEUE))
     want = {r.seq: r for r in p.FrameParser().feed(reference(env).receive(flood))}
@@ -413,3 +416,58 @@ def test_reset_amid_random_traffic(env, seed):
                   core_ready=0.7, core_latency=(1, int(rng.integers(2, 400))))
     run(env, chunks, bench, watch_core=False)
     check_reset(env, bench, before, 40, after)
+
+
+# --- the exact limits -------------------------------------------------------------------------
+
+def flood_behind_a_slow_classify(env, follow: str, count: int, queue_depth: int = p.REPLY_QUEUE):
+    """CLASSIFY 0 takes the core for 20,000 cycles; ``count`` requests (``"classify"`` or
+    ``"info"``) follow back to back. Returns the SEQs answered and the answers' statuses."""
+    net, manifest, core = env
+    pixels = np.ones(net.inputs, int)
+    first = p.encode_frame(p.Command.CLASSIFY, 0, p.pack_classify(pixels, 200, 0))
+    if follow == "classify":
+        more = [p.encode_frame(p.Command.CLASSIFY, k, p.pack_classify(pixels, 2, 0))
+                for k in range(1, count + 1)]
+    else:
+        more = [p.encode_frame(p.Command.INFO, k) for k in range(1, count + 1)]
+    bench = run(env, [fuzz.Chunk(first, False, "slow"),
+                      fuzz.Chunk(b"".join(more), False, "flood")],
+                Bench(core_cycles=lambda steps: 100 * steps), waits={0: 200}, settle=80_000,
+                queue_depth=queue_depth)
+    replies = p.FrameParser().feed(b"".join(bench.sent))
+    return [r.seq for r in replies], [r.payload[0] for r in replies]
+
+
+DEPTHS = [p.REPLY_QUEUE, p.MAX_WINDOW - 2]
+
+
+@pytest.mark.parametrize("depth", DEPTHS)
+def test_drop_limit_behind_a_classify_waiting_for_the_core(env, depth):
+    """While the core computes CLASSIFY 0, the dispatcher holds CLASSIFY 1 at the head of the
+    queue: exactly ``depth + 2`` requests are answered (0, then 1 and 2 in the slots, then
+    BUSY), the rest are dropped without an answer."""
+    seqs, statuses = flood_behind_a_slow_classify(env, "classify", depth + 5, depth)
+    assert seqs == list(range(depth + 2))
+    assert statuses == [p.Status.OK] * p.MAX_IN_FLIGHT + [p.Status.BUSY] * (
+        depth + 2 - p.MAX_IN_FLIGHT)
+
+
+@pytest.mark.parametrize("depth", DEPTHS)
+def test_drop_limit_behind_infos(env, depth):
+    """INFO requests behind CLASSIFY 0 move on to the replies queue: ``depth + 1 +
+    REPLIES_DEPTH`` requests are answered, the rest dropped."""
+    seqs, statuses = flood_behind_a_slow_classify(env, "info", depth + 10, depth)
+    assert seqs == list(range(depth + 1 + REPLIES_DEPTH))
+    assert set(statuses) == {p.Status.OK}
+
+
+def test_reset_flood_beyond_the_resets_queue(env):
+    """RESETs while the transmitter is stalled: the first answer has started, RESETS_DEPTH
+    wait in the queue and one in the parser; later ones are dropped whole (no answer)."""
+    count = RESETS_DEPTH + 5
+    frames = b"".join(reset_frame(k) for k in range(count))
+    bench = run(env, [fuzz.Chunk(frames, False, "resets")],
+                Bench(tx_stall=lambda cycle: cycle < 3000), watch_core=False)
+    got = b"".join(bench.sent)
+    assert got == b"".join(reset_answer(k) for k in range(RESETS_DEPTH + 2))
