@@ -1,50 +1,69 @@
 """The UART frame engine: protocol bytes in, the core's streams, protocol bytes out.
 
 It answers every byte sequence as :class:`golden.device.ReferenceDevice` does (the tests compare
-the bytes over a fuzz corpus), within the buffering limits below. The parser is the state
-machine of :class:`golden.device.DeviceParser`, the rules are in docs/PROTOCOL.md.
+the bytes over fuzz corpora), within the buffering limits below. The rules are in
+docs/PROTOCOL.md. The engine is a composition of three stages, each a component in its own
+file with its own test, joined by ``amaranth.lib.fifo`` queues through their stream ports:
 
-Data flow
----------
 ::
 
-    rx bytes --> parser --(CLASSIFY pixels)--> slots[IMAGE_SLOTS][M] --+
-                   |                                                   v
-                   +--> requests FIFO --> dispatcher --(pixels)--> core_i       core_o
-                                              |                                   |
-                                              +--> replies FIFO --> responder <---+
-                                                                        |
-                                                                        v
-                                             A5 5A CMD|80 SEQ LEN payload CRC --> tx bytes
+    rx bytes --> FrameParser ---pixels---> slots[IMAGE_SLOTS][M] ----+
+                  |   |   |                                           v
+                  |   |   +--> requests queue [D] --> FrameDispatcher --> core_i
+                  |   |                                     |
+                  |   |                                     v
+                  |   |                           replies queue [4]      core_o
+                  |   |                                     |              |
+                  |   +--> resets queue [8] (RESET SEQs) --> FrameResponder <+
+                  |                                          |
+                  +--> flush (after a RESET)                 +--> tx bytes
 
-``parser``
-    Takes one byte per cycle (``rx.ready`` is always high). It checks the header when LEN
-    arrives and answers ``BAD_LENGTH`` at once; otherwise it consumes ``LEN + 2`` more bytes,
-    computing the CRC on the fly (``amaranth.lib.crc`` with :data:`hw.crc.CRC_ALGORITHM`),
-    writing CLASSIFY pixels into a free slot and noting a bad mode or an out-of-range pixel.
-    A complete frame becomes one request (or refusal) in the requests FIFO. A frame that stalls
-    for ``idle_timeout_cycles`` is abandoned (``TIMEOUT`` once its CMD and SEQ are known).
-``dispatcher``
-    Takes requests in order. A CLASSIFY streams its slot into the core (one pixel per cycle, as
-    soon as the core takes a new image) and frees the slot; everything goes on, in order, to
-    the replies FIFO.
-``responder``
-    Takes replies in order; for a CLASSIFY it waits for the core's result, which frees the core
-    for the next image while this answer is on the wire. It serialises the frame, computing its
-    CRC as the bytes leave.
+    flush: empties the requests and replies queues and the slots, resets the dispatcher and,
+    through core_reset, the core; the responder drops a reply it has not started.
+
+:class:`~hw.frame_parser.FrameParser`
+    Bytes to requests, one per frame (:class:`golden.device.DeviceParser`'s rules); CLASSIFY
+    pixels into a free image slot.
+:class:`~hw.frame_dispatcher.FrameDispatcher`
+    Requests in order; a CLASSIFY's slot into the core, then every request on as a reply.
+:class:`~hw.frame_responder.FrameResponder`
+    Replies (and RESETs first) to response frames; a CLASSIFY's answer waits for the core's
+    result, which frees the core for the next image while this answer is on the wire.
 
 So while the core works on one image and the transmitter sends an earlier answer, the next
 :data:`~golden.protocol.IMAGE_SLOTS` images can arrive: the link, not the core, limits throughput.
 
+RESET
+-----
+A complete, CRC-good RESET frame (LEN 0) abandons every request received before it whose answer
+has not started: one cycle after the edge that took the RESET's last byte, ``flush`` empties the
+requests and replies queues and the image slots, resets the dispatcher and pulses
+``core_reset`` (the core returns to rest at once, whatever its steps), and the responder drops
+a reply still waiting for its core result. An answer already started is finished: one whose
+first byte is offered on ``tx`` no later than one cycle after the edge of the RESET's last byte
+(however long the transmitter then takes); any later answer is never sent. The RESET's
+answer (CMD ``0x83``, its SEQ, STATUS OK) is queued apart and sent before any other reply, so
+it follows that answer at once; requests after the RESET are answered after it, in order.
+
 Limits
 ------
-* A CLASSIFY whose header arrives while every slot holds a waiting image is consumed and
-  answered ``BUSY``: a host with at most :data:`~golden.protocol.MAX_IN_FLIGHT` CLASSIFY requests
-  in flight never sees it.
-* The requests FIFO holds :data:`~golden.protocol.REPLY_QUEUE` requests (and the replies FIFO and
-  the responder 5 more). A frame completed while it is full gets no reply (the host's
-  deadline expires); it takes a flood of short frames answered slower than they arrive (an
-  INFO reply is 60 bytes for an 8-byte request).
+Exact for this gateware, ``D = queue_depth`` (default :data:`~golden.protocol.REPLY_QUEUE`):
+
+* BUSY is decided when a CLASSIFY's LEN (its last header byte) arrives: if every image slot
+  then holds an image not yet streamed into the core, the frame is consumed whole and answered
+  ``BUSY`` in its turn (``BAD_CRC`` if its CRC is wrong). A slot is freed when the core has
+  taken the image's last pixel, which it does once the previous result has been taken (that
+  answer has started). So a host with at most :data:`~golden.protocol.MAX_IN_FLIGHT` CLASSIFY
+  requests unanswered never sees BUSY.
+* Every request, BUSY ones included, takes a place in the requests queue (``D``) and, when it
+  is done there, in the replies queue (4). The parser holds one finished request until the
+  queue takes it; a frame that ends (or is refused at its header, or times out) while the
+  parser still holds one is dropped without any answer. With a CLASSIFY waiting at the head of
+  the queue for the core, that happens to the ``(D + 3)``-th request whose answer has not
+  started (one in the core, ``D`` queued, one held); when requests can move on, to the
+  ``(D + 6)``-th. A host with at most ``D + 2`` requests unanswered never loses one.
+* RESET answers have their own queue (:data:`RESETS_DEPTH`): a RESET completed while
+  ``RESETS_DEPTH + 1`` RESET answers wait to start is dropped whole (no flush, no answer).
 """
 
 from __future__ import annotations
