@@ -762,3 +762,49 @@ def test_a_timeout_in_a_stream_says_how_long_the_request_takes(shipped, digits):
     cycles = max_cycles(64, 256, 16, 10, 4096, MODE_RATE)
     with pytest.raises(LinkTimeout, match=f"4096 steps in rate mode takes at most {cycles:,}"):
         list(driver.classify_many(digits[:4], steps=4096, mode=MODE_RATE))
+
+
+# --- the same driver against the gateware: the virtual board ------------------------------------
+
+
+@pytest.fixture(scope="module")
+def virtual_board(shipped_dir):
+    from sim import board as vb
+
+    with vb.build_board(shipped_dir).start() as running:
+        yield running
+
+
+@pytest.mark.slow
+def test_defect_1_on_the_virtual_board(virtual_board, shipped, digits):
+    """A 65535-step rate-mode request given up on: the next client (and the same one) is
+    answered at once, with its own answers, instead of the late one or nothing for a minute."""
+    net, _ = shipped
+    with Lifpga(virtual_board.url, timeout=0.5) as first:
+        with pytest.raises(LinkTimeout, match=r"up to 72\.5 s; a virtual board simulates"):
+            first.classify(digits[0], steps=65535, mode=MODE_RATE)
+        start = time.monotonic()
+        assert first.classify(digits[1], steps=STEPS).label == model.run(
+            digits[1:2], net, STEPS, MODE_CURRENT).classes[-1, 0]
+        assert time.monotonic() - start < 2
+        # A request sent and never awaited: the client leaves the device computing it.
+        first.transport.write(p.encode_frame(CLASSIFY, 99, p.pack_classify(digits[0], 65535, 1)))
+        time.sleep(0.3)  # on the line before the disconnect, which discards what is not
+    start = time.monotonic()
+    with Lifpga(virtual_board.url, timeout=2) as second:
+        assert second.info().clock_hz == 12_000_000
+        assert [r.label for r in second.classify_many(digits[:6], steps=STEPS)] == \
+            model.run(digits[:6], net, STEPS, MODE_CURRENT).classes[-1].tolist()
+    assert time.monotonic() - start < 3
+
+
+@pytest.mark.slow
+def test_defect_2_on_the_virtual_board(virtual_board):
+    """A second client is refused with the board's own words, not a timeout."""
+    with Lifpga(virtual_board.url, timeout=2) as first:
+        start = time.monotonic()
+        with pytest.raises(PortError, match="busy: serving another client") as caught:
+            Lifpga(virtual_board.url, timeout=2)
+        assert caught.value.peer_text == BUSY_LINE.decode().strip()
+        assert time.monotonic() - start < 1.5
+        assert first.info().inputs == 64  # the first client noticed nothing
