@@ -65,44 +65,41 @@ class Harness:
         self.info = info
         self.dut = FrameParser(info, pixel_bits=PIXEL_BITS, idle_timeout_cycles=TIMEOUT)
         self.free_slots = free_slots
-        self.memory = {}
-        self.flush_edges = []
-        self.edge = 0
+        self.memory = {}       # slot memory address -> pixel, as written
+        self.snapshots = {}    # edge of a CLASSIFY request's transfer -> its slot's pixels
+        self.flush_edges = []  # edges at which flush was high
 
     async def slots(self, ctx):
-        dut = self.dut
+        """Record slot writes and flushes; free each filled slot (pulse every other cycle)."""
+        dut, edge, pulse = self.dut, 0, 0
         async for _, _, en, addr, value, used, flush in ctx.tick().sample(
                 dut.slot_wr.en, dut.slot_wr.addr, dut.slot_wr.data, dut.slots_used, dut.flush):
             if en:
                 self.memory[addr] = value
             if flush:
-                self.flush_edges.append(self.edge)
-            self.edge += 1
-            ctx.set(dut.slot_freed, int(self.free_slots and used > 0 and not self.slot_freed))
-            self.slot_freed = self.free_slots and used > 0 and not self.slot_freed
-
-    slot_freed = False
+                self.flush_edges.append(edge)
+            edge += 1
+            pulse = int(self.free_slots and used > 0 and not pulse)
+            ctx.set(dut.slot_freed, pulse)
 
     def entries(self, seen) -> list[tuple]:
         """The requests and resets seen, merged in order, as :func:`expected_entry` gives them."""
-        index_bits = self.dut.index_bits
         merged = [(t.cycle, ("reset", t.payload)) for t in seen["resets"].transfers]
         for t in seen["requests"].transfers:
             r = t.payload
-            kind = Kind(r["kind"]) if not isinstance(r["kind"], Kind) else r["kind"]
+            kind = Kind(r["kind"])
             if kind == Kind.CLASSIFY:
-                pixels = tuple(self.snapshots[t.cycle])
-                entry = (kind, r["cmd"], r["seq"], None, r["steps"], r["mode"], pixels)
+                entry = (kind, r["cmd"], r["seq"], None, r["steps"], r["mode"],
+                         tuple(self.snapshots[t.cycle]))
             else:
                 status = r["status"] if kind == Kind.ERROR else None
                 entry = (kind, r["cmd"], r["seq"], status, None, None, None)
             merged.append((t.cycle, entry))
-        del index_bits
         return [entry for _, entry in sorted(merged, key=lambda item: item[0])]
 
-    def run(self, chunks: list[fuzz.Chunk], *, request_stall: float = 0.0):
+    def run(self, chunks: list[fuzz.Chunk]):
+        """Send ``chunks`` (idle after each, for the timeout if it asks for a pause)."""
         dut, inputs = self.dut, self.info.inputs
-        self.snapshots = {}
 
         async def feeder(ctx):
             for chunk in chunks:
@@ -120,7 +117,7 @@ class Harness:
                 edge += 1
 
         async def take_requests(ctx):
-            await sink(ctx, dut.requests, stall=request_stall, seed=4)
+            await sink(ctx, dut.requests)
 
         async def take_resets(ctx):
             await sink(ctx, dut.resets)
@@ -147,8 +144,7 @@ def classify(info: p.Info, seq: int, pixels=None) -> bytes:
 
 
 def test_busy_is_decided_at_the_header(info):
-    """With every slot filled, a CLASSIFY is refused BUSY even if a slot frees while its
-    payload arrives; a slot freed before its LEN gives it the slot."""
+    """With every slot filled (none freed), the next CLASSIFY is consumed and refused BUSY."""
     frames = [classify(info, k) for k in range(p.IMAGE_SLOTS + 1)]
     harness = Harness(info, free_slots=False)
     seen = harness.run([fuzz.Chunk(b"".join(frames), False, "flood")])
@@ -158,8 +154,9 @@ def test_busy_is_decided_at_the_header(info):
 
 
 def test_busy_then_a_freed_slot_is_used_again(info):
-    dut_info = info
-    harness = Harness(dut_info, free_slots=False)
+    """A slot freed after a CLASSIFY's LEN does not help it (BUSY is decided at the header);
+    the next CLASSIFY gets that slot."""
+    harness = Harness(info, free_slots=False)
     dut = harness.dut
     late = classify(info, 9, np.full(info.inputs, 1))
     header_end = p.HEADER_BYTES  # the byte after LEN
