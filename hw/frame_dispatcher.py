@@ -6,7 +6,9 @@ core takes a new image, then frees the slot; every request then goes on, in orde
 so ``steps`` and ``mode`` stay on ``core_i`` for the whole image.
 
 Timing: a request other than CLASSIFY passes in the cycle it is offered (when ``replies`` is
-ready); a CLASSIFY of ``M`` pixels takes ``M + 2`` cycles with a ready core.
+ready). For a CLASSIFY of ``M`` pixels with a ready core, the first pixel transfers 2 cycles
+after the request is first offered, one pixel per cycle follows, and the request passes in the
+cycle after the last pixel: ``M + 2`` cycles in all.
 """
 
 from __future__ import annotations
