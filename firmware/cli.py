@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -153,6 +154,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("lifpga: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader of stdout went away (``lifpga ... | head -1``)
+        # Python would report the pipe again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_DEVICE
 
 
 def _check_options(args: argparse.Namespace) -> None:
@@ -177,6 +182,8 @@ def _classify_problem(args: argparse.Namespace) -> str | None:
         return "--digits must be at least 1"
     if args.confusion_png and args.digits is None:
         return "--confusion-png needs --digits"
+    if args.invert and args.digits is not None:
+        return "--invert applies to PNG and PGM files, not to --digits"
     if not 0 <= args.steps <= MAX_STEPS:
         return f"--steps must lie in 0 .. {MAX_STEPS}, got {args.steps}"
     if not 1 <= args.window <= MAX_WINDOW:

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import re
 import struct
 import time
 import urllib.parse
@@ -236,7 +237,10 @@ def _open_url(port: str, baud: int, timeout: float) -> Any:
             transport.reset_input_buffer = lambda: None
         transport.open()
     except (serial.SerialException, OSError, ValueError) as exc:
-        raise PortError(f"cannot open port {port}: {exc}") from exc
+        # pyserial's messages repeat the port: "[Errno 2] could not open port X: [Errno 2] ..."
+        reason = re.sub(r"^(\[Errno \d+\] )?[Cc]ould not open port .*?: (?=\[|\w)", "",
+                        str(exc), count=1)
+        raise PortError(f"cannot open port {port}: {reason}") from exc
     return transport
 
 

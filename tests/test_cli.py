@@ -455,3 +455,29 @@ def test_golden_comparison_is_golden_devices_agreement(refboard, capsys, monkeyp
     code, out, err = run(capsys, "classify", "--port", refboard.url, "--digits", 3,
                          "--steps", 4, "--golden", shipped_dir)
     assert calls == [3] and code == 1 and "golden: 0/3 answers equal" in out
+
+
+def test_a_closed_stdout_is_not_a_traceback(refboard):
+    """``lifpga classify ... | head -1``: the reader goes away; no traceback on stderr."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "firmware.cli", "classify", "--port",
+                             refboard.url, "--digits", "50", "--steps", "4"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(30) == 1
+    assert "Traceback" not in err and "BrokenPipe" not in err
+
+
+def test_invert_with_digits_is_a_usage_error(capsys):
+    code, out, err = run(capsys, "classify", "--port", "/dev/ttyNOPE", "--digits", 3, "--invert")
+    assert code == 2 and "--invert applies to PNG and PGM files" in err
+
+
+@pytest.mark.parametrize("port", ["/dev/ttyNOPE", "socket://127.0.0.1:1"])
+def test_port_errors_name_the_port_once(capsys, port):
+    code, out, err = run(capsys, "info", "--port", port)
+    assert code == 1 and err.startswith(f"lifpga: error: cannot open port {port}: [Errno ")
+    assert "could not open port" not in err.lower()
