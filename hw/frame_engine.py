@@ -14,7 +14,7 @@ file with its own test, joined by ``amaranth.lib.fifo`` queues through their str
                   |   |                                     v
                   |   |                           replies queue [4]      core_o
                   |   |                                     |              |
-                  |   +--> resets queue [8] (RESET SEQs) --> FrameResponder <+
+                  |   +--> resets queue [2] (RESET SEQs) --> FrameResponder <+
                   |                                          |
                   +--> flush (after a RESET)                 +--> tx bytes
 
@@ -84,8 +84,9 @@ __all__ = ["FrameEngine", "REPLIES_DEPTH", "RESETS_DEPTH"]
 
 #: Replies queue depth: the dispatcher runs ahead of the responder by this much.
 REPLIES_DEPTH = 4
-#: RESET answers the device queues (a RESET completed while they are all waiting is dropped).
-RESETS_DEPTH = REPLY_QUEUE
+#: RESET answers queued (besides the one the parser holds): a host sends a RESET and waits for
+#: its answer, so a short queue does; a RESET completed while all wait is dropped whole.
+RESETS_DEPTH = 2
 
 
 def queue(m: Module, name: str, producer: stream.Interface, consumer: stream.Interface, *,

@@ -101,7 +101,8 @@ class FrameResponder(wiring.Component):
 
     def elaborate(self, platform) -> Module:
         m = Module()
-        frame = Signal(8 * (HEADER_BYTES + self.payload_bytes))  # the bytes to send, LSB first
+        # The bytes after SYNC to send, first byte in the low bits.
+        frame = Signal(8 * (HEADER_BYTES - len(SYNC) + self.payload_bytes))
         length = Signal(range(self.payload_bytes + 1))             # its LEN
 
         def load(cmd, seq, payload: bytes | Cat, payload_bytes: int):
@@ -111,8 +112,7 @@ class FrameResponder(wiring.Component):
                       else header[name] for name in HEADER_FIELDS]
             if isinstance(payload, bytes):
                 payload = Const(int.from_bytes(payload, "little"), 8 * len(payload))
-            m.d.sync += [frame.eq(Cat(*(Const(byte, 8) for byte in SYNC), *fields, payload)),
-                         length.eq(payload_bytes)]
+            m.d.sync += [frame.eq(Cat(*fields, payload)), length.eq(payload_bytes)]
             m.next = "SEND"
 
         with m.FSM(name="responder"):
@@ -162,20 +162,27 @@ class FrameResponder(wiring.Component):
         return Cat(Const(Status.OK, 8), *fields, *scores)
 
     def _send(self, m: Module, frame: Signal, length: Signal):
-        """Shift ``frame`` out, then its CRC (over CMD .. payload), little-endian."""
+        """SYNC, then shift ``frame`` out, then its CRC (over CMD .. payload), little-endian."""
         m.submodules.crc = crc = Processor(CRC_ALGORITHM(data_width=8))
         position = Signal(range(HEADER_BYTES + self.payload_bytes + CRC_BYTES))
         end = HEADER_BYTES + length  # position of the first CRC byte
         m.d.comb += self.tx.valid.eq(1)
-        with m.If(position < end):
-            m.d.comb += self.tx.payload.eq(frame[:8])
-        for k in range(CRC_BYTES):
-            with m.Elif(position == end + k):
-                m.d.comb += self.tx.payload.eq(crc.crc.word_select(k, 8))
+        with m.Switch(position):
+            for k, byte in enumerate(SYNC):
+                with m.Case(k):
+                    m.d.comb += self.tx.payload.eq(byte)
+            with m.Default():
+                with m.If(position < end):
+                    m.d.comb += self.tx.payload.eq(frame[:8])
+                for k in range(CRC_BYTES):
+                    with m.Elif(position == end + k):
+                        m.d.comb += self.tx.payload.eq(crc.crc.word_select(k, 8))
         with m.If(self.tx.ready):
-            m.d.sync += [position.eq(position + 1), frame.eq(frame >> 8)]
+            m.d.sync += position.eq(position + 1)
             m.d.comb += [crc.data.eq(self.tx.payload), crc.start.eq(position == len(SYNC)),
                          crc.valid.eq((position >= len(SYNC)) & (position < end))]
+            with m.If(position >= len(SYNC)):
+                m.d.sync += frame.eq(frame >> 8)
             with m.If(position == end + CRC_BYTES - 1):
                 m.d.sync += position.eq(0)
                 m.next = "TAKE"
