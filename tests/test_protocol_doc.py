@@ -14,6 +14,8 @@ from golden.device import ReferenceDevice
 from hw.geometry import max_cycles
 
 DOC = (Path(__file__).resolve().parent.parent / "docs" / "PROTOCOL.md").read_text()
+#: The document with its lines joined, for phrases a rewrap may break.
+FLAT = " ".join(DOC.split())
 
 
 def code_blocks() -> list[str]:
@@ -128,16 +130,21 @@ def test_quoted_limits_and_timeouts_are_the_constants():
     from hw.frame_engine import REPLIES_DEPTH, RESETS_DEPTH
     from sim import board, refboard
 
-    assert f"`REPLY_QUEUE` = {p.REPLY_QUEUE} entries" in DOC
-    assert f"the **reply queue** ({REPLIES_DEPTH} entries)" in DOC
-    assert f"| RESET answers waiting | {RESETS_DEPTH} |" in DOC
-    assert f"`IMAGE_SLOTS` = {p.IMAGE_SLOTS}" in DOC
-    assert f"| CLASSIFY requests in flight (`MAX_IN_FLIGHT`) | {p.MAX_IN_FLIGHT}:" in DOC
-    assert f"`MAX_WINDOW` = {p.MAX_WINDOW}" in DOC
-    assert f"`IDLE_TIMEOUT_BYTES` = {p.IDLE_TIMEOUT_BYTES} byte times" in DOC
-    assert f"about {board.QUIET_MS} ms of wall-clock silence from the client (`QUIET_MS`)" in DOC
-    assert f"simulates {board.IDLE_BYTE_TIMES} byte times (`IDLE_BYTE_TIMES`" in DOC
-    assert f"never less than {refboard.IDLE_TIMEOUT_MIN_S * 1e3:g} ms" in DOC
-    assert f"for {refboard.SEND_TIMEOUT_S:g} s (`SEND_TIMEOUT_S`)" in DOC
-    assert f"default\ndeadline of {DEFAULT_TIMEOUT_S:g} s" in DOC
+    assert f"`REPLY_QUEUE` = {p.REPLY_QUEUE} entries" in FLAT
+    assert f"the **reply queue** ({REPLIES_DEPTH} entries)" in FLAT
+    assert f"| {RESETS_DEPTH} (`RESETS_DEPTH`, plus 1 held by the parser) |" in FLAT
+    assert f"while {RESETS_DEPTH + 1} RESET answers wait is dropped whole" in FLAT
+    assert f"`IMAGE_SLOTS` = {p.IMAGE_SLOTS}" in FLAT
+    assert f"| CLASSIFY requests unanswered (`MAX_IN_FLIGHT`) | {p.MAX_IN_FLIGHT}:" in FLAT
+    depth = p.REPLY_QUEUE  # FrameEngine's default queue_depth, D in its docstring
+    assert f"| {depth + 2} (`REPLY_QUEUE` + 2) always fit |" in FLAT
+    assert f"happens to the {depth + 3}th unanswered request" in FLAT
+    assert f"to the {depth + 6}th (the reply queue holds {REPLIES_DEPTH} more)" in FLAT
+    assert f"`MAX_WINDOW` = {p.MAX_WINDOW}" in FLAT
+    assert f"`IDLE_TIMEOUT_BYTES` = {p.IDLE_TIMEOUT_BYTES} byte times" in FLAT
+    assert f"about {board.QUIET_MS} ms of wall-clock silence from the client (`QUIET_MS`)" in FLAT
+    assert f"simulates {board.IDLE_BYTE_TIMES} byte times (`IDLE_BYTE_TIMES`" in FLAT
+    assert f"never less than {refboard.IDLE_TIMEOUT_MIN_S * 1e3:g} ms" in FLAT
+    assert f"for {refboard.SEND_TIMEOUT_S:g} s (`SEND_TIMEOUT_S`)" in FLAT
+    assert f"default deadline of {DEFAULT_TIMEOUT_S:g} s" in FLAT
     assert board.BUSY_LINE.decode().strip() in block_with("lifpga virtual board: busy")
