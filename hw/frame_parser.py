@@ -201,10 +201,9 @@ class FrameParser(wiring.Component):
         # that finds its output full: no flush, no answer.
         reset_taken = f.done & f.reset & (~self.resets.valid | self.resets.ready)
         m.d.sync += self.flush.eq(reset_taken)
-        with m.If(f.done & f.reset):
-            with m.If(reset_taken):
-                m.d.sync += [self.resets.valid.eq(1), self.resets.payload.eq(f.seq)]
-        with m.Elif(f.done & (~self.requests.valid | self.requests.ready)):
+        with m.If(reset_taken):
+            m.d.sync += [self.resets.valid.eq(1), self.resets.payload.eq(f.seq)]
+        with m.Elif(f.done & ~f.reset & (~self.requests.valid | self.requests.ready)):
             m.d.sync += [
                 self.requests.valid.eq(1), request.kind.eq(f.kind), request.cmd.eq(f.cmd),
                 request.seq.eq(f.seq), request.status.eq(f.status),
