@@ -478,3 +478,23 @@ def test_reset_flood_beyond_the_resets_queue(env):
                 Bench(tx_stall=lambda cycle: cycle < 3000), watch_core=False)
     got = b"".join(bench.sent)
     assert got == b"".join(reset_answer(k) for k in range(RESETS_DEPTH + 2))
+
+
+def test_reset_behind_a_full_queue(env):
+    """INFO requests flood every queue (some are dropped), then a RESET: the INFO answers that
+    had started are sent, whole and correct, then the RESET answer, then the next request's.
+    The request the parser was holding for the full queue is abandoned with the queue."""
+    count = p.REPLY_QUEUE + 20
+    flood = [p.encode_frame(p.Command.INFO, k) for k in range(count)]
+    after = p.encode_frame(p.Command.INFO, 201)
+    chunks = [fuzz.Chunk(b"".join(flood) + reset_frame(200) + after, False, "flood+reset")]
+    bench = run(env, chunks, Bench(), watch_core=False)
+    replies = p.FrameParser().feed(b"".join(bench.sent))
+    reset_edge = bench.rx_edges[len(b"".join(flood)) + len(reset_frame(200)) - 1]
+    started = sum(edge <= reset_edge + 1 for edge in bench.answer_starts)
+    ref = {r.seq: r for r in p.FrameParser().feed(reference(env).receive(b"".join(flood)))}
+    assert 0 < started < count - p.REPLY_QUEUE  # some dropped, and the queue was full
+    seqs = [r.seq for r in replies[:started]]
+    assert seqs == sorted(set(seqs)) and replies[:started] == [ref[s] for s in seqs]
+    assert b"".join(bench.sent).endswith(reset_answer(200) + reference(env).receive(after))
+    assert len(replies) == started + 2
