@@ -46,8 +46,9 @@ IDLE_TIMEOUT_BYTES = 64
 
 #: Bits on the wire per byte at 8N1: start, 8 data bits, stop.
 BITS_PER_BYTE = 10
-#: Most CLASSIFY requests a host driver keeps in flight (its window); beyond
-#: :data:`MAX_IN_FLIGHT` a board answers ``BUSY``, which the driver retries.
+#: Largest window (CLASSIFY requests in flight) the host driver accepts. Beyond
+#: :data:`MAX_IN_FLIGHT` a board may answer ``BUSY``, which the driver raises as a
+#: ``DeviceError``; windows above it are for a reference device, which never sends BUSY.
 MAX_WINDOW = 128
 
 #: ``mode`` byte of CLASSIFY that selects the network image's default encoder mode.

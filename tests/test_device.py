@@ -1,22 +1,17 @@
 """golden/device.py: the reference device's answers, byte by byte, and the golden
 comparison."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-from golden import image, model
+from golden import model
 from golden import protocol as p
 from golden.data import load_split
 from golden.device import ReferenceDevice, agreement
 
-SHIPPED = Path(__file__).resolve().parent.parent / "firmware" / "digits"
-
-
 @pytest.fixture(scope="module")
-def device():
-    net, manifest = image.load(SHIPPED)
+def device(shipped):
+    net, manifest = shipped
     return ReferenceDevice(net, manifest)
 
 
