@@ -9,6 +9,7 @@ from golden import protocol as p
 from golden.data import load_split
 from golden.device import ReferenceDevice, agreement
 
+
 @pytest.fixture(scope="module")
 def device(shipped):
     net, manifest = shipped
