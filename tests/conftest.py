@@ -1,5 +1,9 @@
-"""Fixtures shared by several test files: the shipped network image and the reference board."""
+"""Fixtures shared by several test files: the shipped network image, the reference board and a
+peer that answers with a line and closes (as the virtual board does to a second client)."""
 
+import socket
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -30,3 +34,38 @@ def refboard():
     board.start()
     yield board
     board.stop()
+
+
+@pytest.fixture
+def closing_server():
+    """A factory of local servers: ``closing_server(text, delay=0.0)`` listens on a free port,
+    answers one connection with ``text`` after ``delay`` seconds and closes it; returns the
+    ``socket://`` URL. Every server is joined and closed at the end of the test."""
+    listeners, threads = [], []
+
+    def start(text: bytes, delay: float = 0.0) -> str:
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(4)
+
+        def serve():
+            listener.settimeout(5)
+            try:
+                conn = listener.accept()[0]
+            except OSError:
+                return
+            time.sleep(delay)
+            with conn:
+                conn.sendall(text)
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        listeners.append(listener)
+        threads.append(thread)
+        return f"socket://127.0.0.1:{listener.getsockname()[1]}"
+
+    yield start
+    for thread in threads:
+        thread.join(6)
+    for listener in listeners:
+        listener.close()

@@ -2,7 +2,6 @@
 
 import json
 import socket
-import threading
 import warnings
 
 import numpy as np
@@ -144,8 +143,6 @@ def test_loopback_echo_is_a_protocol_error(capsys):
 
 
 def test_link_timeout_on_a_silent_port(capsys):
-    import socket
-
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen(1)  # the kernel accepts the connection; nobody ever answers
@@ -367,35 +364,6 @@ def test_a_timeout_suggests_a_longer_timeout_option(capsys, monkeypatch, shipped
     cycles = max_cycles(64, 256, 16, 10, 65535, 1)
     assert code == 1 and f"at most {cycles:,} core cycles at 12,000,000 Hz" in err
     assert "e.g. --timeout 13." in err and "timeout=" not in err
-
-
-@pytest.fixture
-def closing_server():
-    """A server that answers one connection with ``text`` and closes it."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(1)
-    sent = {}
-
-    def serve():
-        listener.settimeout(5)
-        try:
-            conn = listener.accept()[0]
-        except OSError:
-            return
-        with conn:
-            conn.sendall(sent["text"])
-
-    def start(text: bytes) -> str:
-        sent["text"] = text
-        thread.start()
-        return f"socket://127.0.0.1:{listener.getsockname()[1]}"
-
-    thread = threading.Thread(target=serve, daemon=True)
-    yield start
-    if thread.is_alive() or thread.ident:
-        thread.join(6)
-    listener.close()
 
 
 def test_a_busy_board_is_reported_in_its_own_words(capsys, closing_server):

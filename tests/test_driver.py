@@ -604,39 +604,6 @@ def test_a_timeout_without_a_clock_says_the_time_is_unknown(shipped, digits):
 # --- a peer that closes the connection (defect 2) ------------------------------------------------
 
 
-@pytest.fixture
-def closing_server():
-    """Start a server that answers each connection with ``text`` and closes it."""
-    listeners, threads = [], []
-
-    def start(text: bytes, delay: float = 0.0) -> str:
-        listener = socket.socket()
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(4)
-
-        def serve():
-            listener.settimeout(5)
-            try:
-                conn = listener.accept()[0]
-            except OSError:
-                return
-            time.sleep(delay)
-            with conn:
-                conn.sendall(text)
-
-        thread = threading.Thread(target=serve, daemon=True)
-        thread.start()
-        listeners.append(listener)
-        threads.append(thread)
-        return f"socket://127.0.0.1:{listener.getsockname()[1]}"
-
-    yield start
-    for thread in threads:
-        thread.join(6)
-    for listener in listeners:
-        listener.close()
-
-
 @pytest.mark.parametrize("delay", [0.0, 0.1])
 def test_a_busy_peer_is_a_port_error_quoting_its_line(closing_server, delay):
     url = closing_server(BUSY_LINE, delay)
