@@ -1,11 +1,13 @@
-"""Waveforms: the FST a model built with ``waves="fst"`` dumps, and how LZ4 for it is found.
+"""sim/fst.py (LZ4 and zlib for Verilator's FST writer), and the FST file that a model built
+with ``waves="fst"`` (sim/verilator.py) dumps.
 
 Verilator's FST writer links LZ4, which this machine has only as a run-time library; the first
 FST build makes ``build/sim/lz4/liblz4.a`` from the PyPI sdist of python-lz4 (a download of
-170 kB, see :func:`sim.fst.fst_build_args`). The model with tracing is built once, for the
-shipped image (about 30 s, the only slow part), and dumps one image at one step; the file is
-checked with the small FST reader below (blocks, header, hierarchy) and, when ``pywellen`` (the
-waveform loader of the Surfer viewer) is installed, read back value by value.
+170 kB, see :func:`sim.fst.fst_build_args`). The fast tests (at the end) check how LZ4 is found
+and the VCD fallback, without a Verilator build or a download. The slow ones build the model
+with tracing once, for the shipped image (about 30 s), and dump one image at one step; the file
+is checked with the small FST reader below (blocks, header, hierarchy) and, when ``pywellen``
+(the waveform loader of the Surfer viewer) is installed, read back value by value.
 """
 
 from __future__ import annotations
