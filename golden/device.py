@@ -23,6 +23,7 @@ from golden.constants import MODE_BY_NAME, MODE_CURRENT, MODE_RATE
 from golden.protocol import (
     CLASSIFY_HEADER_FORMAT,
     CRC_BYTES,
+    HEADER_FORMAT,
     MAX_PAYLOAD,
     MODE_DEFAULT,
     PROTOCOL_VERSION,
@@ -139,7 +140,7 @@ class DeviceParser:
                 self.state = self._HUNT
                 payload = bytes(self.body[:self.length])
                 crc = int.from_bytes(self.body[self.length:], "little")
-                head = struct.pack("<BBH", self.cmd, self.seq, self.length)
+                head = struct.pack(HEADER_FORMAT, self.cmd, self.seq, self.length)
                 if crc != crc16(head + payload):
                     return Request(self.cmd, self.seq, Status.BAD_CRC)
                 if request_length(self.cmd, self.inputs) is None:
@@ -152,9 +153,10 @@ class ReferenceDevice:
     """The device side of the protocol in software: what the board answers, byte for byte.
 
     It answers at once and buffers without limit, so it never sends ``BUSY`` and never drops a
-    reply; a host within :data:`MAX_IN_FLIGHT` requests and :data:`REPLY_QUEUE` replies sees
-    the gateware answer exactly the same bytes. Nothing is ever pending, so RESET abandons
-    nothing and is answered OK at once, as a gateware device answers it when idle.
+    reply; a host within :data:`MAX_IN_FLIGHT` CLASSIFY requests and ``REPLY_QUEUE + 2``
+    requests in all sees the gateware answer exactly the same bytes. Nothing is ever pending,
+    so RESET abandons nothing and is answered OK at once, as a gateware device answers it
+    when idle.
 
     Parameters
     ----------

@@ -33,8 +33,10 @@ import numpy as np
 PROTOCOL_VERSION = 1
 
 SYNC = b"\xa5\x5a"
+#: The header after SYNC: CMD, SEQ, LEN (u8, u8, u16).
+HEADER_FORMAT = "<BBH"
 #: Bytes before the payload: SYNC, CMD, SEQ, LEN.
-HEADER_BYTES = 6
+HEADER_BYTES = len(SYNC) + struct.calcsize(HEADER_FORMAT)
 CRC_BYTES = 2
 #: Set in a response's CMD byte.
 RESPONSE_FLAG = 0x80
@@ -60,9 +62,10 @@ IMAGE_SLOTS = 2
 #: CLASSIFY requests a host may have in flight without ever getting ``BUSY``: one in the core
 #: (or its answer on the wire) and :data:`IMAGE_SLOTS` waiting.
 MAX_IN_FLIGHT = IMAGE_SLOTS + 1
-#: Replies the device queues at least (errors and INFO included) before it may drop a frame:
-#: the depth of its requests FIFO. (Its replies FIFO and the reply being sent add 5 more.)
-REPLY_QUEUE = 8
+#: Depth D of the device's requests queue. ``D + 2`` unanswered requests of any kind (one in
+#: the core, D queued, one held by the parser) always fit, so a host within the driver's
+#: largest window (:data:`MAX_WINDOW`) never has a frame dropped (docs/PROTOCOL.md, Pipelining).
+REPLY_QUEUE = MAX_WINDOW - 2
 
 
 class Command(IntEnum):
@@ -126,7 +129,7 @@ def encode_frame(cmd: int, seq: int, payload: bytes = b"") -> bytes:
     """One complete frame."""
     if len(payload) > 0xFFFF:
         raise ValueError(f"payload of {len(payload)} bytes does not fit LEN")
-    body = struct.pack("<BBH", cmd, seq & 0xFF, len(payload)) + payload
+    body = struct.pack(HEADER_FORMAT, cmd, seq & 0xFF, len(payload)) + payload
     return SYNC + body + struct.pack("<H", crc16(body))
 
 
@@ -184,7 +187,7 @@ class FrameParser:
             del self.buffer[:start]
             if len(self.buffer) < HEADER_BYTES:
                 return out
-            cmd, seq, length = struct.unpack_from("<BBH", self.buffer, 2)
+            cmd, seq, length = struct.unpack_from(HEADER_FORMAT, self.buffer, len(SYNC))
             if length > self.max_payload:
                 out.append(FrameError(Status.BAD_LENGTH, cmd, seq,
                                       f"LEN {length} is above the maximum {self.max_payload}"))

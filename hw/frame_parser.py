@@ -34,6 +34,7 @@ from golden.protocol import (
     CLASSIFY_HEADER_FORMAT,
     CRC_BYTES,
     HEADER_BYTES,
+    HEADER_FORMAT,
     IMAGE_SLOTS,
     MAX_PAYLOAD,
     MODE_DEFAULT,
@@ -48,7 +49,6 @@ __all__ = ["FrameParser", "Kind", "REQUEST_LAYOUT", "HEADER_FIELDS", "SLOT_BITS"
            "field_offsets"]
 
 #: The header after SYNC, as :func:`golden.protocol.encode_frame` packs it.
-HEADER_FIELDS_FORMAT = "<BBH"
 HEADER_FIELDS = ("cmd", "seq", "length")
 #: The CLASSIFY payload before the pixels, as :func:`golden.protocol.pack_classify` packs it.
 CLASSIFY_FIELDS = ("steps", "mode")
@@ -65,8 +65,6 @@ def field_offsets(fmt: str, names: tuple[str, ...]) -> dict[str, tuple[int, int]
             for k, (name, code) in enumerate(zip(names, codes, strict=True))}
 
 
-if len(SYNC) + struct.calcsize(HEADER_FIELDS_FORMAT) != HEADER_BYTES:
-    raise ValueError("HEADER_FIELDS_FORMAT no longer matches golden.protocol.HEADER_BYTES")
 
 
 class Kind(enum.Enum, shape=2):
@@ -92,7 +90,7 @@ class _FrameState:
     def __init__(self, info: protocol.Info):
         header_bytes = HEADER_BYTES - len(SYNC)
         self.header = Signal(8 * header_bytes)
-        fields = field_offsets(HEADER_FIELDS_FORMAT, HEADER_FIELDS)
+        fields = field_offsets(HEADER_FORMAT, HEADER_FIELDS)
         self.cmd, self.seq, self.length = (self.header[8 * offset:8 * (offset + size)]
                                            for offset, size in map(fields.get, HEADER_FIELDS))
         #: Header bytes received once CMD and SEQ are both known.

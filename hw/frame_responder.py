@@ -28,6 +28,7 @@ from golden.protocol import (
     CLASSIFY_RESULT_FORMAT,
     CRC_BYTES,
     HEADER_BYTES,
+    HEADER_FORMAT,
     RESPONSE_FLAG,
     SYNC,
     Command,
@@ -36,7 +37,7 @@ from golden.protocol import (
 
 from .crc import CRC_ALGORITHM
 from .frame_dispatcher import REPLY_LAYOUT
-from .frame_parser import HEADER_FIELDS, HEADER_FIELDS_FORMAT, Kind, field_offsets
+from .frame_parser import HEADER_FIELDS, Kind, field_offsets
 
 __all__ = ["FrameResponder", "CLASSIFY_RESULT_FIELDS"]
 
@@ -107,7 +108,7 @@ class FrameResponder(wiring.Component):
 
         def load(cmd, seq, payload: bytes | Cat, payload_bytes: int):
             header = {"cmd": cmd | RESPONSE_FLAG, "seq": seq, "length": payload_bytes}
-            sizes = field_offsets(HEADER_FIELDS_FORMAT, HEADER_FIELDS)
+            sizes = field_offsets(HEADER_FORMAT, HEADER_FIELDS)
             fields = [Const(header[name], 8 * sizes[name][1]) if name == "length"
                       else header[name] for name in HEADER_FIELDS]
             if isinstance(payload, bytes):

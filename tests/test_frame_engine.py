@@ -484,8 +484,8 @@ def test_reset_behind_a_full_queue(env):
     """INFO requests flood every queue (some are dropped), then a RESET: the INFO answers that
     had started are sent, whole and correct, then the RESET answer, then the next request's.
     The request the parser was holding for the full queue is abandoned with the queue."""
-    count = p.REPLY_QUEUE + 20
-    flood = [p.encode_frame(p.Command.INFO, k) for k in range(count)]
+    count = p.REPLY_QUEUE + 60
+    flood = [p.encode_frame(p.Command.INFO, k & 0xFF) for k in range(count)]
     after = p.encode_frame(p.Command.INFO, 201)
     chunks = [fuzz.Chunk(b"".join(flood) + reset_frame(200) + after, False, "flood+reset")]
     bench = run(env, chunks, Bench(), watch_core=False)

@@ -125,6 +125,12 @@ def test_steps_table_is_max_cycles():
     assert f"takes {format_time(largest)}" in DOC
 
 
+def ordinal(n: int) -> str:
+    """``1st``, ``2nd``, ``3rd``, ``11th``, ``132nd`` ..."""
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
 def test_quoted_limits_and_timeouts_are_the_constants():
     from firmware.driver import DEFAULT_TIMEOUT_S
     from hw.frame_engine import REPLIES_DEPTH, RESETS_DEPTH
@@ -138,8 +144,8 @@ def test_quoted_limits_and_timeouts_are_the_constants():
     assert f"| CLASSIFY requests unanswered (`MAX_IN_FLIGHT`) | {p.MAX_IN_FLIGHT}:" in FLAT
     depth = p.REPLY_QUEUE  # FrameEngine's default queue_depth, D in its docstring
     assert f"| {depth + 2} (`REPLY_QUEUE` + 2) always fit |" in FLAT
-    assert f"happens to the {depth + 3}th unanswered request" in FLAT
-    assert f"to the {depth + 6}th (the reply queue holds {REPLIES_DEPTH} more)" in FLAT
+    assert f"happens to the {ordinal(depth + 3)} unanswered request" in FLAT
+    assert f"to the {ordinal(depth + 6)} (the reply queue holds {REPLIES_DEPTH} more)" in FLAT
     assert f"`MAX_WINDOW` = {p.MAX_WINDOW}" in FLAT
     assert f"`IDLE_TIMEOUT_BYTES` = {p.IDLE_TIMEOUT_BYTES} byte times" in FLAT
     assert f"about {board.QUIET_MS} ms of wall-clock silence from the client (`QUIET_MS`)" in FLAT
