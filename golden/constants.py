@@ -38,12 +38,23 @@ LFSR_SEED_DEFAULT = 0x1F2E3D4C
 RATE_BITS_MAX = 8
 
 # --- input stage -----------------------------------------------------------------------------
-#: Input weights: signed 8 bit, ``-128 .. 127``.
+#: Input weights: signed, ``w_bits`` wide, where ``w_bits`` is a network-image parameter in
+#: ``W_BITS_MIN .. W_BITS`` (``golden.model.Network.w_bits``; 8 for the digits, 4 fits a
+#: 784-512 MNIST network in half the ULX3S-85F's block RAM). ``W_BITS`` is the widest.
 W_BITS = 8
-#: Per-neuron left shift applied to ``W.x + b``: unsigned, ``0 .. 2**W_SHIFT_BITS - 1``.
-W_SHIFT_BITS = 4
-#: Per-neuron bias, in the units of ``W.x`` (added before the shift): signed 20 bit.
-B_BITS = 20
+W_BITS_MIN = 2
+#: Per-neuron input shift applied to ``W.x + b``: **signed**, ``W_SHIFT_MIN .. W_SHIFT_MAX``
+#: (-16 .. 15); ``s >= 0`` shifts left, ``s < 0`` is an arithmetic right shift by ``-s``
+#: (floor). Right shifts let small trained weights (0.01 .. 0.5 threshold per full-scale pixel)
+#: keep all their bits: see docs/ARITHMETIC.md for the choice of the width.
+W_SHIFT_BITS = 5
+#: Per-neuron bias, in the units of ``W.x`` (added before the shift): signed 32 bit, so that at
+#: the largest right shift (16) a bias still reaches the current's saturation (``2**31 >> 16 =
+#: 2**15``).
+B_BITS = 32
+#: Bound on the input accumulator ``|W.x| < 2**ACC_BOUND_BITS`` (the image loader checks it
+#: from ``inputs``, ``w_bits`` and ``rate_bits``); ``W.x + b`` then fits ``B_BITS + 1`` bits.
+ACC_BOUND_BITS = 31
 
 # --- LIF array -------------------------------------------------------------------------------
 #: Fraction bits of the current and membrane formats: 1.0 (the nominal threshold) is
@@ -102,4 +113,5 @@ def unsigned_range(bits: int) -> tuple[int, int]:
 
 
 I_MIN, I_MAX = signed_range(I_BITS)
+W_SHIFT_MIN, W_SHIFT_MAX = signed_range(W_SHIFT_BITS)
 SCORE_MIN, SCORE_MAX = signed_range(SCORE_BITS)

@@ -2,9 +2,9 @@
 
 An image is a directory::
 
-    manifest.json   format, sizes, arithmetic parameters, provenance, accuracies, hash
-    w_in.npy        (N, M)  signed W_BITS      input weights
-    w_shift.npy     (N,)    unsigned W_SHIFT_BITS
+    manifest.json   format, sizes, weight width, arithmetic parameters, provenance, hash
+    w_in.npy        (N, M)  signed w_bits      input weights (w_bits: the manifest's, 2 .. 8)
+    w_shift.npy     (N,)    signed W_SHIFT_BITS  (-16 .. 15: left if >= 0, floor right if < 0)
     bias.npy        (N,)    signed B_BITS
     v_th.npy        (N,)    unsigned V_TH_BITS (>= 1)
     dec.npy         (C, N)  signed D_BITS      decoder weights
@@ -15,8 +15,15 @@ readable from any language. The *content hash* is SHA-256 over the arrays and th
 parameters in a canonical form (see :func:`content_hash`): what the hardware computes with,
 and nothing else, so two images with the same hash classify identically for the same number of
 steps and encoder mode. ``timesteps`` and ``encoder_mode`` in the manifest are run defaults
-(a classify request may override both) and ``pixel_max`` only bounds the accepted input, so
-they are validated but not hashed.
+(a classify request may override both), ``pixel_max`` only bounds the accepted input and
+``w_bits`` only the stored weights (the hardware's weight memory is that wide; the integers and
+so every result are the same at any width that holds them), so they are validated but not
+hashed.
+
+Versions: 2 (this code writes it) has ``w_bits``, a signed 5-bit ``w_shift`` and a 32-bit bias.
+Version 1 (unsigned 4-bit ``w_shift``, left shifts only; 20-bit bias; no ``w_bits``) still
+loads, as the same network with ``w_bits = 8``: its values are a subset of version 2's, and its
+content hash is unchanged.
 
 :func:`load` validates everything and raises :class:`NetworkImageError` with a message that
 names the file or field at fault.
@@ -35,12 +42,15 @@ from . import constants as c
 from .model import Network
 
 FORMAT = "lifpga-network-image"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Versions :func:`load` reads.
+READABLE_VERSIONS = (1, 2)
 
-#: Array name -> (shape in terms of N, M, C; signed; bits). Bits come from golden.constants.
+#: Array name -> (shape in terms of N, M, C; signed; bits). Bits come from golden.constants;
+#: ``w_in``'s are the widest, an image declares its own ``w_bits`` (:func:`declared_arrays`).
 ARRAYS: dict[str, tuple[tuple[str, ...], bool, int]] = {
     "w_in": (("neurons", "inputs"), True, c.W_BITS),
-    "w_shift": (("neurons",), False, c.W_SHIFT_BITS),
+    "w_shift": (("neurons",), True, c.W_SHIFT_BITS),
     "bias": (("neurons",), True, c.B_BITS),
     "v_th": (("neurons",), False, c.V_TH_BITS),
     "dec": (("classes", "neurons"), True, c.D_BITS),
@@ -65,6 +75,18 @@ FORMATS = {
     "PSC_BITS": c.PSC_BITS, "D_BITS": c.D_BITS, "SCORE_BITS": c.SCORE_BITS,
     "LFSR_WIDTH": c.LFSR_WIDTH, "LFSR_TAPS": c.LFSR_TAPS,
 }
+#: Version 1's formats and array declarations, where they differ from version 2's.
+V1_W_SHIFT_BITS, V1_B_BITS = 4, 20
+FORMATS_V1 = {**FORMATS, "W_SHIFT_BITS": V1_W_SHIFT_BITS, "B_BITS": V1_B_BITS}
+
+
+def declared_arrays(version: int, w_bits: int) -> dict[str, tuple[tuple[str, ...], bool, int]]:
+    """:data:`ARRAYS` as an image of ``version`` with weights ``w_bits`` wide declares them."""
+    arrays = dict(ARRAYS, w_in=(ARRAYS["w_in"][0], True, w_bits))
+    if version == 1:
+        arrays.update(w_shift=(("neurons",), False, V1_W_SHIFT_BITS),
+                      bias=(("neurons",), True, V1_B_BITS))
+    return arrays
 
 
 def _stored_dtype(signed: bool, bits: int) -> str:
@@ -99,6 +121,7 @@ def save(path: str | Path, net: Network, timesteps: int, encoder_mode: int, pixe
     ``metadata`` holds provenance (data set, split, seed, training settings, accuracies); it is
     stored but not hashed. The image is validated before anything is written.
     """
+    declared = declared_arrays(FORMAT_VERSION, int(net.w_bits))
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -106,6 +129,7 @@ def save(path: str | Path, net: Network, timesteps: int, encoder_mode: int, pixe
         "inputs": net.inputs,
         "classes": net.classes,
         "pixel_max": int(pixel_max),
+        "w_bits": int(net.w_bits),
         "timesteps": int(timesteps),
         "encoder_mode": c.MODE_NAMES[encoder_mode],
         "parameters": {name: int(getattr(net, name)) for name in PARAMETERS},
@@ -113,7 +137,7 @@ def save(path: str | Path, net: Network, timesteps: int, encoder_mode: int, pixe
         "arrays": {
             name: {"file": f"{name}.npy", "shape": list(getattr(net, name).shape),
                    "signed": signed, "bits": bits}
-            for name, (_, signed, bits) in ARRAYS.items()
+            for name, (_, signed, bits) in declared.items()
         },
         "metadata": metadata,
         "hash": content_hash(net),
@@ -121,7 +145,7 @@ def save(path: str | Path, net: Network, timesteps: int, encoder_mode: int, pixe
     _validate(manifest, {name: getattr(net, name) for name in ARRAYS}, where="network")
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    for name, (_, signed, bits) in ARRAYS.items():
+    for name, (_, signed, bits) in declared.items():
         stored = np.asarray(getattr(net, name)).astype(_stored_dtype(signed, bits))
         np.save(path / f"{name}.npy", stored)
     (path / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
@@ -166,9 +190,9 @@ def load(path: str | Path) -> tuple[Network, dict[str, Any]]:
         if a.dtype.kind == "u" and a.size and a.max() > np.iinfo(np.int64).max:
             raise NetworkImageError(f"{file}: value {a.max()} is beyond any declared width")
         arrays[name] = a.astype(np.int64)
-    _validate(manifest, arrays, where=str(path))
+    w_bits = _validate(manifest, arrays, where=str(path))
     params = manifest["parameters"]
-    net = Network(**arrays, **{k: int(params[k]) for k in PARAMETERS})
+    net = Network(**arrays, **{k: int(params[k]) for k in PARAMETERS}, w_bits=w_bits)
     actual = content_hash(net)
     if actual != manifest["hash"]:
         raise NetworkImageError(
@@ -177,15 +201,27 @@ def load(path: str | Path) -> tuple[Network, dict[str, Any]]:
     return net, manifest
 
 
-def _validate(manifest: dict[str, Any], arrays: dict[str, np.ndarray], where: str) -> None:
+def _validate(manifest: dict[str, Any], arrays: dict[str, np.ndarray], where: str) -> int:
+    """Check the manifest and the arrays; returns the image's weight width ``w_bits``."""
     def fail(msg: str):
         raise NetworkImageError(f"{where}: {msg}")
 
     if manifest.get("format") != FORMAT:
         fail(f"format is {manifest.get('format')!r}, expected {FORMAT!r}")
-    if manifest.get("format_version") != FORMAT_VERSION:
-        fail(f"format_version {manifest.get('format_version')!r} is not supported "
-             f"(this code reads version {FORMAT_VERSION})")
+    version = manifest.get("format_version")
+    if isinstance(version, bool) or version not in READABLE_VERSIONS:
+        fail(f"format_version {version!r} is not supported "
+             f"(this code reads versions {', '.join(map(str, READABLE_VERSIONS))})")
+    if version == 1:
+        if "w_bits" in manifest:
+            fail("w_bits is not a field of format version 1 (its weights are 8 bits)")
+        w_bits = c.W_BITS
+    else:
+        w_bits = manifest.get("w_bits")
+        if (not isinstance(w_bits, int) or isinstance(w_bits, bool)
+                or not c.W_BITS_MIN <= w_bits <= c.W_BITS):
+            fail(f"w_bits must be an integer in {c.W_BITS_MIN} .. {c.W_BITS}, got {w_bits!r}")
+    expected_formats = FORMATS_V1 if version == 1 else FORMATS
     sizes = {}
     for key in ("neurons", "inputs", "classes", "pixel_max", "timesteps"):
         v = manifest.get(key)
@@ -200,10 +236,11 @@ def _validate(manifest: dict[str, Any], arrays: dict[str, np.ndarray], where: st
         fail(f"encoder_mode must be one of {sorted(c.MODE_NAMES.values())}, "
              f"got {manifest.get('encoder_mode')!r}")
     formats = manifest.get("formats")
-    if formats != FORMATS:
+    if formats != expected_formats:
         if not isinstance(formats, dict):
             fail("formats is missing")
-        diff = {k: (formats.get(k), v) for k, v in FORMATS.items() if formats.get(k) != v}
+        diff = {k: (formats.get(k), v) for k, v in expected_formats.items()
+                if formats.get(k) != v}
         fail("formats differ from this build's constants (image, expected): "
              + ", ".join(f"{k}={a!r} vs {b!r}" for k, (a, b) in diff.items()))
     params = manifest.get("parameters")
@@ -215,7 +252,7 @@ def _validate(manifest: dict[str, Any], arrays: dict[str, np.ndarray], where: st
             fail(f"parameters.{name} must be an integer in {lowest} .. {highest}, got {v!r}")
     if not isinstance(manifest.get("hash"), str) or not manifest["hash"].startswith("sha256:"):
         fail("hash is missing or not of the form 'sha256:<hex>'")
-    for name, (dims, signed, bits) in ARRAYS.items():
+    for name, (dims, signed, bits) in declared_arrays(version, w_bits).items():
         a = arrays[name]
         expected = tuple(sizes[d] for d in dims)
         if a.shape != expected:
@@ -238,11 +275,15 @@ def _validate(manifest: dict[str, Any], arrays: dict[str, np.ndarray], where: st
     if (1 << params["rate_bits"]) < sizes["pixel_max"]:
         fail(f"parameters.rate_bits={params['rate_bits']} cannot encode pixel_max "
              f"{sizes['pixel_max']} (a spike is worth 2**rate_bits)")
+    # |W.x| <= inputs * 2**(w_bits-1) * x_max, x_max = 2**rate_bits >= pixel_max (checked
+    # above); with the bias, W.x + b then fits B_BITS + 1 bits (docs/ARITHMETIC.md).
     x_max = 1 << params["rate_bits"]
-    acc_bound = sizes["inputs"] * (1 << (c.W_BITS - 1)) * x_max + (1 << (c.B_BITS - 1))
-    if acc_bound >= 1 << 31:
-        fail(f"inputs x weights x pixels can reach {acc_bound}, beyond 31 bits")
+    acc_bound = sizes["inputs"] * (1 << (w_bits - 1)) * x_max
+    if acc_bound >= 1 << c.ACC_BOUND_BITS:
+        fail(f"inputs x weights x pixels can reach {acc_bound}, "
+             f"beyond {c.ACC_BOUND_BITS} bits")
     score_bound = (sizes["neurons"] * (1 << (c.D_BITS - 1)) * (c.PSC_ONE - 1)
                    + int(np.abs(arrays["dec_bias"]).max()))
     if score_bound > c.SCORE_MAX:
         fail(f"a class score can reach {score_bound}, beyond the {c.SCORE_BITS}-bit score")
+    return w_bits

@@ -10,7 +10,7 @@ One timestep, in order (every image starts from rest: ``v = ref = psc = 0``)::
     x_t   = x                                         (constant-current mode)
           = (draw[t] < x) << rate_bits                (rate mode, draw from golden.lfsr)
     acc   = W_in @ x_t                                (exact integer dot product)
-    I     = sat_I((acc + bias) << w_shift)            (Q5.10, saturating)
+    I     = sat_I(shift(acc + bias, w_shift))         (Q5.10, saturating; shift: below)
     act   = (ref == 0)
     v     = act ? max(v + ((I - v) >> leak_shift), 0) : v
     s     = act & (v >= v_th)
@@ -19,6 +19,9 @@ One timestep, in order (every image starts from rest: ``v = ref = psc = 0``)::
     psc   = psc + (((s << PSC_BITS) - psc) >> psc_shift)
     score = dec_bias + dec @ psc                      (int32, cannot overflow)
     class = argmax(score), lowest index on ties
+
+``shift(a, s)`` is ``a << s`` for ``s >= 0`` and ``a >> -s`` (arithmetic, floor) for ``s < 0``;
+``w_shift`` is signed, ``W_SHIFT_MIN .. W_SHIFT_MAX``.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from .constants import (
     MODE_RATE,
     PIXEL_BITS_MAX,
     PSC_BITS,
+    W_BITS,
 )
 
 __all__ = [
@@ -43,6 +47,7 @@ __all__ = [
     "Result",
     "initial_state",
     "encode_rate",
+    "shift",
     "input_current",
     "lif_step",
     "psc_step",
@@ -59,9 +64,10 @@ class Network(NamedTuple):
     Attributes
     ----------
     w_in : int array (N, M)
-        Input weights, signed ``W_BITS``.
+        Input weights, signed ``w_bits``.
     w_shift : int array (N,)
-        Per-neuron left shift of ``W.x + bias``, unsigned ``W_SHIFT_BITS``.
+        Per-neuron shift of ``W.x + bias``, signed ``W_SHIFT_BITS``: left by ``s`` if
+        ``s >= 0``, arithmetic right (floor) by ``-s`` if ``s < 0``.
     bias : int array (N,)
         Per-neuron bias in units of ``W.x``, signed ``B_BITS``.
     v_th : int array (N,)
@@ -80,6 +86,10 @@ class Network(NamedTuple):
         Random bits per rate-encoder draw; a spike stands for the pixel value ``2**rate_bits``.
     lfsr_seed : int
         Default LFSR seed of the rate encoder.
+    w_bits : int
+        Width of the input weights, ``W_BITS_MIN .. W_BITS`` (default 8). It sizes the
+        hardware's weight memory and bounds ``w_in``; the arithmetic does not depend on it
+        (a 4-bit weight computes as the same integer in 8 bits), so it is not hashed.
     """
 
     w_in: np.ndarray
@@ -93,6 +103,7 @@ class Network(NamedTuple):
     ref_steps: int
     rate_bits: int
     lfsr_seed: int
+    w_bits: int = W_BITS
 
     @property
     def neurons(self) -> int:
@@ -146,10 +157,20 @@ def _matmul_exact(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a.astype(np.float64) @ b.astype(np.float64)).astype(np.int64)
 
 
+def shift(a: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """Signed shift: ``a << s`` where ``s >= 0``, ``a >> -s`` (arithmetic: floor) where ``s < 0``.
+
+    Elementwise with broadcasting; ``a`` and ``s`` are integer arrays. Exact in int64 for the
+    project's widths (``|a| < 2**32``, ``s <= 15``).
+    """
+    a, s = np.asarray(a, dtype=np.int64), np.asarray(s, dtype=np.int64)
+    return np.where(s >= 0, a << np.maximum(s, 0), a >> np.maximum(-s, 0))
+
+
 def input_current(x_t: np.ndarray, net: Network) -> np.ndarray:
-    """Synaptic current ``I = sat_I((W_in @ x_t + bias) << w_shift)``, shape (B, N)."""
+    """Synaptic current ``I = sat_I(shift(W_in @ x_t + bias, w_shift))``, shape (B, N)."""
     acc = _matmul_exact(x_t, net.w_in.T)
-    return np.clip((acc + net.bias) << net.w_shift, I_MIN, I_MAX)
+    return np.clip(shift(acc + net.bias, net.w_shift), I_MIN, I_MAX)
 
 
 def lif_step(current: np.ndarray, v: np.ndarray, ref: np.ndarray, net: Network):

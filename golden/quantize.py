@@ -2,12 +2,24 @@
 
 Input stage
 -----------
-The float input current ``J_n = gain_n * (e_n . x / pixel_max) + bias_n`` is written in Q5.10
-(``1.0 = 2**V_FRAC``) as ``(W_n . x + b_n) << s_n`` with integer pixels ``x``. A single weight
-scale shared by all neurons would waste the 8-bit weights (gains span a wide range: 3.4 to 54 in
-the shipped network, thousands for intercepts near 1), so each neuron gets its own shift
-``s_n``: the smallest one that brings its largest weight into ``W_BITS``. Then
-``W_n = round(w_n / 2**s_n)`` and ``b_n = round(bias_n * 2**V_FRAC / 2**s_n)``.
+The current of neuron ``n`` in Q5.10 (``1.0 = 2**V_FRAC``, the nominal threshold) is, for
+integer pixels ``x``, ``J_n = w_n . x + beta_n`` with real weights ``w_n`` in Q5.10 LSB per
+pixel unit and a real bias ``beta_n`` in Q5.10 LSB. The hardware computes
+``sat_I(shift(W_n . x + b_n, s_n))`` (:func:`golden.model.shift`: left for ``s >= 0``, floor
+right for ``s < 0``). :func:`input_stage` picks, per neuron, the smallest shift ``s_n`` in
+``shift_min .. W_SHIFT_MAX`` with ``round(max_j |w_nj| / 2**s_n) <= 2**(w_bits-1) - 1`` (the
+largest weight then has ``w_bits - 1`` or ``w_bits - 2`` significant bits), and::
+
+    W_n = round(w_n / 2**s_n)
+    b_n = round(beta_n / 2**s_n) + (2**(-s_n - 1) if s_n < 0 else 0)
+
+The half LSB added at a right shift makes the floor of the shift round ``W.x + b`` to nearest
+instead of down (an exact left shift needs none).
+
+The seed network (:func:`quantize_input_stage`, ``shift_min = 0``, 8-bit weights) keeps the
+left shifts it was published with: a single weight scale shared by all neurons would waste the
+8-bit weights (gains span a wide range: 3.4 to 54 in the shipped network, thousands for
+intercepts near 1), hence the per-neuron shift.
 
 Readout
 -------
@@ -29,33 +41,66 @@ from .constants import (
     SCORE_BITS,
     V_FRAC,
     W_BITS,
-    W_SHIFT_BITS,
+    W_BITS_MIN,
+    W_SHIFT_MAX,
+    W_SHIFT_MIN,
     signed_range,
 )
 from .reference import Decoder, FloatNetwork
 
 
-def quantize_input_stage(net: FloatNetwork):
-    """Integer ``(w_in, w_shift, bias)`` of the float network's input stage."""
-    w_real = net.gain[:, None] * net.encoders / net.pixel_max * (1 << V_FRAC)
-    w_lo, w_hi = signed_range(W_BITS)
-    peak = np.abs(w_real).max(axis=1)
-    shift = np.zeros(len(peak), dtype=np.int64)
+def input_stage(w_lsb: np.ndarray, bias_lsb: np.ndarray, w_bits: int = W_BITS,
+                shift_min: int = W_SHIFT_MIN):
+    """Integer ``(w_in, w_shift, bias)`` of real weights and biases (the module's rule).
+
+    Parameters
+    ----------
+    w_lsb : float array (N, M)
+        Weights in Q5.10 LSB of current per pixel unit: a weight of ``w`` thresholds per
+        full-scale pixel is ``w * 2**V_FRAC / pixel_max``.
+    bias_lsb : float array (N,)
+        Bias currents in Q5.10 LSB.
+    w_bits : int
+        Weight width, ``W_BITS_MIN .. W_BITS``.
+    shift_min : int
+        Smallest shift allowed, ``>= W_SHIFT_MIN`` (0 keeps to left shifts).
+
+    Raises
+    ------
+    ValueError
+        If a neuron's weights need a shift beyond ``W_SHIFT_MAX`` or a bias leaves ``B_BITS``.
+    """
+    if not W_BITS_MIN <= w_bits <= W_BITS:
+        raise ValueError(f"w_bits must lie in {W_BITS_MIN} .. {W_BITS}, got {w_bits}")
+    if not W_SHIFT_MIN <= shift_min <= W_SHIFT_MAX:
+        raise ValueError(f"shift_min must lie in {W_SHIFT_MIN} .. {W_SHIFT_MAX}")
+    w_lsb = np.asarray(w_lsb, dtype=np.float64)
+    w_lo, w_hi = signed_range(w_bits)
+    peak = np.abs(w_lsb).max(axis=1)
+    shift = np.full(len(peak), shift_min, dtype=np.int64)
     while True:
-        too_big = np.round(peak / (1 << shift)) > w_hi
+        too_big = np.round(peak / np.exp2(shift)) > w_hi
         if not too_big.any():
             break
         shift[too_big] += 1
-    if shift.max() >= 1 << W_SHIFT_BITS:
+    if shift.max() > W_SHIFT_MAX:
         raise ValueError(
-            f"a neuron's gain needs a shift of {shift.max()}, beyond {W_SHIFT_BITS} bits")
+            f"a neuron's weights need a shift of {shift.max()}, beyond {W_SHIFT_MAX}")
     scale = np.exp2(shift.astype(np.float64))
-    w_in = np.clip(np.round(w_real / scale[:, None]), w_lo, w_hi).astype(np.int64)
-    bias = np.round(net.bias * (1 << V_FRAC) / scale).astype(np.int64)
+    w_in = np.clip(np.round(w_lsb / scale[:, None]), w_lo, w_hi).astype(np.int64)
+    half = np.where(shift < 0, np.left_shift(1, np.maximum(-shift - 1, 0)), 0)
+    bias = np.round(np.asarray(bias_lsb, dtype=np.float64) / scale).astype(np.int64) + half
     b_lo, b_hi = signed_range(B_BITS)
     if bias.min() < b_lo or bias.max() > b_hi:
         raise ValueError(f"a bias leaves the {B_BITS}-bit range: {bias.min()} .. {bias.max()}")
     return w_in, shift, bias
+
+
+def quantize_input_stage(net: FloatNetwork):
+    """Integer ``(w_in, w_shift, bias)`` of the float seed network's input stage: 8-bit
+    weights and left shifts only (``shift_min = 0``), as the seed network was published."""
+    w_real = net.gain[:, None] * net.encoders / net.pixel_max * (1 << V_FRAC)
+    return input_stage(w_real, net.bias * (1 << V_FRAC), W_BITS, shift_min=0)
 
 
 def quantize_decoder(decoder: Decoder):

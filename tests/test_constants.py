@@ -23,3 +23,15 @@ def test_ranges():
 def test_image_formats_are_the_constants():
     for name, value in image.FORMATS.items():
         assert getattr(c, name) == value
+
+
+def test_input_stage_widths_cover_mnist():
+    # The signed shift spans -16 .. 15; the bias reaches the current's saturation even at the
+    # largest right shift; W.x for 784 inputs, 8-bit weights and rate spikes 2**8 stays inside
+    # the accumulator bound, and W.x + b inside B_BITS + 1 bits.
+    assert (c.W_SHIFT_MIN, c.W_SHIFT_MAX) == (-(2 ** (c.W_SHIFT_BITS - 1)),
+                                              2 ** (c.W_SHIFT_BITS - 1) - 1) == (-16, 15)
+    assert c.signed_range(c.B_BITS)[1] >> -c.W_SHIFT_MIN >= c.I_MAX
+    assert c.signed_range(c.B_BITS)[0] >> -c.W_SHIFT_MIN <= c.I_MIN
+    assert 784 * 2 ** (c.W_BITS - 1) * 2**8 < 2**c.ACC_BOUND_BITS <= 2 ** (c.B_BITS - 1)
+    assert c.W_BITS_MIN == 2 and c.W_BITS == 8

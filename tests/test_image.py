@@ -91,7 +91,7 @@ def test_round_trip(tmp_path):
     assert (manifest["neurons"], manifest["inputs"], manifest["classes"]) == (4, 3, 2)
     assert manifest["formats"] == image.FORMATS
     # Stored in the smallest little-endian integer type that holds the declared width.
-    stored = {"w_in": "<i1", "w_shift": "<u1", "bias": "<i4", "v_th": "<u2", "dec": "<i1",
+    stored = {"w_in": "<i1", "w_shift": "<i1", "bias": "<i4", "v_th": "<u2", "dec": "<i1",
               "dec_bias": "<i4"}
     assert set(stored) == set(image.ARRAYS)
     for name, dtype in stored.items():
@@ -200,10 +200,10 @@ def test_wrong_format(img):
     assert_load_error(img, "format is 'something-else'")
 
 
-@pytest.mark.parametrize("version", [2, 0, "1", None])
+@pytest.mark.parametrize("version", [3, 0, "1", "2", None, True])
 def test_unsupported_format_version(img, version):
     edit_manifest(img, lambda m: m.update(format_version=version))
-    assert_load_error(img, f"format_version {version!r} is not supported")
+    assert_load_error(img, f"format_version {version!r} is not supported", "versions 1, 2")
 
 
 def test_missing_arrays_section(img):
@@ -268,9 +268,10 @@ def test_bad_encoder_mode(img):
 @pytest.mark.parametrize(("name", "index", "value", "fragment"), [
     ("w_in", (0, 1), 200, "w_in: value 200 is outside the 8-bit signed range -128 .. 127"),
     ("w_in", (3, 2), -129, "w_in: value -129 is outside"),
-    ("w_shift", (2,), 16, "w_shift: value 16 is outside the 4-bit unsigned range 0 .. 15"),
-    ("w_shift", (0,), -1, "w_shift: value -1 is outside"),
-    ("bias", (1,), 2**19, "bias: value 524288 is outside the 20-bit signed range"),
+    ("w_shift", (2,), 16, "w_shift: value 16 is outside the 5-bit signed range -16 .. 15"),
+    ("w_shift", (0,), -17, "w_shift: value -17 is outside"),
+    ("bias", (1,), 2**31, "bias: value 2147483648 is outside the 32-bit signed range"),
+    ("bias", (1,), -(2**31) - 1, "bias: value -2147483649 is outside"),
     ("v_th", (0,), 2**15, "v_th: value 32768 is outside the 15-bit unsigned range"),
     ("dec", (1, 3), 128, "dec: value 128 is outside the 8-bit signed range"),
     ("dec_bias", (0,), 2**31, "dec_bias: value 2147483648 is outside the 32-bit signed range"),
@@ -351,17 +352,19 @@ def test_score_bound(tmp_path):
         save_small(tmp_path / "bad", bad)
 
 
-def test_accumulator_bound(tmp_path):
-    # inputs * 128 * 2**rate_bits + 2**19 must stay below 2**31: at rate_bits 8 that allows
-    # at most 65519 inputs.
+@pytest.mark.parametrize(("w_bits", "most"), [(8, 2**16 - 1), (4, 2**20 - 1)])
+def test_accumulator_bound(tmp_path, w_bits, most):
+    # inputs * 2**(w_bits-1) * 2**rate_bits must stay below 2**31: at rate_bits 8 that allows
+    # at most 65535 inputs with 8-bit weights, 2**20 - 1 with 4-bit ones.
     def net(inputs):
         return model.Network(np.zeros((1, inputs), np.int64), np.zeros(1, np.int64),
                              np.zeros(1, np.int64), np.ones(1, np.int64),
-                             np.zeros((2, 1), np.int64), np.zeros(2, np.int64), 0, 1, 0, 8, 1)
+                             np.zeros((2, 1), np.int64), np.zeros(2, np.int64), 0, 1, 0, 8, 1,
+                             w_bits=w_bits)
 
-    image.save(tmp_path / "ok", net(65519), 1, c.MODE_RATE, 255, {})
+    image.save(tmp_path / "ok", net(most), 1, c.MODE_RATE, 255, {})
     with pytest.raises(image.NetworkImageError, match="beyond 31 bits"):
-        image.save(tmp_path / "bad", net(65520), 1, c.MODE_RATE, 255, {})
+        image.save(tmp_path / "bad", net(most + 1), 1, c.MODE_RATE, 255, {})
 
 
 def test_hash_mismatch_after_editing_array(img):
@@ -425,7 +428,7 @@ def test_declared_array_width_must_match(img):
 
 
 def test_declared_signedness_must_match(img):
-    edit_manifest(img, lambda m: m["arrays"]["w_shift"].update(signed=True))
+    edit_manifest(img, lambda m: m["arrays"]["w_shift"].update(signed=False))
     assert_load_error(img, "arrays.w_shift declares")
 
 
@@ -446,3 +449,124 @@ def test_manifest_that_is_a_directory(tmp_path):
 def test_dead_shift_settings_refused(tmp_path, name, value):
     with pytest.raises(image.NetworkImageError, match=f"parameters.{name}"):
         save_small(tmp_path / "img", small_net(**{name: value}))
+
+
+# --- weight width and signed shift (format version 2) --------------------------------------
+
+
+def int4_net() -> model.Network:
+    """A valid network with 4-bit weights (both ends of -8 .. 7) and the whole shift range."""
+    return small_net()._replace(
+        w_in=np.array([[7, -8, 0], [1, -1, 5], [-7, 3, 6], [0, 0, -2]], dtype=np.int64),
+        w_shift=np.array([c.W_SHIFT_MIN, c.W_SHIFT_MAX, -1, 0], dtype=np.int64),
+        bias=np.array([-(2**31), 2**31 - 1, 0, -3], dtype=np.int64), w_bits=4)
+
+
+def test_round_trip_four_bit_weights_and_negative_shifts(tmp_path):
+    net = int4_net()
+    manifest = save_small(tmp_path / "img", net)
+    assert manifest["w_bits"] == 4 and manifest["format_version"] == image.FORMAT_VERSION == 2
+    assert manifest["arrays"]["w_in"]["bits"] == 4
+    assert manifest["arrays"]["w_shift"] == {"file": "w_shift.npy", "shape": [4],
+                                             "signed": True, "bits": c.W_SHIFT_BITS}
+    loaded, again = image.load(tmp_path / "img")
+    assert_same_network(net, loaded)
+    assert loaded.w_bits == 4 and type(loaded.w_bits) is int and again == manifest
+
+
+def test_w_bits_is_not_hashed_and_defaults_to_eight():
+    # The integers, not the width that stores them, decide every result.
+    net = int4_net()
+    assert image.content_hash(net) == image.content_hash(net._replace(w_bits=8))
+    assert small_net().w_bits == c.W_BITS == 8
+
+
+@pytest.mark.parametrize("value", [8, -9])
+def test_weight_outside_w_bits(tmp_path, value):
+    bad = int4_net()
+    bad.w_in[1, 1] = value
+    with pytest.raises(image.NetworkImageError,
+                       match=f"w_in: value {value} is outside the 4-bit signed range -8 .. 7"):
+        save_small(tmp_path / "img", bad)
+    # ... and on loading, when the manifest says 4 bits of an 8-bit image.
+    save_small(tmp_path / "wide", bad._replace(w_bits=8))
+    edit_manifest(tmp_path / "wide", lambda m: (m.update(w_bits=4),
+                                                m["arrays"]["w_in"].update(bits=4)))
+    assert_load_error(tmp_path / "wide", f"w_in: value {value} is outside the 4-bit")
+
+
+@pytest.mark.parametrize("value", [1, 9, 0, "4", 4.0, True, None])
+def test_bad_w_bits(img, value):
+    edit_manifest(img, lambda m: m.update(w_bits=value))
+    assert_load_error(img, "w_bits must be an integer in 2 .. 8", repr(value))
+
+
+def test_w_bits_range_at_save(tmp_path):
+    for w_bits in (2, 8):
+        save_small(tmp_path / f"ok{w_bits}",
+                   small_net(w_bits=w_bits)._replace(w_in=np.ones((4, 3), np.int64)))
+    with pytest.raises(image.NetworkImageError, match="w_bits must be"):
+        save_small(tmp_path / "bad", small_net(w_bits=9))
+
+
+def as_version_1(path: Path) -> None:
+    """Rewrite a version-2 image in place as version 1 wrote it: no w_bits, formats and array
+    declarations of version 1 (unsigned 4-bit w_shift, 20-bit bias), w_shift stored <u1."""
+    def edit(m):
+        assert m.pop("w_bits") == 8
+        m["format_version"] = 1
+        m["formats"].update(W_SHIFT_BITS=4, B_BITS=20)
+        m["arrays"]["w_shift"].update(signed=False, bits=4)
+        m["arrays"]["bias"].update(bits=20)
+
+    edit_manifest(path, edit)
+    rewrite_array(path, "w_shift", lambda a: a, dtype="<u1")
+
+
+def v1_net() -> model.Network:
+    return small_net()._replace(bias=np.array([-(2**19), 2**19 - 1, 0, -3], dtype=np.int64))
+
+
+def test_version_1_images_still_load(tmp_path):
+    path = tmp_path / "v1"
+    manifest = save_small(path, v1_net())
+    as_version_1(path)
+    net, loaded = image.load(path)
+    assert loaded["format_version"] == 1 and "w_bits" not in loaded
+    assert net.w_bits == 8
+    assert_same_network(v1_net(), net)
+    # The same network hashes the same in both versions.
+    assert loaded["hash"] == manifest["hash"] == image.content_hash(net)
+    assert loaded["formats"] == image.FORMATS_V1 != image.FORMATS
+
+
+@pytest.mark.parametrize(("name", "value", "fragment"), [
+    ("w_shift", -1, "w_shift: value -1 is outside the 4-bit unsigned range 0 .. 15"),
+    ("bias", 2**19, "bias: value 524288 is outside the 20-bit signed range"),
+])
+def test_version_1_keeps_its_own_ranges(tmp_path, name, value, fragment):
+    path = tmp_path / "v1"
+    save_small(path, v1_net())
+    as_version_1(path)
+
+    def edit(a):
+        a[1] = value
+        return a
+
+    rewrite_array(path, name, edit)
+    rehash(path)
+    assert_load_error(path, fragment)
+
+
+def test_version_1_with_version_2_fields_refused(tmp_path):
+    path = tmp_path / "v1"
+    save_small(path, v1_net())
+    as_version_1(path)
+    edit_manifest(path, lambda m: m.update(w_bits=8))
+    assert_load_error(path, "w_bits is not a field of format version 1")
+    edit_manifest(path, lambda m: (m.pop("w_bits"), m["formats"].update(W_SHIFT_BITS=5)))
+    assert_load_error(path, "formats differ", "W_SHIFT_BITS=5 vs 4")
+    # A version-2 manifest with version 1's formats is refused too.
+    save_small(tmp_path / "v2", v1_net())
+    edit_manifest(tmp_path / "v2", lambda m: m["formats"].update(B_BITS=20))
+    assert_load_error(tmp_path / "v2", "formats differ", "B_BITS=20 vs 32")

@@ -285,6 +285,65 @@ def test_input_current_shift_applies_to_sum_with_bias():
     assert got.tolist() == [[24, -12, -32]]
 
 
+def shift_reference(a: int, s: int) -> int:
+    """The signed shift in Python integers: multiply, or divide rounding toward minus
+    infinity (``//`` is floor division)."""
+    return a * 2**s if s >= 0 else a // 2**-s
+
+
+def test_signed_shift_known_answers():
+    # Right shifts floor, also for negative sums: -5 >> 1 = -3 (truncation would give -2),
+    # -1 >> 16 = -1, 1 >> 16 = 0, -(2**16) - 1 >> 16 = -2.
+    a = [-5, -5, 5, -1, 1, -(2**16) - 1, 2**16, 7, -7, 3]
+    s = [-1, -2, -1, -16, -16, -16, -16, 0, 15, c.W_SHIFT_MAX]
+    assert model.shift(np.array(a), np.array(s)).tolist() == [
+        -3, -2, 2, -1, 0, -2, 1, 7, -7 * 2**15, 3 * 2**15]
+    assert (c.W_SHIFT_MIN, c.W_SHIFT_MAX) == (-16, 15)
+
+
+def test_signed_shift_random_over_the_whole_range():
+    rng = np.random.default_rng(9)
+    a = rng.integers(-(2**32), 2**32, 5000)
+    s = rng.integers(c.W_SHIFT_MIN, c.W_SHIFT_MAX + 1, 5000)
+    a[:64], s[:64] = rng.choice([-(2**32), 2**32 - 1, -1, 0, 1], 64), np.arange(-32, 32) // 2
+    got = model.shift(a, s)
+    assert got.tolist() == [shift_reference(int(x), int(k)) for x, k in zip(a, s, strict=True)]
+
+
+def test_input_current_right_shift_known_answers():
+    # I = sat(floor((acc + bias) / 2**k)): the bias is added before the shift, the shift
+    # floors, and the saturation applies to the shifted value.
+    net = make_net([[1], [1], [-1], [-1], [1], [1], [1]],
+                   w_shift=[-1, -4, -1, -16, -16, -16, -16],
+                   bias=[0, -20, 0, 0, 2**31 - 1 - 9, -(2**31), 2**31 - 1])
+    got = model.input_current(np.array([[9]], dtype=np.int64), net)
+    # 9 >> 1 = 4; (9 - 20) >> 4 = -1; -9 >> 1 = -5; -9 >> 16 = -1;
+    # (2**31 - 1) >> 16 = 32767 = I_MAX unsaturated; (9 - 2**31) >> 16 = -32768 = I_MIN;
+    # (2**31 + 8) >> 16 = 32768 saturates to I_MAX.
+    assert got.tolist() == [[4, -1, -5, -1, c.I_MAX, c.I_MIN, c.I_MAX]]
+
+
+def test_input_current_784_inputs_four_bit_weights_equals_python_integers():
+    # An MNIST-sized input stage: 784 inputs, 4-bit weights, shifts over the whole range,
+    # 8-bit pixels and rate spikes 2**8, against the equation in Python integers.
+    rng = np.random.default_rng(784)
+    n, m = 40, 784
+    # Mostly right shifts, with biases from both ends of B_BITS (saturating) and small ones.
+    w_shift = np.concatenate([rng.integers(-16, -4, 30), rng.integers(-4, 16, 10)])
+    bias = rng.integers(-(2**20), 2**20, n)
+    bias[:4] = [-(2**31), 2**31 - 1, -(2**31), 2**31 - 1]
+    net = make_net(rng.integers(-8, 8, (n, m)), w_shift=w_shift, bias=bias)._replace(w_bits=4)
+    x = np.concatenate([rng.integers(0, 256, (3, m)), rng.choice([0, 256], (2, m))])
+    got = model.input_current(x, net)
+    for b in range(len(x)):
+        for k in range(n):
+            acc = sum(int(w) * int(p) for w, p in zip(net.w_in[k], x[b], strict=True))
+            value = shift_reference(acc + int(net.bias[k]), int(net.w_shift[k]))
+            assert got[b, k] == min(max(value, c.I_MIN), c.I_MAX), (b, k)
+    assert got.min() == c.I_MIN and got.max() == c.I_MAX
+    assert ((got > c.I_MIN) & (got < c.I_MAX)).sum() > 10  # not everything saturates
+
+
 def test_input_current_mid_range_known_answer():
     w_in = [[12, -7, 3, 0], [-100, 55, 1, 2], [127, -128, 64, -64]]
     net = make_net(w_in, w_shift=[2, 0, 1], bias=[-40, 300, 5])
@@ -532,8 +591,8 @@ def extreme_net(rng, leak_shift, psc_shift, ref_steps, rate_bits) -> model.Netwo
     w_in = rng.integers(-128, 128, (n, m))
     w_in[:8] = 127  # neurons driven to +saturation ...
     w_in[8:16] = -128  # ... and to -saturation
-    w_shift = rng.integers(0, 16, n)
-    w_shift[:16] = 15
+    w_shift = rng.integers(c.W_SHIFT_MIN, c.W_SHIFT_MAX + 1, n)
+    w_shift[:16] = c.W_SHIFT_MAX
     b_lo, b_hi = c.signed_range(c.B_BITS)
     bias = rng.choice([b_lo, b_hi, 0, -1, 1], n)
     v_th = rng.integers(1, 1 << c.V_TH_BITS, n)
