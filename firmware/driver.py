@@ -14,6 +14,17 @@ taken for the answer of a later one. (With ``reset=False``, for a device whose f
 predates RESET, the driver instead drains its input before each request and drops late
 answers it recognises by their SEQ and CMD.)
 
+A RESET can be swallowed: a client killed mid-write leaves a partial frame in the device's
+parser (on a UART, or on the virtual board when the next client comes within its idle
+timeout), and the RESET behind it becomes part of that frame. The device then answers
+BAD_LENGTH or BAD_CRC for the frame, or TIMEOUT once the line stays idle, and never answers
+the RESET. So the driver sends RESET again when such a refusal arrives instead of RESET's
+answer, or when no answer comes within :attr:`Lifpga.reset_retry_s` (the longest idle
+timeout of any transport, 50 ms at 3 Mbaud, plus ``RESET_MARGIN_S``); at most
+``RESET_ATTEMPTS`` RESETs in all, within the one deadline of ``timeout`` seconds. The first
+client after a killed one is therefore served at once (within about 0.1 s). An extra RESET is
+harmless: its answer, after the one taken, is dropped as late.
+
 Every request has a deadline (``timeout`` seconds), so no call hangs, provided the transport's
 reads return within a bounded time: a transport the driver opens itself from a URL gets a read
 timeout of at most ``READ_SLICE_S``; a transport object passed in must have one of its own.
@@ -69,6 +80,15 @@ DEFAULT_TIMEOUT_S = 2.0
 DEFAULT_BAUD = 3_000_000  # what every board top builds (hw/boards.py)
 #: Longest single read from the transport, seconds; the request deadline is checked between.
 READ_SLICE_S = 0.05
+#: A RESET unanswered for :attr:`Lifpga.reset_retry_s` is sent again, up to this many RESETs.
+RESET_ATTEMPTS = 4
+#: The longest idle timeout of a board over TCP, seconds: the reference board's floor
+#: (``sim.refboard.IDLE_TIMEOUT_MIN_S``); the virtual board's is about 25 ms, a UART's 64 byte
+#: times (``golden.protocol.IDLE_TIMEOUT_BYTES``).
+IDLE_TIMEOUT_FLOOR_S = 0.05
+#: Added to the idle timeout before RESET is sent again: the RESET's round trip and the answer
+#: in progress on the wire, with room for a loaded host.
+RESET_MARGIN_S = 0.1
 #: Received bytes kept for quoting what a peer sent before it closed the connection.
 PEER_TEXT_BYTES = 512
 #: Simulated cycles per second of wall time of the virtual board (``sim/board.py``, Speed:
@@ -244,6 +264,22 @@ def _open_url(port: str, baud: int, timeout: float) -> Any:
     return transport
 
 
+#: Statuses with which a device refuses a frame as it parsed it (not a request it understood).
+REFUSALS = frozenset({Status.BAD_CRC, Status.BAD_LENGTH, Status.TIMEOUT})
+
+
+def _refusal(item: protocol.Frame | protocol.FrameError) -> bool:
+    """Whether ``item`` answers a frame the device refused as framed: BAD_CRC, BAD_LENGTH or
+    TIMEOUT, or UNKNOWN_COMMAND to anything but RESET. While the driver awaits a RESET answer,
+    such an answer can mean the RESET was swallowed by a partial frame (see
+    :meth:`Lifpga.reset`)."""
+    if not isinstance(item, protocol.Frame) or len(item.payload) != 1:
+        return False
+    status = item.payload[0]
+    return status in REFUSALS or (status == Status.UNKNOWN_COMMAND
+                                  and item.cmd != Command.RESET | protocol.RESPONSE_FLAG)
+
+
 def _peer_text(raw: bytes) -> str | None:
     """``raw`` as a line of text, if it is one (printable ASCII, not frame bytes)."""
     try:
@@ -292,6 +328,7 @@ class Lifpga:
         self.parser = protocol.FrameParser()
         self._frames: list[protocol.Frame | protocol.FrameError] = []  # parsed, not yet used
         self._unframed = bytearray()  # received bytes not (yet) part of a frame
+        self._received = 0  # bytes read from the transport so far
         self._seq = 0
         #: SEQ -> response CMD of requests sent whose response has not been taken yet. An
         #: unexpected response matching one of them is a late answer and is dropped.
@@ -327,6 +364,9 @@ class Lifpga:
 
         The device stops the image it computes, empties its queues, finishes the answer
         already on the wire and then answers RESET; so afterwards no late answer can arrive.
+        A RESET the device may not have seen whole is sent again (see :meth:`_resend_reset`),
+        up to ``RESET_ATTEMPTS`` times in all, within one deadline of ``timeout`` seconds
+        from the first.
 
         Raises
         ------
@@ -334,25 +374,70 @@ class Lifpga:
         DeviceError, LinkTimeout, PortError
         """
         self._clear_input()
-        seq = self._send(Command.RESET, b"")
-        sent = time.monotonic()
-        frame = None
-        while frame is None:
-            item = self._next_item(Command.RESET, seq, sent)
-            if isinstance(item, protocol.Frame) and item.seq == seq and item.payload \
-                    and item.cmd == Command.RESET | protocol.RESPONSE_FLAG:
-                frame = item  # everything before it is stale, and dropped
+        sent, mark = time.monotonic(), self._received
+        seqs = [self._send(Command.RESET, b"")]
+        resend_at = sent + self.reset_retry_s
+        while True:
+            try:
+                item = self._next_item(Command.RESET, seqs[0], sent, until=resend_at,
+                                       mark=mark)
+            except LinkTimeout as exc:
+                raise self._reset_timeout(exc, seqs) from None
+            if item is not None and self._answers_reset(item, seqs):
+                break  # everything before it is stale, and dropped
+            if item is None or _refusal(item):
+                resend_at = self._resend_reset(seqs)
         self._outstanding.clear()
         self._clear_input()
         # A RESET refused (BAD_CRC: line noise) reset nothing: the next request tries again.
-        self._need_reset = frame.payload[0] != Status.OK and self.uses_reset
-        if frame.payload[0] == Status.UNKNOWN_COMMAND:
+        self._need_reset = item.payload[0] != Status.OK and self.uses_reset
+        if item.payload[0] == Status.UNKNOWN_COMMAND:
             raise ResetUnsupported(
-                Status.UNKNOWN_COMMAND, Command.RESET, seq,
+                Status.UNKNOWN_COMMAND, Command.RESET, item.seq,
                 "its firmware predates RESET: rebuild and program the current bitstream, or "
                 "open the port with reset=False (lifpga: --no-reset), which cannot stop an "
                 "earlier client's requests")
-        self._check_status(frame)
+        self._check_status(item)
+
+    @property
+    def reset_retry_s(self) -> float:
+        """Seconds to wait for a RESET answer before sending RESET again: the longest idle
+        timeout of any transport (``IDLE_TIMEOUT_BYTES`` byte times at ``baud``, at least
+        ``IDLE_TIMEOUT_FLOOR_S``) plus ``RESET_MARGIN_S``."""
+        byte_times = protocol.IDLE_TIMEOUT_BYTES * protocol.BITS_PER_BYTE / (self.baud or
+                                                                             DEFAULT_BAUD)
+        return max(byte_times, IDLE_TIMEOUT_FLOOR_S) + RESET_MARGIN_S
+
+    def _resend_reset(self, seqs: list[int]) -> float:
+        """Send RESET again, if fewer than ``RESET_ATTEMPTS`` went out; returns when to
+        resend next (never, once the attempts are spent: the deadline then decides).
+
+        Called when no RESET answer came within :attr:`reset_retry_s`, or when an answer
+        refusing a frame (:func:`_refusal`) came instead: a partial frame that a killed client
+        left in the device's parser swallows the RESET behind it, as payload, and the device
+        then answers BAD_LENGTH or BAD_CRC for that frame, or TIMEOUT once the line stays idle.
+        Each extra RESET is harmless: its answer, after ours, is dropped as late.
+        """
+        if len(seqs) >= RESET_ATTEMPTS:
+            return math.inf
+        seqs.append(self._send(Command.RESET, b""))
+        return time.monotonic() + self.reset_retry_s
+
+    @staticmethod
+    def _answers_reset(item: protocol.Frame | protocol.FrameError, seqs: list[int]) -> bool:
+        """Whether ``item`` is the answer to one of the RESETs ``seqs`` that ends the wait:
+        any but a refusal, which is taken only for the last attempt."""
+        if not (isinstance(item, protocol.Frame) and item.seq in seqs and item.payload
+                and item.cmd == Command.RESET | protocol.RESPONSE_FLAG):
+            return False
+        return not _refusal(item) or (len(seqs) == RESET_ATTEMPTS and item.seq == seqs[-1])
+
+    def _reset_timeout(self, exc: LinkTimeout, seqs: list[int]) -> LinkTimeout:
+        if len(seqs) == 1:
+            return exc
+        return LinkTimeout(f"{exc.detail} RESET was sent {len(seqs)} times (seq "
+                           f"{', '.join(map(str, seqs))}), none answered.", exc.expected_s,
+                           exc.timeout_s)
 
     def info(self) -> protocol.Info:
         """Ask the device what it runs (INFO); the answer is cached for :meth:`classify`.
@@ -531,21 +616,27 @@ class Lifpga:
             self._outstanding.pop(frame.seq, None)
             return frame
 
-    def _next_item(self, command: int, seq: int, sent: float,
-                   payload: bytes = b"") -> protocol.Frame | protocol.FrameError:
-        """The next parsed frame or frame error, reading until ``sent + timeout``."""
+    def _next_item(self, command: int, seq: int, sent: float, payload: bytes = b"", *,
+                   until: float = math.inf, mark: int | None = None
+                   ) -> protocol.Frame | protocol.FrameError | None:
+        """The next parsed frame or frame error, reading until ``sent + timeout``; None if
+        ``until`` (a ``time.monotonic()`` instant) comes first. A timeout counts the bytes that
+        arrived since the byte count was ``mark`` (by default: since this call)."""
         deadline = sent + self.timeout
-        received = 0
+        mark = self._received if mark is None else mark
         while not self._frames:
-            if time.monotonic() >= deadline:
+            now = time.monotonic()
+            if now >= deadline:
                 self._need_reset = self.uses_reset
-                raise self._timeout(command, seq, received, payload)
+                raise self._timeout(command, seq, self._received - mark, payload)
+            if now >= until:
+                return None
             try:
                 data = self.transport.read(self._bytes_wanted())
             except (serial.SerialException, OSError) as exc:
                 raise self._port_failure("read from", exc) from exc
             if data:
-                received += len(data)
+                self._received += len(data)
                 frames = self.parser.feed(data)
                 if frames:
                     self._unframed.clear()

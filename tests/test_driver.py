@@ -9,7 +9,9 @@ import time
 
 import numpy as np
 import pytest
+import serial
 
+import firmware.driver as driver_module
 from firmware.driver import (
     CrcError,
     DeviceError,
@@ -374,6 +376,101 @@ def test_a_stray_reset_answer_is_dropped(refboard):
     driver = Lifpga(link, timeout=1)
     link.arrived += p.encode_frame(RESET | 0x80, 0, bytes([p.Status.OK]))
     assert driver.info().inputs == 64
+
+
+# --- a RESET swallowed by a partial frame, or lost: sent again ----------------------------------
+
+
+class MangledFirstWrite:
+    """Wraps a transport: the first write goes through ``mangle`` (``None`` drops it, as a
+    line that loses a frame); ``frames`` lists every frame written, parsed."""
+
+    def __init__(self, inner, mangle):
+        self.inner, self.mangle, self.writes = inner, mangle, 0
+        self.sent, self.frames = p.FrameParser(), []
+
+    def write(self, data: bytes):
+        self.frames += self.sent.feed(data)
+        self.writes += 1
+        data = self.mangle(data) if self.writes == 1 else data
+        return self.inner.write(data) if data else 0
+
+    def read(self, size: int = 1) -> bytes:
+        return self.inner.read(size)
+
+    def reset_input_buffer(self):
+        self.inner.reset_input_buffer()
+
+    def close(self):
+        self.inner.close()
+
+
+@pytest.fixture
+def raw_link(refboard):
+    """One connection to the reference board, one device behind it: as a UART, its state
+    outlives the client that wrote to it."""
+    link = serial.serial_for_url(refboard.url, timeout=0.05)
+    yield link
+    link.close()
+
+
+# How much of a CLASSIFY frame (75 bytes) the killed client sent, and how the reference device
+# then takes the RESET behind it: 2 (A5 5A: RESET's bytes become a header, TIMEOUT for CMD
+# A5), 3 (BAD_LENGTH at once), 6 and 30 (the RESET becomes payload; TIMEOUT after the idle
+# timeout, 50 ms), 67 (BAD_CRC as RESET's 8th byte completes the frame), 71 and 74 (BAD_CRC;
+# the rest of the RESET is dropped as noise).
+@pytest.mark.parametrize("cut", [2, 3, 6, 30, 67, 71, 74])
+def test_a_partial_frame_left_by_a_killed_client_does_not_swallow_the_reset(
+        refboard, raw_link, digits, cut):
+    """The author's note: "if a killed client left a partial frame behind, it can swallow the
+    next client's RESET. That RESET times out and the next attempt succeeds." The driver now
+    sends RESET again itself: the first client to connect is served at once."""
+    ref = model.run(digits[:1], refboard.net, STEPS, MODE_CURRENT)
+    frame = p.encode_frame(CLASSIFY, 0x41, p.pack_classify(digits[0], STEPS, MODE_CURRENT))
+    assert len(frame) == 75
+    raw_link.write(frame[:cut])  # the killed client's last bytes
+    time.sleep(0.01)  # they reach the device before the next client's
+    start = time.monotonic()
+    with Lifpga(raw_link, timeout=2) as driver:
+        assert driver.info().inputs == 64
+        got = driver.classify(digits[0], steps=STEPS)
+    assert time.monotonic() - start < 1.0  # a RESET timed out would take the whole 2 s
+    assert got.label == ref.classes[-1, 0] and list(got.scores) == ref.scores[-1, 0].tolist()
+
+
+def test_a_reset_lost_on_the_line_is_sent_again(refboard, raw_link):
+    """No answer at all within the idle timeout plus the margin: RESET again."""
+    link = MangledFirstWrite(raw_link, lambda data: None)
+    start = time.monotonic()
+    driver = Lifpga(link, timeout=2)
+    elapsed = time.monotonic() - start
+    assert driver.reset_retry_s <= elapsed < driver.reset_retry_s + 0.5
+    assert driver.reset_retry_s > refboard.idle_timeout  # a swallowing frame has timed out
+    assert [f.cmd for f in link.frames] == [RESET, RESET]
+    assert driver.info().inputs == 64
+
+
+def test_a_reset_refused_bad_crc_is_sent_again(refboard, raw_link):
+    """Line noise in the RESET: the device answers BAD_CRC to it, and nothing was reset."""
+    link = MangledFirstWrite(raw_link, lambda data: data[:-1] + bytes([data[-1] ^ 0x01]))
+    start = time.monotonic()
+    driver = Lifpga(link, timeout=2)
+    assert time.monotonic() - start < 0.5  # at once, not after the retry interval
+    assert [f.cmd for f in link.frames] == [RESET, RESET]
+    assert driver.info().inputs == 64 and [f.cmd for f in link.frames][-1] == INFO
+
+
+def test_resending_reset_is_bounded_by_attempts_and_deadline(silent_server):
+    """A device that never answers: RESET_ATTEMPTS RESETs, all within the one deadline."""
+    link = CountingTransport(serial.serial_for_url(silent_server, timeout=0.05))
+    start = time.monotonic()
+    with pytest.raises(LinkTimeout, match=r"RESET \(seq 0\).*RESET was sent 4 times "
+                                          r"\(seq 0, 1, 2, 3\), none answered"):
+        Lifpga(link, timeout=1)
+    assert 1.0 <= time.monotonic() - start < 1.5
+    assert driver_module.RESET_ATTEMPTS == 4
+    assert link.written == 4 * len(p.encode_frame(RESET, 0))
+    link.inner.close()
 
 
 def test_break_out_of_classify_many_against_the_refboard(lifpga, refboard, digits):
