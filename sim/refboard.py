@@ -44,11 +44,13 @@ import threading
 import time
 from pathlib import Path
 
-from firmware.driver import DEFAULT_BAUD
+from firmware.driver import DEFAULT_BAUD, IDLE_TIMEOUT_FLOOR_S
 from golden import device, image, protocol
+from sim.foreground import run_in_foreground
 
-#: Lower bound of the idle timeout, seconds (see the module docstring).
-IDLE_TIMEOUT_MIN_S = 0.05
+#: Lower bound of the idle timeout, seconds (see the module docstring). The driver waits
+#: longer than this for a RESET answer before it sends RESET again, hence one constant.
+IDLE_TIMEOUT_MIN_S = IDLE_TIMEOUT_FLOOR_S
 #: How often the serving threads check for shutdown, seconds.
 POLL_S = 0.05
 #: A reply that cannot be sent within this many seconds closes its connection.
@@ -208,29 +210,25 @@ class RefBoard:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m sim.refboard``: serve a network image until interrupted."""
+    from hw.options import port_number, positive_int  # pure argparse; importing sim.refboard
+    # itself loads nothing of hw/ (tests/test_refboard.py checks)
+
     parser = argparse.ArgumentParser(prog="python -m sim.refboard", description=__doc__.split(
         "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--image", default="firmware/digits", help="network image directory")
-    parser.add_argument("--port", type=int, default=0, help="TCP port (0: pick a free one)")
-    parser.add_argument("--baud", type=int, default=DEFAULT_BAUD,
+    parser.add_argument("--port", type=port_number, default=0,
+                        help="TCP port (0: pick a free one)")
+    parser.add_argument("--baud", type=positive_int, default=DEFAULT_BAUD,
                         help="baud rate reported by INFO and used for the idle timeout")
-    parser.add_argument("--lanes", type=int, default=16, help="lanes reported by INFO")
+    parser.add_argument("--lanes", type=positive_int, default=16, help="lanes reported by INFO")
     args = parser.parse_args(argv)
-    try:
-        board = RefBoard(args.image, port=args.port, baud=args.baud, lanes=args.lanes)
-        url = board.start()
-    except (OSError, ValueError) as exc:
-        print(f"refboard: error: {exc}", file=sys.stderr)
-        return 1
-    print(url, flush=True)
-    try:
-        while True:
-            time.sleep(1)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        board.stop()
-    return 0
+    boards: list[RefBoard] = []
+
+    def start() -> str:
+        boards.append(RefBoard(args.image, port=args.port, baud=args.baud, lanes=args.lanes))
+        return boards[0].start()
+
+    return run_in_foreground("refboard", start, lambda: boards[0].stop())
 
 
 if __name__ == "__main__":

@@ -316,23 +316,3 @@ def test_command_line_refuses_zero_or_negative_values(capsys, option):
         vb.main(option)
     assert info.value.code == 2
     assert f"argument {option[0]}" in capsys.readouterr().err
-
-
-def test_run_in_foreground_reports_and_always_stops(capsys):
-    from sim.foreground import run_in_foreground
-
-    stopped = []
-
-    def fail():
-        raise vb.BoardError("no executable")
-
-    assert run_in_foreground("board", fail, lambda: stopped.append(1),
-                             errors=(vb.BoardError,)) == 1
-    assert "board: error: no executable" in capsys.readouterr().err and not stopped
-
-    def interrupted():
-        raise KeyboardInterrupt
-
-    assert run_in_foreground("board", lambda: "socket://x", lambda: stopped.append(2),
-                             wait=interrupted) == 0
-    assert capsys.readouterr().out == "socket://x\n" and stopped == [2]
