@@ -16,23 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from sim import buildtools
-from sim.buildtools import (
-    MAKE_OVERRIDES,
-    REPO_ROOT,
-    SimulationError,
-    ToolNotFoundError,
-    check_tools,
-    declared_ports,
-    design_sources,
-    hash_sources,
-    locked,
-    log_tail,
-    make_variables,
-    stamp_matches,
-    write_atomic,
-    write_stamp,
-)
+from sim import buildtools as bt
 
 # --- design keys -----------------------------------------------------------------------------
 
@@ -54,21 +38,21 @@ def test_design_sources_follows_every_import_form_of_hw_modules(tmp_path):
         "hw/unused.py": "",
         "golden/constants.py": "",
     })
-    names = [p.relative_to(tmp_path).as_posix() for p in design_sources("hw/top.py", tmp_path)]
+    names = [p.relative_to(tmp_path).as_posix() for p in bt.design_sources("hw/top.py", tmp_path)]
     assert names == ["hw/a.py", "hw/b.py", "hw/c.py", "hw/d.py", "hw/e.py", "hw/top.py",
                      "golden/constants.py"]
 
 
 def test_design_sources_skips_imports_of_missing_files(tmp_path):
     write_tree(tmp_path, {"hw/top.py": "from .gone import X\nfrom hw import amaranth_like\n"})
-    assert design_sources("hw/top.py", tmp_path) == [tmp_path / "hw/top.py",
+    assert bt.design_sources("hw/top.py", tmp_path) == [tmp_path / "hw/top.py",
                                                       tmp_path / "golden/constants.py"]
 
 
 def test_the_cores_key_leaves_out_the_link():
     """Editing the UART or the frame engine does not rebuild the core's model."""
-    core = {p.relative_to(REPO_ROOT).as_posix() for p in design_sources("hw/core.py")}
-    system = {p.relative_to(REPO_ROOT).as_posix() for p in design_sources("hw/system.py")}
+    core = {p.relative_to(bt.REPO_ROOT).as_posix() for p in bt.design_sources("hw/core.py")}
+    system = {p.relative_to(bt.REPO_ROOT).as_posix() for p in bt.design_sources("hw/system.py")}
     assert {"hw/core.py", "golden/constants.py"} <= core < system
     assert not any(name.startswith(("hw/uart", "hw/frame_", "hw/system")) for name in core)
     assert {"hw/uart.py", "hw/frame_engine.py", "hw/system.py"} <= system
@@ -76,7 +60,7 @@ def test_the_cores_key_leaves_out_the_link():
 
 def digest(paths, root) -> str:
     h = hashlib.sha256()
-    hash_sources(h, paths, root)
+    bt.hash_sources(h, paths, root)
     return h.hexdigest()
 
 
@@ -110,9 +94,9 @@ def test_hash_sources_names_a_file_outside_root_by_its_name(tmp_path):
 
 def test_write_atomic_writes_text_or_bytes_whole_and_leaves_no_temporary(tmp_path):
     path = tmp_path / "lif_core.v"
-    write_atomic(path, "module a;\n")
+    bt.write_atomic(path, "module a;\n")
     assert path.read_text() == "module a;\n"
-    write_atomic(path, b"\x00\xff")
+    bt.write_atomic(path, b"\x00\xff")
     assert path.read_bytes() == b"\x00\xff"
     assert [p.name for p in tmp_path.iterdir()] == ["lif_core.v"]
 
@@ -126,23 +110,23 @@ def test_write_atomic_that_fails_leaves_the_old_file(tmp_path, monkeypatch):
 
     monkeypatch.setattr(Path, "replace", refuse)
     with pytest.raises(OSError, match="disk full"):
-        write_atomic(path, "new")
+        bt.write_atomic(path, "new")
     assert path.read_text() == "old"
 
 
 def test_stamp_matches_only_an_equal_stamp_with_every_output(tmp_path):
     stamp_path, output = tmp_path / "stamp.json", tmp_path / "obj" / "vboard"
     stamp = {"key": "09da2841431a830f", "verilator": "5.049", "flags": ["-O2"]}
-    assert not stamp_matches(stamp_path, stamp)  # never built
-    write_stamp(stamp_path, stamp)
+    assert not bt.stamp_matches(stamp_path, stamp)  # never built
+    bt.write_stamp(stamp_path, stamp)
     assert stamp_path.read_text() == json.dumps(stamp) + "\n"
-    assert stamp_matches(stamp_path, stamp)
-    assert not stamp_matches(stamp_path, stamp, output)  # the executable is gone
+    assert bt.stamp_matches(stamp_path, stamp)
+    assert not bt.stamp_matches(stamp_path, stamp, output)  # the executable is gone
     output.parent.mkdir()
     output.write_bytes(b"")
-    assert stamp_matches(stamp_path, stamp, output)
-    assert not stamp_matches(stamp_path, {**stamp, "verilator": "5.050"}, output)
-    assert not stamp_matches(stamp_path, {**stamp, "extra": 1}, output)
+    assert bt.stamp_matches(stamp_path, stamp, output)
+    assert not bt.stamp_matches(stamp_path, {**stamp, "verilator": "5.050"}, output)
+    assert not bt.stamp_matches(stamp_path, {**stamp, "extra": 1}, output)
 
 
 # --- the build lock --------------------------------------------------------------------------
@@ -153,14 +137,14 @@ def test_locked_makes_a_second_holder_wait(tmp_path):
     events, first_in, release = [], threading.Event(), threading.Event()
 
     def first():
-        with locked(directory):
+        with bt.locked(directory):
             events.append("first in")
             first_in.set()
             release.wait(5)
             events.append("first out")
 
     def second():
-        with locked(directory):
+        with bt.locked(directory):
             events.append("second in")
 
     threads = [threading.Thread(target=first)]
@@ -178,13 +162,13 @@ def test_locked_makes_a_second_holder_wait(tmp_path):
 
 
 def test_locked_is_released_when_the_build_fails(tmp_path):
-    with pytest.raises(SimulationError):
-        with locked(tmp_path):
-            raise SimulationError("verilator failed")
+    with pytest.raises(bt.SimulationError):
+        with bt.locked(tmp_path):
+            raise bt.SimulationError("verilator failed")
     done = threading.Event()
 
     def again():
-        with locked(tmp_path):
+        with bt.locked(tmp_path):
             done.set()
 
     thread = threading.Thread(target=again)
@@ -205,7 +189,7 @@ def test_make_variables_extends_makeflags_and_restores_it(monkeypatch, before, d
         monkeypatch.delenv("MAKEFLAGS", raising=False)
     else:
         monkeypatch.setenv("MAKEFLAGS", before)
-    with make_variables(("A=1", "B=x y")):
+    with bt.make_variables(("A=1", "B=x y")):
         assert os.environ["MAKEFLAGS"] == during
     assert os.environ.get("MAKEFLAGS") == before
 
@@ -215,11 +199,11 @@ def test_make_reads_the_variables(tmp_path, monkeypatch):
         pytest.fail("make is not installed; the Verilator builds need it")
     (tmp_path / "Makefile").write_text("all:\n\t@echo $(CFG_CXXFLAGS_PCH_I) $(OPT_FAST)\n")
     monkeypatch.delenv("MAKEFLAGS", raising=False)
-    with make_variables(MAKE_OVERRIDES):
+    with bt.make_variables(bt.MAKE_OVERRIDES):
         out = subprocess.run(["make", "-s", "-C", str(tmp_path)], capture_output=True,
                              text=True, check=True).stdout
     assert out.split() == ["-include", "-O2"]
-    assert f"PYTHON3={sys.executable}" in MAKE_OVERRIDES
+    assert f"PYTHON3={sys.executable}" in bt.MAKE_OVERRIDES
 
 
 # --- the tool check --------------------------------------------------------------------------
@@ -227,15 +211,15 @@ def test_make_reads_the_variables(tmp_path, monkeypatch):
 
 def without(monkeypatch, *missing: str) -> None:
     real = shutil.which
-    monkeypatch.setattr(buildtools.shutil, "which",
+    monkeypatch.setattr(bt.shutil, "which",
                         lambda name, *a, **k: None if name in missing else real(name, *a, **k))
 
 
 def test_check_tools_names_a_missing_verilator(tmp_path, monkeypatch):
     without(monkeypatch, "verilator")
-    monkeypatch.setattr(buildtools.sys, "executable", str(tmp_path / "python"))
-    with pytest.raises(ToolNotFoundError) as info:
-        check_tools()
+    monkeypatch.setattr(bt.sys, "executable", str(tmp_path / "python"))
+    with pytest.raises(bt.ToolNotFoundError) as info:
+        bt.check_tools()
     assert info.value.tool == "verilator"
     assert str(info.value).startswith("verilator not found on PATH: install the verilator "
                                       "package and link its bin/verilator into")
@@ -244,9 +228,9 @@ def test_check_tools_names_a_missing_verilator(tmp_path, monkeypatch):
 def test_check_tools_puts_the_venvs_verilator_on_path(tmp_path, monkeypatch):
     (tmp_path / "verilator").write_text("")
     without(monkeypatch, "verilator")
-    monkeypatch.setattr(buildtools.sys, "executable", str(tmp_path / "python"))
+    monkeypatch.setattr(bt.sys, "executable", str(tmp_path / "python"))
     monkeypatch.setenv("PATH", "/usr/bin")
-    check_tools()
+    bt.check_tools()
     assert os.environ["PATH"] == f"{tmp_path}{os.pathsep}/usr/bin"
 
 
@@ -254,10 +238,10 @@ def test_check_tools_puts_the_venvs_verilator_on_path(tmp_path, monkeypatch):
     ("make", ""), ("c++", ": Verilator compiles its model with a C++ compiler")])
 def test_check_tools_names_a_missing_make_or_compiler(monkeypatch, tool, hint):
     if shutil.which("verilator") is None:
-        monkeypatch.setattr(buildtools.shutil, "which", lambda name, *a: f"/bin/{name}")
+        monkeypatch.setattr(bt.shutil, "which", lambda name, *a: f"/bin/{name}")
     without(monkeypatch, tool)
-    with pytest.raises(ToolNotFoundError) as info:
-        check_tools()
+    with pytest.raises(bt.ToolNotFoundError) as info:
+        bt.check_tools()
     assert str(info.value).startswith(f"{tool} not found on PATH{hint}")
     assert info.value.tool == tool and isinstance(info.value, RuntimeError)
 
@@ -279,15 +263,15 @@ endmodule
 
 
 def test_declared_ports_of_a_module_or_of_all():
-    assert declared_ports(VERILOG, "lif_core") == {"clk", "rst", "i__payload", "o__valid"}
-    assert declared_ports(VERILOG, "other") == {"x"}
-    assert declared_ports(VERILOG) == {"clk", "rst", "i__payload", "o__valid", "x"}
-    assert declared_ports(VERILOG, "lif") == set()  # a whole name, not a prefix
+    assert bt.declared_ports(VERILOG, "lif_core") == {"clk", "rst", "i__payload", "o__valid"}
+    assert bt.declared_ports(VERILOG, "other") == {"x"}
+    assert bt.declared_ports(VERILOG) == {"clk", "rst", "i__payload", "o__valid", "x"}
+    assert bt.declared_ports(VERILOG, "lif") == set()  # a whole name, not a prefix
 
 
 def test_log_tail(tmp_path):
     log = tmp_path / "build.log"
     log.write_bytes(b"".join(b"line %d\n" % n for n in range(100)) + b"bad \xff byte\n")
-    assert log_tail(log, 3) == "line 98\nline 99\nbad \ufffd byte"
-    assert log_tail(log).count("\n") == 39
-    assert log_tail(tmp_path / "missing.log") == "(no log)"
+    assert bt.log_tail(log, 3) == "line 98\nline 99\nbad \ufffd byte"
+    assert bt.log_tail(log).count("\n") == 39
+    assert bt.log_tail(tmp_path / "missing.log") == "(no log)"

@@ -11,49 +11,45 @@ import pytest
 
 from hw.options import port_number, positive_float, positive_int
 
+ACCEPTED = [
+    (positive_int, "1", 1), (positive_int, "16", 16), (positive_int, " 7 ", 7),
+    (positive_int, "+3", 3),
+    (positive_float, "1", 1.0), (positive_float, "0.5", 0.5), (positive_float, "1e-9", 1e-9),
+    (positive_float, "3000000", 3e6),
+    (port_number, "0", 0), (port_number, "1", 1), (port_number, "8023", 8023),
+    (port_number, "65535", 65535),
+]
 
-@pytest.mark.parametrize("text, value", [("1", 1), ("16", 16), (" 7 ", 7), ("+3", 3)])
-def test_positive_int_takes_whole_numbers_from_one(text, value):
-    assert positive_int(text) == value and type(positive_int(text)) is int
+REFUSED = [
+    (positive_int, "0", "must be at least 1, not 0"),
+    (positive_int, "-1", "must be at least 1, not -1"),
+    (positive_int, "x", "'x' is not a whole number"),
+    (positive_int, "1.5", "'1.5' is not a whole number"),
+    (positive_int, "", "'' is not a whole number"),
+    (positive_int, "1e3", "'1e3' is not a whole number"),
+    (positive_float, "0", "must be above 0, not 0"),
+    (positive_float, "0.0", "must be above 0, not 0.0"),
+    (positive_float, "-50", "must be above 0, not -50"),
+    (positive_float, "-0", "must be above 0, not -0"),
+    (positive_float, "fast", "'fast' is not a number"),
+    (positive_float, "nan", "must be above 0, not nan"),
+    (port_number, "-1", "must be 0 to 65535, not -1"),
+    (port_number, "65536", "must be 0 to 65535, not 65536"),
+    (port_number, "http", "'http' is not a whole number"),
+    (port_number, "80.0", "'80.0' is not a whole number"),
+]
 
 
-@pytest.mark.parametrize("text, message", [
-    ("0", "must be at least 1, not 0"), ("-1", "must be at least 1, not -1"),
-    ("x", "'x' is not a whole number"), ("1.5", "'1.5' is not a whole number"),
-    ("", "'' is not a whole number"), ("1e3", "'1e3' is not a whole number")])
-def test_positive_int_refuses(text, message):
+@pytest.mark.parametrize("parse, text, value", ACCEPTED)
+def test_a_value_in_range_is_converted(parse, text, value):
+    got = parse(text)
+    assert got == value and type(got) is type(value)
+
+
+@pytest.mark.parametrize("parse, text, message", REFUSED)
+def test_a_value_out_of_range_or_garbage_is_refused(parse, text, message):
     with pytest.raises(argparse.ArgumentTypeError) as info:
-        positive_int(text)
-    assert str(info.value) == message
-
-
-@pytest.mark.parametrize("text, value", [("1", 1.0), ("0.5", 0.5), ("1e-9", 1e-9),
-                                         ("3000000", 3e6)])
-def test_positive_float_takes_numbers_above_zero(text, value):
-    assert positive_float(text) == value and type(positive_float(text)) is float
-
-
-@pytest.mark.parametrize("text, message", [
-    ("0", "must be above 0, not 0"), ("0.0", "must be above 0, not 0.0"),
-    ("-50", "must be above 0, not -50"), ("-0", "must be above 0, not -0"),
-    ("fast", "'fast' is not a number"), ("nan", "must be above 0, not nan")])
-def test_positive_float_refuses(text, message):
-    with pytest.raises(argparse.ArgumentTypeError) as info:
-        positive_float(text)
-    assert str(info.value) == message
-
-
-@pytest.mark.parametrize("text, value", [("0", 0), ("1", 1), ("8023", 8023), ("65535", 65535)])
-def test_port_number_takes_zero_to_65535(text, value):
-    assert port_number(text) == value
-
-
-@pytest.mark.parametrize("text, message", [
-    ("-1", "must be 0 to 65535, not -1"), ("65536", "must be 0 to 65535, not 65536"),
-    ("http", "'http' is not a whole number"), ("80.0", "'80.0' is not a whole number")])
-def test_port_number_refuses(text, message):
-    with pytest.raises(argparse.ArgumentTypeError) as info:
-        port_number(text)
+        parse(text)
     assert str(info.value) == message
 
 
