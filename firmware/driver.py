@@ -22,8 +22,10 @@ the RESET. So the driver sends RESET again when such a refusal arrives instead o
 answer, or when no answer comes within :attr:`Lifpga.reset_retry_s` (the longest idle
 timeout of any transport, 50 ms at 3 Mbaud, plus ``RESET_MARGIN_S``); at most
 ``RESET_ATTEMPTS`` RESETs in all, within the one deadline of ``timeout`` seconds. The first
-client after a killed one is therefore served at once (within about 0.1 s). An extra RESET is
-harmless: its answer, after the one taken, is dropped as late.
+client after a killed one is therefore served at once: its RESET is answered within the
+device's idle timeout (measured on the reference board, whose idle timeout is 50 ms: at most
+51 ms, for any cut of a CLASSIFY frame). An extra RESET is harmless: its answer, after the one
+taken, is dropped as late.
 
 Every request has a deadline (``timeout`` seconds), so no call hangs, provided the transport's
 reads return within a bounded time: a transport the driver opens itself from a URL gets a read
