@@ -28,9 +28,9 @@ Architecture
 ``INPUT``     ``G * max(K, 1)`` cycles for a list of ``K`` entries: for each group, each lane
               accumulates ``W_in[n, j] * x`` over the list (weights registered, then a
               two-stage multiply in logic); at the end of a group the two-stage
-              ``CurrentLane`` lanes write ``I = sat((acc + bias) << shift)`` to ``cur_mem``,
-              7 cycles after the group's last issue. A zero input adds nothing, so skipping it
-              is exact.
+              ``CurrentLane`` lanes write ``I = sat(shift(acc + bias, s))`` (signed ``s``:
+              left, or floor right) to ``cur_mem``, 7 cycles after the group's last issue. A
+              zero input adds nothing, so skipping it is exact.
 ``LIF``       ``G`` cycles per step, a 5-stage pipeline (register the inputs, the two-stage
               ``NeuronLane``, register its outputs, write back 4 cycles after the read): the
               lanes update ``v``, ``ref``, ``psc`` of a group per cycle and count spikes.
@@ -74,7 +74,7 @@ from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from golden.constants import COUNT_BITS, MODE_RATE, SCORE_BITS, STEPS_BITS, W_BITS
+from golden.constants import COUNT_BITS, MODE_RATE, SCORE_BITS, STEPS_BITS
 from golden.model import Network
 
 from .geometry import (
@@ -356,20 +356,21 @@ class LifCore(wiring.Component):
                          last[stage].eq(last[stage - 1]), grp[stage].eq(grp[stage - 1])]
         s2_x, s3_x = Signal(self.x_bits), Signal(self.x_bits)
         m.d.sync += [s2_x.eq(Mux(s1_empty, 0, lst_rd.data.x)), s3_x.eq(s2_x)]
-        weights = [Signal(signed(W_BITS), name=f"weight{p}") for p in range(P)]
+        w_bits = self.geometry.w_bits
+        weights = [Signal(signed(w_bits), name=f"weight{p}") for p in range(P)]
         m.d.sync += [weights[p].eq(w_rd.data[p]) for p in range(P)]
         # W * x in logic, in two stages: W times each 2-bit digit of x (a choice of 0, W, 2W
         # and 3W), then the sum of the shifted digit products. (A DSP multiplier fed by one x
         # register for all lanes was the critical path on ECP5: routing to 16 fixed DSP sites.)
         digits = [s3_x[i:i + 2] for i in range(0, self.x_bits, 2)]
-        products = [Signal(signed(W_BITS + self.x_bits + 1), name=f"product{p}")
+        products = [Signal(signed(self.geometry.product_bits), name=f"product{p}")
                     for p in range(P)]
         for p in range(P):
             w = weights[p]
             w3 = w + (w << 1)
             partials = []
             for d, digit in enumerate(digits):
-                partial = Signal(signed(W_BITS + 2), name=f"partial{p}_{d}")
+                partial = Signal(signed(w_bits + 2), name=f"partial{p}_{d}")
                 if len(digit) == 2:
                     m.d.sync += partial.eq(
                         Mux(digit[1], Mux(digit[0], w3, w << 1), Mux(digit[0], w, 0)))
@@ -386,13 +387,18 @@ class LifCore(wiring.Component):
         m.d.sync += [s6_valid.eq(valid[5] & last[5]), s6_g.eq(grp[5])]
         s7_valid, s7_g = Signal(), Signal(range(G))
         m.d.sync += [s7_valid.eq(s6_valid), s7_g.eq(s6_g)]
-        # The group's bias and shift are read as it accumulates, and are ready in stage 6.
-        m.d.comb += cp_rd.addr.eq(grp[5])
+        # The group's bias and shift are read as its last entry passes stage 4 and registered as
+        # it passes stage 5, so they wait in a register in stage 6: the ROM's output delay stays
+        # out of the CurrentLane's adder and shift path. (The next group's entry, in stage 4
+        # when the last one is in stage 5, is read a cycle later and does not disturb them.)
+        m.d.comb += cp_rd.addr.eq(grp[4])
+        cur_params = Signal(memory_shape(spec["cur_param_mem"]))
+        m.d.sync += cur_params.eq(cp_rd.data)
         for p in range(P):
             m.d.comb += [
                 current_lanes[p].acc.eq(acc[p]),
-                current_lanes[p].bias.eq(cp_rd.data[p].bias),
-                current_lanes[p].shift.eq(cp_rd.data[p].shift),
+                current_lanes[p].bias.eq(cur_params[p].bias),
+                current_lanes[p].shift.eq(cur_params[p].shift),
                 cur_wr.data[p].eq(current_lanes[p].current),
             ]
         m.d.comb += [cur_wr.addr.eq(s7_g), cur_wr.en.eq(s7_valid)]

@@ -74,8 +74,9 @@ class Field:
     signed: bool = False
 
 
-#: Per-neuron constants of the input current (``cur_param_mem``), low field first.
-CURRENT_FIELDS = (Field("bias", B_BITS, True), Field("shift", W_SHIFT_BITS))
+#: Per-neuron constants of the input current (``cur_param_mem``), low field first: the bias and
+#: the signed shift (``golden.model.shift``).
+CURRENT_FIELDS = (Field("bias", B_BITS, True), Field("shift", W_SHIFT_BITS, True))
 #: Per-neuron state (``st_mem``), low field first.
 STATE_FIELDS = (Field("v", V_BITS, True), Field("ref", REF_BITS), Field("psc", PSC_BITS))
 
@@ -175,6 +176,8 @@ class CoreGeometry:
         Random bits per rate-encoder draw; a spike is the value ``2**rate_bits``.
     lfsr_seed : int
         The rate encoder's LFSR seed (the draws decide ``K_t``).
+    w_bits : int
+        Width of an input weight (the image's ``w_bits``): the width of ``w_mem``'s elements.
     """
 
     inputs: int
@@ -184,6 +187,7 @@ class CoreGeometry:
     pixel_bits: int
     rate_bits: int
     lfsr_seed: int
+    w_bits: int = W_BITS
 
     def __post_init__(self):
         _groups(self.neurons, self.lanes)
@@ -193,7 +197,7 @@ class CoreGeometry:
         """The geometry of the core for ``net`` (a :class:`golden.model.Network`)."""
         return cls(inputs=net.inputs, neurons=net.neurons, classes=net.classes, lanes=lanes,
                    pixel_bits=max(1, int(pixel_max).bit_length()), rate_bits=net.rate_bits,
-                   lfsr_seed=net.lfsr_seed)
+                   lfsr_seed=net.lfsr_seed, w_bits=int(net.w_bits))
 
     @property
     def groups(self) -> int:
@@ -211,9 +215,16 @@ class CoreGeometry:
         return max(1, (self.inputs - 1).bit_length())
 
     @property
+    def product_bits(self) -> int:
+        """Width of one product ``W * x``: ``|W * x| < 2**(w_bits - 1 + x_bits)``."""
+        return self.w_bits + self.x_bits
+
+    @property
     def acc_bits(self) -> int:
-        """Width of a lane's ``W.x`` accumulator: a sum of ``M`` signed products."""
-        return W_BITS + self.x_bits + 1 + (self.inputs - 1).bit_length()
+        """Width of a lane's ``W.x`` accumulator, exact: a sum of ``M`` products, each below
+        ``2**(product_bits - 1)`` in magnitude, is below ``2**(product_bits - 1 +
+        ceil(log2 M))`` (784 inputs, 4-bit weights, 9-bit x: 23 bits; 8-bit weights: 27)."""
+        return self.product_bits + (self.inputs - 1).bit_length()
 
     @property
     def label_bits(self) -> int:
@@ -224,7 +235,8 @@ class CoreGeometry:
         """Every memory of the core, in the order the core builds them."""
         g, m, p = self.groups, self.inputs, self.lanes
         return (
-            MemorySpec("w_mem", g * m, (Field("", W_BITS, True),), p, "input weights", True),
+            MemorySpec("w_mem", g * m, (Field("", self.w_bits, True),), p, "input weights",
+                       True),
             MemorySpec("cur_param_mem", g, CURRENT_FIELDS, p, "bias, shift", True),
             MemorySpec("v_th_mem", g, (Field("", V_TH_BITS),), p, "thresholds", True),
             MemorySpec("cur_mem", g, (Field("", I_BITS, True),), p, "currents", False),

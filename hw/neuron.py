@@ -27,6 +27,7 @@ from golden.constants import (
     V_BITS,
     V_TH_BITS,
     W_SHIFT_BITS,
+    W_SHIFT_MAX,
 )
 
 __all__ = ["LANE_LATENCY", "CurrentLane", "NeuronLane"]
@@ -36,10 +37,15 @@ LANE_LATENCY = 1
 
 
 class CurrentLane(wiring.Component):
-    """Synaptic current ``I = sat_I((acc + bias) << shift)``, a two-stage pipeline.
+    """Synaptic current ``I = sat_I(shift(acc + bias, s))``, a two-stage pipeline.
 
-    Stage 1 adds and shifts into a register, stage 2 saturates (combinational from that
-    register): ``current`` follows the inputs by one cycle.
+    ``shift(a, s)`` is ``a << s`` for ``s >= 0`` and ``a >> -s`` (arithmetic: floor) for
+    ``s < 0`` (:func:`golden.model.shift`). Both directions are one right shift:
+    ``shift(a, s) = (a << W_SHIFT_MAX) >> (W_SHIFT_MAX - s)``, exact because the constant left
+    shift is wiring and the arithmetic right shift floors; ``W_SHIFT_MAX - s`` (0 .. 31) is ``s``
+    with its low bits inverted, no adder. So stage 1 is the adder and one 5-level shift mux
+    (the unsigned left shift it replaces had 4 levels), into a register; stage 2 saturates,
+    combinationally from that register: ``current`` follows the inputs by one cycle.
 
     Parameters
     ----------
@@ -57,8 +63,8 @@ class CurrentLane(wiring.Component):
         The exact dot product of one neuron's weights with the input.
     bias : :py:`In(signed(B_BITS))`
         The neuron's bias, in units of ``acc``.
-    shift : :py:`In(W_SHIFT_BITS)`
-        The neuron's left shift.
+    shift : :py:`In(signed(W_SHIFT_BITS))`
+        The neuron's signed shift, ``W_SHIFT_MIN .. W_SHIFT_MAX``.
     current : :py:`Out(signed(I_BITS))`
         Q5.10 current, saturated to ``I_MIN .. I_MAX``.
     """
@@ -68,16 +74,19 @@ class CurrentLane(wiring.Component):
         super().__init__({
             "acc": In(signed(acc_bits)),
             "bias": In(signed(B_BITS)),
-            "shift": In(W_SHIFT_BITS),
+            "shift": In(signed(W_SHIFT_BITS)),
             "current": Out(signed(I_BITS)),
         })
 
     def elaborate(self, platform) -> Module:
         m = Module()
         total = Signal(signed(max(self.acc_bits, B_BITS) + 1))
-        shifted = Signal(signed(len(total) + (1 << W_SHIFT_BITS) - 1))
-        m.d.comb += total.eq(self.acc + self.bias)
-        m.d.sync += shifted.eq(total << self.shift)
+        # W_SHIFT_MAX = 2**(W_SHIFT_BITS-1) - 1, so W_SHIFT_MAX - s = s ^ W_SHIFT_MAX (mod 2**5).
+        amount = Signal(W_SHIFT_BITS)
+        shifted = Signal(signed(len(total) + W_SHIFT_MAX))
+        m.d.comb += [total.eq(self.acc + self.bias),
+                     amount.eq(self.shift.as_unsigned() ^ W_SHIFT_MAX)]
+        m.d.sync += shifted.eq((total << W_SHIFT_MAX) >> amount)
         m.d.comb += self.current.eq(
             Mux(shifted > I_MAX, I_MAX, Mux(shifted < I_MIN, I_MIN, shifted)))
         return m

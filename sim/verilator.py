@@ -20,9 +20,10 @@ Three steps, each cached or batched because each is slow in its own way:
 The build machinery this shares with the virtual board (:mod:`sim.board`): tools, lock, design
 keys, stamps, is :mod:`sim.buildtools`; the LZ4 that an FST waveform needs, :mod:`sim.fst`.
 
-The design key is a hash of the network image's content hash, ``pixel_max``, ``lanes``, the
-Amaranth version and the source of ``hw/**/*.py`` and ``golden/constants.py``: a change to any
-of them gives a new key, hence a fresh export and build, and an unchanged design reuses both.
+The design key is a hash of the network image's content hash, ``pixel_max``, ``lanes``,
+``w_bits``, the Amaranth version and the source of ``hw/**/*.py`` and ``golden/constants.py``:
+a change to any of them gives a new key, hence a fresh export and build, and an unchanged
+design reuses both.
 
 The harness
 -----------
@@ -157,13 +158,15 @@ def design_key(net: Network, pixel_max: int, lanes: int, root: Path = REPO_ROOT)
     Returns
     -------
     str
-        16 hex digits of a SHA-256 over the image's content hash, the parameters, the Amaranth
-        version and every design source file.
+        16 hex digits of a SHA-256 over the image's content hash, the parameters (``w_bits``
+        included), the Amaranth version and every design source file.
     """
     import amaranth
 
     h = hashlib.sha256()
-    h.update(f"{content_hash(net)};pixel_max={pixel_max};lanes={lanes};"
+    # The content hash leaves out w_bits (it changes no result), but the weight ROM's width
+    # and so the Verilog follow it.
+    h.update(f"{content_hash(net)};pixel_max={pixel_max};lanes={lanes};w_bits={net.w_bits};"
              f"amaranth={amaranth.__version__}\n".encode())
     hash_sources(h, design_sources("hw/core.py", root), root)
     return h.hexdigest()[:16]
@@ -244,8 +247,8 @@ def export(net: Network, pixel_max: int, lanes: int, out_dir: str | Path) -> Pat
                               f"ports are {sorted(declared)}")
     meta = {
         "format": EXPORT_FORMAT, "key": key, "module": CORE, "lanes": lanes, "pixel_max": pixel_max,
-        "image_hash": content_hash(net), "neurons": net.neurons, "inputs": net.inputs,
-        "classes": net.classes, "i": i_spec, "o": o_spec,
+        "image_hash": content_hash(net), "w_bits": int(net.w_bits), "neurons": net.neurons,
+        "inputs": net.inputs, "classes": net.classes, "i": i_spec, "o": o_spec,
         "i_bits": core.i_layout.size, "o_bits": core.o_layout.size,
         "export_s": round(time.perf_counter() - start, 3),
     }

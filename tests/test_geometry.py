@@ -98,3 +98,46 @@ def test_importing_the_geometry_loads_no_amaranth():
     code = ("import sys, hw.geometry; "
             "sys.exit(any(m.split('.')[0] == 'amaranth' for m in sys.modules))")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def mnist_net(w_bits, neurons=512):
+    from golden import model
+
+    z = np.zeros
+    return model.Network(z((neurons, 784), np.int64), z(neurons, np.int64), z(neurons, np.int64),
+                         np.ones(neurons, np.int64), z((10, neurons), np.int64),
+                         z(10, np.int64), 4, 5, 2, 8, 1, w_bits=w_bits)
+
+
+@pytest.mark.parametrize(("w_bits", "acc_bits", "w_mem_bits"),
+                         [(4, 23, 784 * 512 * 4), (8, 27, 784 * 512 * 8)])
+def test_widths_of_a_784_input_core(w_bits, acc_bits, w_mem_bits):
+    # 784 inputs, 8-bit pixels, rate spikes 2**8 (9-bit x): the accumulator holds
+    # 784 * 2**(w_bits-1) * 256 exactly; the weight memory follows w_bits (4 bits: 1.6 Mbit,
+    # under half the ULX3S-85F's 3.8 Mbit of block RAM).
+    geo = CoreGeometry.of(mnist_net(w_bits), pixel_max=255, lanes=16)
+    assert (geo.w_bits, geo.x_bits, geo.index_bits) == (w_bits, 9, 10)
+    assert geo.acc_bits == acc_bits
+    assert 784 * 2 ** (w_bits - 1) * 255 < 2 ** (acc_bits - 1)  # the largest |W.x|
+    w_mem = geo.memory("w_mem")
+    assert (w_mem.depth, w_mem.width) == (32 * 784, 16 * w_bits)
+    assert w_mem.depth * w_mem.width == w_mem_bits
+    assert geo.memory("lst_mem").width == 10 + 9
+    cur = geo.memory("cur_param_mem")
+    assert cur.fields[1].name == "shift" and cur.fields[1].signed and cur.element_bits == 32 + 5
+
+
+def test_max_cycles_of_a_784_input_core():
+    # 784-512-10, 16 lanes, 32 steps: M + G*M + T*G + N + READOUT_DRAIN + ceil(log2 C).
+    assert max_cycles(784, 512, 16, 10, 32, MODE_CURRENT) == 784 + 32 * 784 + 32 * 32 + 512 + 4 + 4
+
+
+def test_memory_list_of_a_four_bit_core():
+    from hw.core import LifCore, built_memories
+
+    net = mnist_net(4, neurons=64)
+    core = LifCore(net, pixel_max=255, lanes=8)
+    specs = CoreGeometry.of(net, pixel_max=255, lanes=8).memories()
+    built = built_memories(core)
+    assert built == {s.name: (s.width, s.depth) for s in specs}
+    assert built["w_mem"] == (8 * 4, 8 * 784)

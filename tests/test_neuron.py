@@ -33,16 +33,33 @@ def golden_net(leak_shift=4, psc_shift=5, ref_steps=2, v_th=1024):
                          ref_steps, 4, c.LFSR_SEED_DEFAULT)
 
 
-def test_current_lane_random_and_extremes():
-    acc_bits = 19
-    dut = CurrentLane(acc_bits)
-    rng = np.random.default_rng(0)
+def current_lane_cases(acc_bits, rng):
+    """Known-answer edges (both ends of acc, bias and the shift, the shifts around 0, sums
+    of -1 and +-2**k at right shifts) and random cases over the whole shift range."""
     a_lo, a_hi = c.signed_range(acc_bits)
     b_lo, b_hi = c.signed_range(c.B_BITS)
+    shifts = (c.W_SHIFT_MIN, -15, -8, -1, 0, 1, 14, c.W_SHIFT_MAX)
     cases = [{"acc": a, "bias": b, "shift": s}
-             for a in (a_lo, a_hi, 0, -1, 1) for b in (b_lo, b_hi, 0, -1) for s in (0, 1, 15)]
+             for a in (a_lo, a_hi, 0, -1, 1) for b in (b_lo, b_hi, 0, -1) for s in shifts]
+    # Floor of negative sums: -1 stays -1 at every right shift, -(2**k) - 1 >> k = -2.
+    cases += [{"acc": -1, "bias": -(2**k), "shift": -k} for k in range(1, 17)]
+    cases += [{"acc": 1, "bias": 2**k - 2, "shift": -k} for k in range(1, 17)]
+    # Saturation edges at the largest right shift: (2**31 - 1) >> 16 = I_MAX exactly.
+    cases += [{"acc": d, "bias": b_hi, "shift": c.W_SHIFT_MIN} for d in (-(2**16), 0, 1)]
+    cases += [{"acc": d, "bias": b_lo, "shift": c.W_SHIFT_MIN} for d in (-1, 0, 2**16)]
+    cases += [{"acc": int(rng.integers(a_lo, a_hi + 1)), "bias": int(rng.integers(-(2**22), 2**22)),
+               "shift": int(rng.integers(c.W_SHIFT_MIN, c.W_SHIFT_MAX + 1))}
+              for _ in range(300)]
     cases += [{"acc": int(rng.integers(-3000, 3000)), "bias": int(rng.integers(-5000, 5000)),
-               "shift": int(rng.integers(0, 6))} for _ in range(300)]
+               "shift": int(rng.integers(-6, 6))} for _ in range(300)]
+    return cases
+
+
+@pytest.mark.parametrize("acc_bits", [19, 27])
+def test_current_lane_random_and_extremes(acc_bits):
+    # 19 bits: the digits' accumulator; 27: 784 inputs, 8-bit weights, 9-bit x.
+    dut = CurrentLane(acc_bits)
+    cases = current_lane_cases(acc_bits, np.random.default_rng(acc_bits))
     got = run_pipelined(dut, cases, ("acc", "bias", "shift"), ("current",))
     for case, out in zip(cases, got, strict=True):
         net = model.Network(np.ones((1, 1), dtype=np.int64), np.array([case["shift"]]),
@@ -51,8 +68,9 @@ def test_current_lane_random_and_extremes():
         # acc enters golden through W = 1 and x = acc.
         expected = model.input_current(np.array([[case["acc"]]]), net)[0, 0]
         assert out["current"] == expected, case
-    currents = {out["current"] for out in got}
+    currents = [out["current"] for out in got]
     assert c.I_MIN in currents and c.I_MAX in currents
+    assert sum(c.I_MIN < i < c.I_MAX for i in currents) > 300  # most are not saturated
 
 
 @pytest.mark.parametrize(("leak_shift", "psc_shift", "ref_steps"),
