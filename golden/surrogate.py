@@ -62,8 +62,9 @@ from golden.constants import (
     PSC_ONE,
     V_FRAC,
     V_TH_BITS,
-    W_BITS,
-    W_SHIFT_BITS,
+    W_SHIFT_MAX,
+    W_SHIFT_MIN,
+    signed_range,
 )
 
 __all__ = ["SurrogateConfig", "SpikeFn", "Twin", "train", "main"]
@@ -93,6 +94,18 @@ class SurrogateConfig(NamedTuple):
     #: Default steps and encoder mode written into the image.
     timesteps: int = 32
     threads: int = 2
+    #: Data set name (:data:`golden.data.DATASETS`).
+    dataset: str = "digits"
+    #: Learning-rate schedule of the float epochs: ``constant`` or ``cosine`` (to 0).
+    schedule: str = "constant"
+    #: Adam(W) decoupled weight decay.
+    weight_decay: float = 0.0
+    #: Quantisation-aware fine-tuning epochs after the float epochs (quantised forward,
+    #: straight-through estimators, scores normalised to real units for the loss).
+    qat_epochs: int = 0
+    qat_lr: float = 1e-3
+    #: Input weight width of the image (``W_BITS_MIN .. W_BITS``).
+    w_bits: int = 8
 
 
 class SpikeFn(torch.autograd.Function):
@@ -132,20 +145,43 @@ class Twin(torch.nn.Module):
         self.quantised = False
 
     def int_params(self) -> tuple[torch.Tensor, ...]:
-        """``(w_in, w_shift, bias, v_th, dec, dec_bias)`` in golden.model's integer units."""
-        w_lsb = self.w * (ONE / self.pixel_max)
-        lim = (1 << (W_BITS - 1)) - 1
-        w_max = w_lsb.detach().abs().amax(dim=1).clamp_min(1e-12)
-        shift = torch.ceil(torch.log2(w_max / lim)).clamp(0, (1 << W_SHIFT_BITS) - 1)
+        """``(w_in, w_shift, bias, v_th, dec, dec_bias)`` in golden.model's integer units,
+        float64 tensors holding integers, rounded by straight-through estimators.
+
+        The input stage follows :func:`golden.quantize.input_stage`: per neuron the smallest
+        signed shift that puts its weights in ``w_bits``, the bias rounded in the same units
+        plus half an LSB at a right shift (the floor shift then rounds to nearest).
+        """
+        w_lsb = self.w.double() * (ONE / self.pixel_max)
+        w_lo, w_hi = signed_range(self.config.w_bits)
+        with torch.no_grad():
+            peak = w_lsb.abs().amax(dim=1)
+            shift = torch.full_like(peak, W_SHIFT_MIN)
+            while True:  # the loop of quantize.input_stage, for identical shifts
+                too_big = torch.round(peak / 2.0 ** shift) > w_hi
+                if not too_big.any() or shift.max() > W_SHIFT_MAX:
+                    break
+                shift = shift + too_big
+            shift = shift.clamp(W_SHIFT_MIN, W_SHIFT_MAX)
+            half = torch.where(shift < 0, 2.0 ** (-shift - 1), torch.zeros_like(shift))
         scale = 2.0 ** shift
-        w_int = _ste(torch.round, w_lsb / scale[:, None]).clamp(-lim - 1, lim)
-        b_lim = (1 << (B_BITS - 1)) - 1
-        b_int = _ste(torch.round, self.b * ONE / scale).clamp(-b_lim - 1, b_lim)
-        v_th = _ste(torch.round, self.v_th * ONE).clamp(1, (1 << V_TH_BITS) - 1)
+        w_int = _ste(torch.round, w_lsb / scale[:, None]).clamp(w_lo, w_hi)
+        b_lo, b_hi = signed_range(B_BITS)
+        b_int = (_ste(torch.round, self.b.double() * ONE / scale) + half).clamp(b_lo, b_hi)
+        v_th = _ste(torch.round, self.v_th.double() * ONE).clamp(1, (1 << V_TH_BITS) - 1)
         d_scale = ((1 << (D_BITS - 1)) - 1) / self.dec.detach().abs().max().clamp_min(1e-12)
-        dec = _ste(torch.round, self.dec * d_scale)
-        dec_b = _ste(torch.round, self.dec_b * d_scale * PSC_ONE)
+        dec = _ste(torch.round, self.dec.double() * d_scale)
+        dec_b = _ste(torch.round, self.dec_b.double() * d_scale * PSC_ONE)
         return w_int, shift, b_int, v_th, dec, dec_b
+
+    def score_unit(self) -> torch.Tensor:
+        """Integer score units per real score unit (``d_scale * PSC_ONE``), no gradient.
+
+        The quantised forward returns scores in integer units (up to ``~1e8``); dividing by
+        this brings them back to the float twin's scale for the loss.
+        """
+        d_scale = ((1 << (D_BITS - 1)) - 1) / self.dec.detach().abs().max().clamp_min(1e-12)
+        return d_scale * PSC_ONE
 
     def to_network(self, lfsr_seed: int = LFSR_SEED_DEFAULT) -> model.Network:
         """The integer network the hardware runs."""
@@ -154,7 +190,7 @@ class Twin(torch.nn.Module):
                                              for t in self.int_params())
         c = self.config
         return model.Network(w, shift, b, v_th, dec, dec_b, c.leak_shift, c.psc_shift,
-                             c.ref_steps, self.rate_bits, lfsr_seed)
+                             c.ref_steps, self.rate_bits, lfsr_seed, c.w_bits)
 
     def _encode(self, x: torch.Tensor, rate: bool, gen: torch.Generator | None) -> torch.Tensor:
         if not rate:
@@ -166,25 +202,29 @@ class Twin(torch.nn.Module):
                 gen: torch.Generator | None = None) -> torch.Tensor:
         """Scores after every step, (T, B, C), for raw integer pixels ``x`` (B, M)."""
         c = self.config
-        if self.quantised:
+        if self.quantised:  # float64: the integers stay exact (|W.x + b| < 2**33)
             w, shift, b, v_th, dec, dec_b = self.int_params()
-            scale, one, slope = 2.0 ** shift, float(PSC_ONE), c.slope / ONE
+            scale, one, unit = 2.0 ** shift, float(PSC_ONE), float(ONE)
+            x = x.double()
         else:
             w, b, v_th, dec, dec_b = self.w / self.pixel_max, self.b, self.v_th, self.dec, \
                 self.dec_b
-            one, slope = 1.0, c.slope
-        v = torch.zeros(x.shape[0], self.w.shape[0])
+            one, unit = 1.0, 1.0
+        v = torch.zeros(x.shape[0], self.w.shape[0], dtype=x.dtype)
         ref, psc, scores, current = torch.zeros_like(v), torch.zeros_like(v), [], None
         floor = (lambda t: _ste(torch.floor, t)) if self.quantised else (lambda t: t)
         for _ in range(steps):
             if current is None or rate:
                 current = self._encode(x, rate, gen) @ w.t() + b
                 if self.quantised:
-                    current = (current * scale).clamp(I_MIN, I_MAX)
+                    current = floor(current * scale).clamp(I_MIN, I_MAX)
             act = (ref == 0).to(v.dtype)
             v = act * (v + floor((current - v) / (1 << c.leak_shift))).clamp_min(0) \
                 + (1 - act) * v
-            s = act * SpikeFn.apply(v - v_th, slope)
+            # (v - v_th) in threshold units in both forms: the surrogate's derivative must be
+            # per threshold unit, or the reset path (ds/dv times -v in LSB) grows by ~2**V_FRAC
+            # per step back in time (inf gradients, then NaN parameters, within an epoch)
+            s = act * SpikeFn.apply((v - v_th) / unit, c.slope)
             v = v * (1 - s)
             ref = torch.where(s > 0, torch.full_like(ref, c.ref_steps), (ref - 1).clamp_min(0))
             psc = psc + floor((s * one - psc) / (1 << c.psc_shift))
@@ -204,7 +244,14 @@ def step_accuracy(net: Twin, x: np.ndarray, y: np.ndarray, steps: int, rate: boo
     return (correct / len(x)).numpy()
 
 
-def _epoch(net: Twin, opt, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> float:
+def _epoch(net: Twin, opt, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator,
+           sched=None) -> float:
+    """One pass over ``x`` in shuffled batches; returns the mean loss.
+
+    In the quantised form the scores are divided by :meth:`Twin.score_unit` before the loss:
+    the integer-unit scores (``~1e8``) saturate the softmax, and the resulting gradients drove
+    the parameters to NaN within an epoch.
+    """
     c = net.config
     order = torch.randperm(len(x), generator=gen)
     total = 0.0
@@ -212,95 +259,199 @@ def _epoch(net: Twin, opt, x: torch.Tensor, y: torch.Tensor, gen: torch.Generato
         idx = order[k:k + c.batch]
         rate = bool(torch.rand(1, generator=gen) < c.rate_fraction)
         scores = net(x[idx], c.steps, rate, gen)
+        if net.quantised:
+            scores = scores / net.score_unit()
         steps = scores.shape[0]
         loss = torch.nn.functional.cross_entropy(scores.reshape(steps * len(idx), -1),
                                                  y[idx].repeat(steps))
         opt.zero_grad()
         loss.backward()
         opt.step()
+        if sched is not None:
+            sched.step()
         total += float(loss.detach()) * len(idx)
     return total / len(x)
 
 
-def train(config: SurrogateConfig, split: data.Split, progress: bool = True):
+def _optimiser(net: Twin, lr: float, config: SurrogateConfig, batches: int, epochs: int):
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=config.weight_decay)
+    sched = None
+    if config.schedule == "cosine":
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, batches * epochs))
+    elif config.schedule != "constant":
+        raise ValueError(f"unknown schedule {config.schedule!r}")
+    return opt, sched
+
+
+def fit_split(config: SurrogateConfig, split: data.Split):
+    """``(x_fit, y_fit, x_val, y_val)``: the validation set carved from the training images."""
+    return data.carve_validation(split.x_train, split.y_train, config.val_fraction, config.seed)
+
+
+def train(config: SurrogateConfig, split: data.Split, progress: bool = True,
+          init: dict | None = None):
     """Train on the fit part of the training images; returns ``(twin, history)``, the history
-    holding the loss and validation accuracies of every epoch."""
+    holding the loss and validation accuracy (last step, constant current) of every epoch.
+
+    ``config.epochs`` float epochs (skipped when ``init``, a state dict of a trained twin, is
+    given), then ``config.qat_epochs`` quantisation-aware epochs at ``config.qat_lr``.
+    """
     from tqdm import tqdm
+
+    from golden.train import rate_bits_for
 
     torch.manual_seed(config.seed)
     torch.set_num_threads(config.threads)
-    x_fit, y_fit, x_val, y_val = data.carve_validation(split.x_train, split.y_train,
-                                                       config.val_fraction, config.seed)
+    x_fit, y_fit, x_val, y_val = fit_split(config, split)
     classes = int(split.y_train.max()) + 1
-    from golden.train import rate_bits_for
-
     net = Twin(x_fit.shape[1], classes, split.pixel_max, config, rate_bits_for(split.pixel_max))
-    opt = torch.optim.Adam(net.parameters(), lr=config.lr)
-    gen = torch.Generator().manual_seed(config.seed + 1)
     x, y = torch.tensor(x_fit, dtype=torch.float32), torch.tensor(y_fit)
+    batches = math.ceil(len(x) / config.batch)
     history = []
-    bar = tqdm(range(config.epochs), desc="surrogate BPTT", disable=not progress, file=sys.stderr)
-    for epoch in bar:
-        net.train()
-        loss = _epoch(net, opt, x, y, gen)
-        net.eval()
-        val = step_accuracy(net, x_val, y_val, config.steps, False)
-        history.append({"epoch": epoch, "loss": loss, "val_accuracy": float(val[-1])})
-        bar.set_postfix(loss=f"{loss:.4f}", val=f"{val[-1]:.4f}")
+    phases = [("float", config.epochs, config.lr), ("qat", config.qat_epochs, config.qat_lr)]
+    if init is not None:
+        net.load_state_dict(init)
+        phases = phases[1:]
+    for phase, epochs, lr in phases:
+        if epochs == 0:
+            continue
+        net.quantised = phase == "qat"
+        # one generator per phase: a run started from a saved twin (``init``) fine-tunes
+        # exactly as the run that trained it would have
+        gen = torch.Generator().manual_seed(config.seed + (1 if phase == "float" else 2))
+        opt, sched = _optimiser(net, lr, config, batches, epochs)
+        bar = tqdm(range(epochs), desc=f"surrogate BPTT ({phase})", disable=not progress,
+                   file=sys.stderr)
+        for epoch in bar:
+            net.train()
+            loss = _epoch(net, opt, x, y, gen, sched)
+            net.eval()
+            val = step_accuracy(net, x_val, y_val, config.steps, False)
+            history.append({"phase": phase, "epoch": epoch, "loss": loss,
+                            "val_accuracy": float(val[-1])})
+            bar.set_postfix(loss=f"{loss:.4f}", val=f"{val[-1]:.4f}")
+    net.quantised = False
     return net, history
 
 
-def _accuracies(net: Twin, split: data.Split, steps: int) -> dict:
-    """Float-twin and integer-model (golden.model.run) test accuracies after ``steps``."""
+#: Steps at which accuracies are summarised in reports.
+REPORT_STEPS = (1, 4, 8, 10, 16, 32)
+
+
+def accuracies(net: Twin, x: np.ndarray, y: np.ndarray, steps: int) -> dict:
+    """Float-twin (constant current) and integer-model (golden.model.run, both modes)
+    accuracies after ``steps``, with the integer ones after every step."""
     intnet = net.to_network()
-    out = {"float_accuracy": float(step_accuracy(net, split.x_test, split.y_test, steps,
-                                                 False)[-1])}
+    out = {"float_accuracy": float(step_accuracy(net, x, y, steps, False)[-1])}
     for mode in (MODE_CURRENT, MODE_RATE):
-        result = model.run(split.x_test, intnet, steps, mode)
-        per_step = (result.classes == split.y_test).mean(axis=1)
+        per_step = np.zeros(steps)
+        for k in range(0, len(x), 2000):
+            result = model.run(x[k:k + 2000], intnet, steps, mode)
+            per_step += (result.classes == y[k:k + 2000]).sum(axis=1)
+        per_step /= len(x)
         out[f"integer_{MODE_NAMES[mode]}_accuracy"] = float(per_step[-1])
         out[f"integer_{MODE_NAMES[mode]}_accuracy_by_step"] = [round(float(a), 4)
                                                                for a in per_step]
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+SPLIT_RULES = {
+    "digits": "train_test_split(test_size=1/3, stratify=y, random_state=0)",
+    "idx": "the published training and test files",
+}
+
+
+def manifest_metadata(config: SurrogateConfig, split: data.Split, history: list,
+                      validation: dict, test: dict, seconds: float) -> dict:
+    """Provenance stored in the manifest (not hashed)."""
+    fit = len(fit_split(config, split)[0])
+    rule = SPLIT_RULES["digits" if split.name == "digits" else "idx"]
+    return {
+        "dataset": split.name,
+        "split": {"fit": fit, "validation": len(split.x_train) - fit,
+                  "test": len(split.x_test),
+                  "rule": f"{rule}; validation carved from the training images by "
+                          f"golden.data.carve_validation(fraction={config.val_fraction:.6g}, "
+                          f"seed={config.seed}) (stratified)"},
+        "training_method": "surrogate-gradient BPTT (fast sigmoid), loss over every step"
+                           + (", then quantisation-aware fine-tuning (straight-through "
+                              "estimators)" if config.qat_epochs else ""),
+        "seed": config.seed,
+        "epochs": config.epochs,
+        "qat_epochs": config.qat_epochs,
+        "training": config._asdict(),
+        "training_seconds": round(seconds, 1),
+        "history": history,
+        "validation_accuracy": validation,
+        "test_accuracy": test,
+        "generated_by": "python -m golden.surrogate",
+    }
+
+
+#: Per-data-set defaults that differ from :class:`SurrogateConfig`'s (chosen on validation).
+DATASET_DEFAULTS = {
+    "digits": {},
+    "mnist": {"neurons": 512, "epochs": 10, "val_fraction": 1 / 12, "lr": 3e-3,
+              "batch": 128},
+}
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m golden.surrogate",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="network image directory to write")
-    defaults = SurrogateConfig()
-    for name in ("seed", "neurons", "steps", "epochs", "batch", "timesteps"):
-        parser.add_argument(f"--{name}", type=int, default=getattr(defaults, name))
-    parser.add_argument("--lr", type=float, default=defaults.lr)
+    parser.add_argument("--dataset", default="digits", choices=list(data.DATASETS))
+    parser.add_argument("--data", default=None, help="folder of the IDX files (MNIST & co.)")
+    for name in ("seed", "neurons", "steps", "epochs", "batch", "timesteps", "qat_epochs",
+                 "leak_shift", "psc_shift", "w_bits", "threads"):
+        parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=None)
+    for name in ("lr", "qat_lr", "weight_decay", "val_fraction", "rate_fraction"):
+        parser.add_argument(f"--{name.replace('_', '-')}", type=float, default=None)
+    parser.add_argument("--schedule", choices=["constant", "cosine"], default=None)
+    parser.add_argument("--save-twin", default=None, help="also save the float twin (torch)")
+    parser.add_argument("--init", default=None,
+                        help="start from a saved twin: skip the float epochs")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def config_from_args(args) -> SurrogateConfig:
+    """The data set's defaults, overridden by every option given."""
+    config = SurrogateConfig(dataset=args.dataset)._replace(**DATASET_DEFAULTS[args.dataset])
+    given = {k: v for k, v in vars(args).items() if k in config._fields and v is not None}
+    return config._replace(**given)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import time
+
+    parser = _parser()
     args = parser.parse_args(argv)
-    config = defaults._replace(**{k: getattr(args, k) for k in (
-        "seed", "neurons", "steps", "epochs", "batch", "timesteps", "lr")})
+    config = config_from_args(args)
     if min(config.neurons, config.steps, config.epochs, config.batch, config.timesteps) < 1:
         parser.error("--neurons, --steps, --epochs, --batch and --timesteps must be positive")
-    split = data.load_split()
-    net, history = train(config, split, progress=not args.quiet)
-    metrics = _accuracies(net, split, config.timesteps)
-    metadata = {
-        "dataset": split.name,
-        "split": {"fit": round(len(split.x_train) * (1 - config.val_fraction)),
-                  "validation": round(len(split.x_train) * config.val_fraction),
-                  "test": len(split.x_test),
-                  "rule": "train_test_split(test_size=1/3, stratify=y, random_state=0); "
-                          "validation carved from the training images"},
-        "training_method": "surrogate-gradient BPTT (fast sigmoid), loss over every step",
-        "seed": config.seed,
-        "epochs": config.epochs,
-        "training": config._asdict(),
-        "history": history,
-        "test_accuracy": metrics,
-        "generated_by": "python -m golden.surrogate",
-    }
+    if config.qat_epochs < 0:
+        parser.error("--qat-epochs must be >= 0")
+    try:
+        split = data.load_split(config.dataset, args.data)
+    except (OSError, ValueError) as exc:
+        parser.error(str(exc))
+    start = time.monotonic()
+    init = torch.load(args.init) if args.init else None
+    net, history = train(config, split, progress=not args.quiet, init=init)
+    seconds = time.monotonic() - start
+    if args.save_twin:
+        torch.save(net.state_dict(), args.save_twin)
+    _, _, x_val, y_val = fit_split(config, split)
+    validation = accuracies(net, x_val, y_val, config.timesteps)
+    test = accuracies(net, split.x_test, split.y_test, config.timesteps)
     manifest = image.save(args.out, net.to_network(), config.timesteps, MODE_CURRENT,
-                          split.pixel_max, metadata)
-    for key in ("float_accuracy", "integer_current_accuracy", "integer_rate_accuracy"):
-        print(f"  {key:26s} {metrics[key]:.4f}")
-    print(f"  hash {manifest['hash']}\nwrote {args.out}")
+                          split.pixel_max,
+                          manifest_metadata(config, split, history, validation, test, seconds))
+    for name, metrics in (("validation", validation), ("test", test)):
+        for key in ("float_accuracy", "integer_current_accuracy", "integer_rate_accuracy"):
+            print(f"  {name:10s} {key:26s} {metrics[key]:.4f}")
+    print(f"  training {seconds:.0f} s\n  hash {manifest['hash']}\nwrote {args.out}")
     return 0
 
 

@@ -1,5 +1,10 @@
-"""golden/surrogate.py: the trainable twin equals golden.model bit for bit in its quantised form,
-training is deterministic, and a trained network loads as a valid image."""
+"""golden/surrogate.py: the trainable twin equals golden.model bit for bit in its quantised form
+(signed input shifts, 8- and 4-bit weights), quantisation-aware fine-tuning keeps finite
+gradients and parameters, training is deterministic, and the command writes valid images for
+the digits and for an IDX data set."""
+
+import gzip
+import struct
 
 import numpy as np
 import pytest
@@ -7,9 +12,18 @@ import pytest
 torch = pytest.importorskip("torch", reason="PyTorch (the `train` extra) is not installed")
 
 from golden import data, image, model  # noqa: E402
-from golden.surrogate import SpikeFn, SurrogateConfig, Twin, main, step_accuracy, train  # noqa: E402
+from golden.surrogate import (  # noqa: E402
+    SpikeFn,
+    SurrogateConfig,
+    Twin,
+    _parser,
+    config_from_args,
+    main,
+    step_accuracy,
+    train,
+)
 
-SMALL = SurrogateConfig(neurons=32, steps=12, epochs=4, batch=64, timesteps=12)
+SMALL = SurrogateConfig(neurons=32, steps=12, epochs=4, batch=64, timesteps=12, qat_epochs=1)
 
 
 @pytest.fixture(scope="module")
@@ -20,6 +34,15 @@ def digits():
 @pytest.fixture(scope="module")
 def trained(digits):
     return train(SMALL, digits, progress=False)
+
+
+def _quantised_scores(net, x, steps):
+    net.quantised = True
+    try:
+        with torch.no_grad():
+            return net(torch.tensor(x, dtype=torch.float32), steps).numpy().astype(np.int64)
+    finally:
+        net.quantised = False
 
 
 def test_surrogate_gradient_is_the_fast_sigmoid():
@@ -33,32 +56,83 @@ def test_surrogate_gradient_is_the_fast_sigmoid():
 @pytest.mark.parametrize("steps", [1, 5, 20])
 def test_quantised_forward_equals_golden_bit_for_bit(trained, digits, steps):
     net, _ = trained
-    net.quantised = True
-    try:
-        with torch.no_grad():
-            scores = net(torch.tensor(digits.x_test[:64], dtype=torch.float32), steps)
-    finally:
-        net.quantised = False
     ref = model.run(digits.x_test[:64], net.to_network(), steps, 0)
-    assert np.array_equal(scores.numpy().astype(np.int64), ref.scores)
+    assert np.array_equal(_quantised_scores(net, digits.x_test[:64], steps), ref.scores)
     if steps > 1:  # from rest, no neuron can reach its threshold in one step
         assert ref.spike_count.sum() > 0  # the comparison covers spiking neurons
 
 
-def test_training_is_deterministic(trained, digits):
-    again, history = train(SMALL, digits, progress=False)
-    first, first_history = trained
-    assert history == first_history
+def test_right_shifts_and_4_bit_weights_stay_bit_exact(trained, digits):
+    net, _ = trained
+    narrow = Twin(64, 10, digits.pixel_max, SMALL._replace(w_bits=4), rate_bits=4)
+    narrow.load_state_dict(net.state_dict())
+    for twin, w_bits in ((net, 8), (narrow, 4)):
+        intnet = twin.to_network()
+        assert intnet.w_bits == w_bits and np.abs(intnet.w_in).max() <= (1 << (w_bits - 1))
+        if w_bits == 8:
+            assert (intnet.w_shift < 0).any()  # the comparison covers floor right shifts
+        ref = model.run(digits.x_test[:64], intnet, 16, 0)
+        assert np.array_equal(_quantised_scores(twin, digits.x_test[:64], 16), ref.scores)
+    # and the quantisation agrees with golden.quantize's rule for the same real weights
+    from golden.quantize import input_stage
+    w, shift, bias = input_stage(net.w.detach().double().numpy() * 1024 / digits.pixel_max,
+                                 net.b.detach().double().numpy() * 1024, 8)
+    intnet = net.to_network()
+    assert np.array_equal(w, intnet.w_in) and np.array_equal(shift, intnet.w_shift)
+    assert np.array_equal(bias, intnet.bias)
+
+
+def test_quantised_gradients_stay_finite_over_32_steps(digits):
+    """The surrogate works in threshold units in the quantised form too; in LSB units its
+    derivative was 2**V_FRAC too large and the gradients overflowed to inf over 32 steps."""
+    config = SMALL._replace(neurons=64, epochs=2, qat_epochs=0)
+    net, _ = train(config, digits, progress=False)
+    net.quantised = True
+    x = torch.tensor(digits.x_train[:64], dtype=torch.float32)
+    scores = net(x, 32) / net.score_unit()
+    y = torch.tensor(digits.y_train[:64]).repeat(32)
+    torch.nn.functional.cross_entropy(scores.reshape(-1, 10), y).backward()
+    for name, p in net.named_parameters():
+        assert torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().max() < 10, name  # the same order as the float twin's
+    assert net.w.grad.abs().max() > 0
+
+
+def test_quantisation_aware_epochs_keep_parameters_finite(trained):
+    net, history = trained
+    qat = [h for h in history if h["phase"] == "qat"]
+    assert len(qat) == 1 and np.isfinite(qat[0]["loss"])
+    assert all(torch.isfinite(p).all() for p in net.parameters())
+    assert qat[0]["val_accuracy"] > 0.5
+
+
+def test_training_is_deterministic_and_resumable(trained, digits):
+    """A second run from scratch, in two parts (float epochs; then fine-tuning from the saved
+    twin), gives the fixture's run exactly."""
+    first, history = trained
+    float_only, float_history = train(SMALL._replace(qat_epochs=0), digits, progress=False)
+    assert float_history == [h for h in history if h["phase"] == "float"]
+    again, qat_history = train(SMALL, digits, progress=False, init=float_only.state_dict())
+    assert qat_history == [h for h in history if h["phase"] == "qat"]
     for name, value in first.state_dict().items():
         assert torch.equal(value, again.state_dict()[name]), name
 
 
-def test_training_learns_and_every_epoch_is_logged(trained, digits):
-    net, history = trained
-    assert [h["epoch"] for h in history] == [0, 1, 2, 3]
-    assert history[-1]["loss"] < history[0]["loss"]
+def test_training_learns_and_every_epoch_is_logged(trained):
+    _, history = trained
+    assert [(h["phase"], h["epoch"]) for h in history] == [
+        ("float", 0), ("float", 1), ("float", 2), ("float", 3), ("qat", 0)]
+    assert history[3]["loss"] < history[0]["loss"]
     # chance is 10 %; four epochs of 32 neurons get far above it on validation data
-    assert history[-1]["val_accuracy"] > 0.5
+    assert history[3]["val_accuracy"] > 0.5
+
+
+def test_cosine_schedule_and_weight_decay(digits):
+    config = SMALL._replace(epochs=2, qat_epochs=0, schedule="cosine", weight_decay=0.1)
+    net, history = train(config, digits, progress=False)
+    assert len(history) == 2 and history[-1]["val_accuracy"] > 0.3
+    with pytest.raises(ValueError, match="schedule"):
+        train(config._replace(schedule="steps"), digits, progress=False)
 
 
 def test_integer_rate_mode_follows_the_twin(trained, digits):
@@ -71,18 +145,64 @@ def test_integer_rate_mode_follows_the_twin(trained, digits):
 def test_the_command_writes_a_valid_image(tmp_path):
     out = tmp_path / "img"
     assert main(["--out", str(out), "--neurons", "16", "--epochs", "1", "--steps", "4",
-                 "--timesteps", "4", "--quiet"]) == 0
+                 "--timesteps", "4", "--qat-epochs", "1", "--quiet"]) == 0
     net, manifest = image.load(out)
     meta = manifest["metadata"]
     assert net.neurons == 16 and meta["training_method"].startswith("surrogate-gradient")
-    assert set(meta["test_accuracy"]) >= {"float_accuracy", "integer_current_accuracy",
-                                          "integer_rate_accuracy"}
-    assert meta["split"]["validation"] + meta["split"]["fit"] == 1198
+    assert "quantisation-aware" in meta["training_method"] and meta["qat_epochs"] == 1
+    for part in ("validation_accuracy", "test_accuracy"):
+        assert set(meta[part]) >= {"float_accuracy", "integer_current_accuracy",
+                                   "integer_rate_accuracy", "integer_current_accuracy_by_step",
+                                   "integer_rate_accuracy_by_step"}
+        assert len(meta[part]["integer_rate_accuracy_by_step"]) == 4
+    assert meta["split"] == {"fit": 898, "validation": 300, "test": 599,
+                             "rule": meta["split"]["rule"]}
+    assert "carve_validation(fraction=0.25, seed=0)" in meta["split"]["rule"]
+    assert meta["training"]["dataset"] == "digits" and meta["training_seconds"] > 0
 
 
-def test_bad_sizes_are_usage_errors(tmp_path):
+def _write_idx(path, array):
+    raw = (struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+           + array.astype(np.uint8).tobytes())
+    path.write_bytes(gzip.compress(raw))
+
+
+def test_the_command_reads_an_idx_data_set(tmp_path, digits):
+    """The MNIST path on a small IDX set: the digits' images at 8-bit grey levels."""
+    folder = tmp_path / "idx"
+    folder.mkdir()
+    for which, x, y in (("train", digits.x_train[:360], digits.y_train[:360]),
+                        ("t10k", digits.x_test[:100], digits.y_test[:100])):
+        _write_idx(folder / f"{which}-images-idx3-ubyte.gz", (x * 15).reshape(-1, 8, 8))
+        _write_idx(folder / f"{which}-labels-idx1-ubyte.gz", y)
+    out = tmp_path / "img"
+    assert main(["--out", str(out), "--dataset", "mnist", "--data", str(folder), "--neurons",
+                 "16", "--epochs", "3", "--batch", "16", "--lr", "0.03", "--steps", "12",
+                 "--timesteps", "12", "--w-bits", "4",
+                 "--qat-epochs", "1", "--quiet"]) == 0
+    net, manifest = image.load(out)
+    meta = manifest["metadata"]
+    assert manifest["pixel_max"] == 255 and net.w_bits == 4 and net.rate_bits == 8
+    assert meta["dataset"] == "mnist" and meta["split"]["test"] == 100
+    assert meta["split"]["fit"] + meta["split"]["validation"] == 360
+    assert meta["split"]["validation"] == 30  # MNIST's default: a twelfth (5,000 of 60,000)
+    assert "published" in meta["split"]["rule"]
+    assert (net.w_shift < 0).any()  # 8-bit pixels need right shifts
+    assert meta["test_accuracy"]["integer_current_accuracy"] > 0.3  # chance is 0.1
+
+
+def test_dataset_defaults_and_overrides():
+    args = _parser().parse_args(["--out", "x", "--dataset", "mnist", "--lr", "0.5"])
+    config = config_from_args(args)
+    assert (config.dataset, config.neurons, config.lr) == ("mnist", 512, 0.5)
+    assert config_from_args(_parser().parse_args(["--out", "x"])) == SurrogateConfig()
+
+
+@pytest.mark.parametrize("bad", [["--neurons", "0"], ["--qat-epochs", "-1"],
+                                 ["--dataset", "mnist"]])
+def test_bad_options_are_usage_errors(tmp_path, bad):
     with pytest.raises(SystemExit) as caught:
-        main(["--out", str(tmp_path / "x"), "--neurons", "0"])
+        main(["--out", str(tmp_path / "x"), *bad])
     assert caught.value.code == 2
 
 
