@@ -37,7 +37,8 @@ from golden.protocol import (
     encode_frame,
     pack_classification,
     pack_info,
-    request_length,
+    request_lengths,
+    unpack_sparse_pixels,
 )
 
 __all__ = ["DeviceParser", "ReferenceDevice", "Request", "agreement", "device_info"]
@@ -67,7 +68,11 @@ def device_info(net: model.Network, manifest: dict, *, lanes: int, clock_hz: int
 
 
 class Request(NamedTuple):
-    """A request the device parser accepted (``status`` OK) or refused (any other status)."""
+    """A request the device parser accepted (``status`` OK) or refused (any other status).
+
+    The ``payload`` of an accepted CLASSIFY_SPARSE is the equivalent CLASSIFY payload (steps,
+    mode, then the M pixels its tokens describe), so both are served alike.
+    """
 
     cmd: int
     seq: int
@@ -82,10 +87,11 @@ class DeviceParser:
     the gateware cannot go back over bytes it has already consumed:
 
     * The header is checked as soon as LEN arrives. LEN above :data:`MAX_PAYLOAD`, or a known
-      command with the wrong LEN, is refused at once (``BAD_LENGTH``), and hunting for SYNC
-      resumes with the next byte.
+      command with a LEN outside :func:`~golden.protocol.request_lengths`, is refused at once
+      (``BAD_LENGTH``), and hunting for SYNC resumes with the next byte.
     * Otherwise the frame is consumed whole, ``LEN + 2`` more bytes, and then judged: a wrong
-      CRC gives ``BAD_CRC``; an unknown command ``UNKNOWN_COMMAND``.
+      CRC gives ``BAD_CRC``; an unknown command ``UNKNOWN_COMMAND``; a CLASSIFY_SPARSE whose
+      tokens do not describe exactly M pixels ``BAD_LENGTH``.
     * A byte equal to ``A5`` while waiting for ``5A`` keeps waiting for ``5A``.
 
     Parameters
@@ -128,8 +134,8 @@ class DeviceParser:
             self.length, self.state = byte, self._LEN1
         elif state == self._LEN1:
             self.length |= byte << 8
-            expected = request_length(self.cmd, self.inputs)
-            if self.length > MAX_PAYLOAD or expected not in (None, self.length):
+            lengths = request_lengths(self.cmd, self.inputs)
+            if self.length > MAX_PAYLOAD or not (lengths is None or self.length in lengths):
                 self.state = self._HUNT
                 return Request(self.cmd, self.seq, Status.BAD_LENGTH)
             self.body = bytearray()
@@ -143,10 +149,20 @@ class DeviceParser:
                 head = struct.pack(HEADER_FORMAT, self.cmd, self.seq, self.length)
                 if crc != crc16(head + payload):
                     return Request(self.cmd, self.seq, Status.BAD_CRC)
-                if request_length(self.cmd, self.inputs) is None:
+                if request_lengths(self.cmd, self.inputs) is None:
                     return Request(self.cmd, self.seq, Status.UNKNOWN_COMMAND)
+                if self.cmd == Command.CLASSIFY_SPARSE:
+                    return self._sparse(payload)
                 return Request(self.cmd, self.seq, Status.OK, payload)
         return None
+
+    def _sparse(self, payload: bytes) -> Request:
+        """A complete, CRC-good CLASSIFY_SPARSE: decoded, or BAD_LENGTH."""
+        head = struct.calcsize(CLASSIFY_HEADER_FORMAT)
+        pixels = unpack_sparse_pixels(payload[head:], self.inputs)
+        if pixels is None:
+            return Request(self.cmd, self.seq, Status.BAD_LENGTH)
+        return Request(self.cmd, self.seq, Status.OK, payload[:head] + pixels.tobytes())
 
 
 class ReferenceDevice:

@@ -30,7 +30,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-PROTOCOL_VERSION = 1
+#: Reported by INFO. Version 2 added CLASSIFY_SPARSE; a host sends it only to a device whose
+#: INFO version is at least :data:`SPARSE_VERSION`.
+PROTOCOL_VERSION = 2
+#: The first protocol version with :attr:`Command.CLASSIFY_SPARSE`.
+SPARSE_VERSION = 2
 
 SYNC = b"\xa5\x5a"
 #: The header after SYNC: CMD, SEQ, LEN (u8, u8, u16).
@@ -77,6 +81,13 @@ class Command(IntEnum):
     #: empties its queues and image slots, finishes the answer already on the wire (if any),
     #: then answers RESET. Every byte a host receives before that answer is stale.
     RESET = 0x03
+    #: CLASSIFY with the pixels run-length coded (:func:`pack_classify_sparse`); answered
+    #: exactly as CLASSIFY is (response CMD ``0x84``). Since protocol version 2.
+    CLASSIFY_SPARSE = 0x04
+
+
+#: The two requests that classify an image; both are answered with a classification.
+CLASSIFY_COMMANDS = (Command.CLASSIFY, Command.CLASSIFY_SPARSE)
 
 
 class Status(IntEnum):
@@ -85,7 +96,8 @@ class Status(IntEnum):
     OK = 0x00
     BAD_CRC = 0x01          # the frame's CRC does not match its bytes
     UNKNOWN_COMMAND = 0x02  # CMD is not a known request code
-    BAD_LENGTH = 0x03       # LEN is wrong for the command, or above MAX_PAYLOAD
+    BAD_LENGTH = 0x03       # LEN is wrong for the command, or above MAX_PAYLOAD; or a
+                            # CLASSIFY_SPARSE payload that does not describe exactly M pixels
     PIXEL_RANGE = 0x04      # a pixel is above the image's pixel_max
     BAD_PARAMETER = 0x05    # an unknown encoder mode
     TIMEOUT = 0x06          # the frame stopped arriving mid-way
@@ -255,11 +267,91 @@ def unpack_info(payload: bytes) -> Info:
 def pack_classify(pixels, steps: int = 0, mode: int = MODE_DEFAULT) -> bytes:
     """CLASSIFY request payload. Checks only the byte range (0..255), not ``pixel_max``, so
     that out-of-range frames can be built on purpose; the driver checks ``pixel_max``."""
+    return struct.pack(CLASSIFY_HEADER_FORMAT, steps, mode) + _pixel_array(pixels).tobytes()
+
+
+# --- CLASSIFY_SPARSE -------------------------------------------------------------------------
+
+#: Largest count in one token byte (a zero run or a literal run).
+SPARSE_RUN_MAX = 255
+#: Bytes of a token before its literals: the zero-run length, the literal count.
+SPARSE_TOKEN_BYTES = 2
+#: The encoder keeps a zero run of at most this many pixels inside a literal run: as literals
+#: it costs at most as many bytes as the new token that skipping it would need.
+SPARSE_GAP = SPARSE_TOKEN_BYTES
+
+
+def sparse_min_length(inputs: int) -> int:
+    """Shortest CLASSIFY_SPARSE payload for M = ``inputs``: the header and the all-zero image,
+    ``ceil(M / 255)`` tokens of zeros alone."""
+    tokens = -(-inputs // SPARSE_RUN_MAX)
+    return struct.calcsize(CLASSIFY_HEADER_FORMAT) + SPARSE_TOKEN_BYTES * tokens
+
+
+def _pixel_array(pixels) -> np.ndarray:
     pixels = np.asarray(pixels)
     if pixels.ndim != 1 or pixels.dtype.kind not in "iu" or pixels.min(initial=0) < 0 \
             or pixels.max(initial=0) > 255:
         raise ValueError("pixels must be a flat array of integers in 0 .. 255")
-    return struct.pack(CLASSIFY_HEADER_FORMAT, steps, mode) + pixels.astype(np.uint8).tobytes()
+    return pixels.astype(np.uint8)
+
+
+def sparse_tokens(pixels) -> bytes:
+    """The token stream of CLASSIFY_SPARSE for ``pixels`` (the payload after steps and mode).
+
+    Each token is ``zeros, count, count literal bytes``: skip ``zeros`` zero pixels, then take
+    ``count`` pixels as they are (either count 0 .. 255). The tokens describe exactly
+    ``len(pixels)`` pixels. The encoder skips every zero run, except that a run of at most
+    :data:`SPARSE_GAP` zeros right after a literal travels as literals, which never costs
+    more; apart from the 255 caps no shorter token stream exists.
+    """
+    x = _pixel_array(pixels)
+    nonzero = np.flatnonzero(x)
+    m, pos, out = len(x), 0, bytearray()
+    while pos < m:
+        # The zero run ahead, capped: the next nonzero pixel (or the end) bounds it.
+        k = np.searchsorted(nonzero, pos)
+        next_nonzero = int(nonzero[k]) if k < len(nonzero) else m
+        zeros = min(next_nonzero - pos, SPARSE_RUN_MAX)
+        pos += zeros
+        start = pos
+        while pos < m and pos - start < SPARSE_RUN_MAX:
+            if x[pos]:
+                pos += 1
+                continue
+            k = np.searchsorted(nonzero, pos)
+            run = (int(nonzero[k]) if k < len(nonzero) else m) - pos
+            if run > SPARSE_GAP or pos + run - start > SPARSE_RUN_MAX:
+                break
+            pos += run
+        out += bytes([zeros, pos - start]) + x[start:pos].tobytes()
+    return bytes(out)
+
+
+def pack_classify_sparse(pixels, steps: int = 0, mode: int = MODE_DEFAULT) -> bytes:
+    """CLASSIFY_SPARSE request payload: steps and mode as for CLASSIFY, then
+    :func:`sparse_tokens`. Like :func:`pack_classify` it checks only the byte range, and not
+    :data:`MAX_PAYLOAD` either (an image with many short zero runs can need more bytes than
+    CLASSIFY; the driver then sends CLASSIFY)."""
+    return struct.pack(CLASSIFY_HEADER_FORMAT, steps, mode) + sparse_tokens(pixels)
+
+
+def unpack_sparse_pixels(tokens: bytes, inputs: int) -> np.ndarray | None:
+    """The ``inputs`` pixels (uint8) a CLASSIFY_SPARSE token stream describes; ``None`` if it
+    describes more or fewer, or its last token is cut short (the device's ``BAD_LENGTH``)."""
+    pixels = np.zeros(inputs, dtype=np.uint8)
+    at = px = 0
+    while at < len(tokens):
+        if at + SPARSE_TOKEN_BYTES > len(tokens):
+            return None
+        zeros, count = tokens[at], tokens[at + 1]
+        at += SPARSE_TOKEN_BYTES
+        px += zeros
+        if at + count > len(tokens) or px + count > inputs:
+            return None
+        pixels[px:px + count] = np.frombuffer(tokens, np.uint8, count, at)
+        px, at = px + count, at + count
+    return pixels if px == inputs else None
 
 
 def pack_classification(result: Classification) -> bytes:
@@ -281,13 +373,28 @@ def unpack_classification(payload: bytes, classes: int) -> Classification:
     return Classification(label, spikes, cycles, scores)
 
 
-def request_length(cmd: int, inputs: int) -> int | None:
-    """Payload length a request ``cmd`` must have; ``None`` for an unknown command."""
+def request_lengths(cmd: int, inputs: int) -> range | None:
+    """The payload lengths (LEN) a request ``cmd`` may have; ``None`` for an unknown command.
+
+    A device refuses any other LEN as soon as the header arrives (``BAD_LENGTH``). For
+    CLASSIFY_SPARSE that is only a bound: its LEN is right when its tokens describe exactly
+    M pixels, which is judged when the frame is complete (:func:`unpack_sparse_pixels`).
+    """
     if cmd in (Command.INFO, Command.RESET):
-        return 0
+        return range(0, 1)
     if cmd == Command.CLASSIFY:
-        return struct.calcsize(CLASSIFY_HEADER_FORMAT) + inputs
+        dense = struct.calcsize(CLASSIFY_HEADER_FORMAT) + inputs
+        return range(dense, dense + 1)
+    if cmd == Command.CLASSIFY_SPARSE:
+        return range(sparse_min_length(inputs), MAX_PAYLOAD + 1)
     return None
+
+
+def request_length(cmd: int, inputs: int) -> int | None:
+    """Payload length a request ``cmd`` must have; ``None`` for an unknown command or one
+    whose length varies (CLASSIFY_SPARSE, see :func:`request_lengths`)."""
+    lengths = request_lengths(cmd, inputs)
+    return lengths.start if lengths is not None and len(lengths) == 1 else None
 
 
 def classify_answer_length(classes: int) -> int:
@@ -320,3 +427,52 @@ def link_rate(inputs: int, classes: int, baud: float) -> LinkRate:
     bytes_per_s = baud / BITS_PER_BYTE
     return LinkRate(request, answer, bytes_per_s / (request + answer),
                     bytes_per_s / max(request, answer))
+
+
+#: CLASSIFY encodings a host may choose: CLASSIFY (``dense``), CLASSIFY_SPARSE (``sparse``),
+#: or per image whichever frame is shorter, CLASSIFY on a tie (``auto``).
+ENCODINGS = ("dense", "sparse", "auto")
+
+
+def classify_request(pixels, steps: int = 0, mode: int = MODE_DEFAULT,
+                     encoding: str = "auto") -> tuple[Command, bytes]:
+    """The request command and payload for ``pixels`` in ``encoding`` (:data:`ENCODINGS`)."""
+    if encoding not in ENCODINGS:
+        raise ValueError(f"encoding must be one of {', '.join(ENCODINGS)}, got {encoding!r}")
+    dense = pack_classify(pixels, steps, mode) if encoding != "sparse" else None
+    sparse = pack_classify_sparse(pixels, steps, mode) if encoding != "dense" else None
+    if dense is None or (sparse is not None and len(sparse) < len(dense)):
+        return Command.CLASSIFY_SPARSE, sparse
+    return Command.CLASSIFY, dense
+
+
+class LinkFigures(NamedTuple):
+    """What a UART link allows for CLASSIFY of a set of images in one encoding: request frame
+    bytes (mean and largest) and images/s, one at a time and pipelined, for the mean image
+    (the rate of a long stream of these images) and for the worst one."""
+
+    encoding: str
+    images: int
+    request_bytes_mean: float
+    request_bytes_max: int
+    answer_bytes: int
+    images_per_s_serial_mean: float
+    images_per_s_serial_worst: float
+    images_per_s_pipelined_mean: float
+    images_per_s_pipelined_worst: float
+
+
+def link_figures(images, classes: int, baud: float, encoding: str = "dense") -> LinkFigures:
+    """:func:`link_rate` for real images: every image's request frame in ``encoding``, framing
+    included, and the answer for ``classes`` classes, at ``baud`` (8N1). The one source of
+    the link figures for an encoding other than CLASSIFY."""
+    images = np.asarray(images)
+    overhead = HEADER_BYTES + CRC_BYTES
+    sizes = np.array([overhead + len(classify_request(x, encoding=encoding)[1])
+                      for x in images])
+    answer = overhead + classify_answer_length(classes)
+    bytes_per_s = baud / BITS_PER_BYTE
+    mean, worst = float(sizes.mean()), int(sizes.max())
+    return LinkFigures(encoding, len(images), mean, worst, answer,
+                       bytes_per_s / (mean + answer), bytes_per_s / (worst + answer),
+                       bytes_per_s / max(mean, answer), bytes_per_s / max(worst, answer))

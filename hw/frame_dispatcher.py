@@ -1,7 +1,13 @@
 """The frame engine's second stage: requests in order, images into the core, replies out.
 
 A CLASSIFY request streams its image slot into the core, one pixel per cycle as soon as the
-core takes a new image, then frees the slot; every request then goes on, in order, as a reply
+core takes a new image, then frees the slot. The slot holds the image's nonzero pixels as
+entries (index, value) in increasing index order, ended by an entry of value 0
+(:func:`hw.frame_parser.slot_entry_layout`); the dispatcher expands them, so the core sees all
+M pixels, zeros included, one per cycle: pixel ``j`` is the value of the entry the read port
+holds if that entry's index is ``j`` (and its value nonzero), else 0, and a matched entry is
+replaced by the next one in the cycle it is taken (the read port is addressed with the next
+entry then, so its data is there at the next edge). every request then goes on, in order, as a reply
 (:data:`REPLY_LAYOUT`) to the responder. The request is taken only when its reply is passed on,
 so ``steps`` and ``mode`` stay on ``core_i`` for the whole image.
 
@@ -13,12 +19,12 @@ cycle after the last pixel: ``M + 2`` cycles in all.
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Signal
+from amaranth.hdl import Cat, Module, Mux, Shape, Signal
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from .frame_parser import REQUEST_LAYOUT, SLOT_BITS, Kind
+from .frame_parser import REQUEST_LAYOUT, SLOT_BITS, Kind, slot_entry_layout
 
 __all__ = ["FrameDispatcher", "REPLY_LAYOUT"]
 
@@ -46,9 +52,9 @@ class FrameDispatcher(wiring.Component):
     core_i : :py:`Out(stream.Signature(i_layout))`
         To the core: ``M`` pixels of slot ``requests.payload.slot``, pixel 0 first, with the
         request's ``steps`` and ``mode`` on every one.
-    slot_rd : :py:`In(memory.ReadPort.Signature(addr_width=..., shape=...))`
+    slot_rd : :py:`In(memory.ReadPort.Signature(addr_width=..., shape=slot_entry_layout(...)))`
         Synchronous read port of the slot memory (one cycle of latency), addressed
-        ``slot << index_bits | pixel`` as the parser writes it.
+        ``slot << index_bits | entry`` as the parser writes it.
     slot_freed : :py:`Out(1)`
         Pulse: the last pixel of a slot has been taken by the core.
     idle : :py:`Out(1)`
@@ -59,9 +65,10 @@ class FrameDispatcher(wiring.Component):
         self.inputs = inputs
         self.index_bits = max(1, ceil_log2(inputs))
         self.i_layout = i_layout
-        pixel_shape = i_layout["pixel"].shape
+        pixel_bits = Shape.cast(i_layout["pixel"].shape).width
+        self.entry_layout = slot_entry_layout(pixel_bits, self.index_bits)
         slot_port = memory.ReadPort.Signature(addr_width=SLOT_BITS + self.index_bits,
-                                              shape=pixel_shape)
+                                              shape=self.entry_layout)
         super().__init__({"requests": In(stream.Signature(REQUEST_LAYOUT)),
                           "replies": Out(stream.Signature(REPLY_LAYOUT)),
                           "core_i": Out(stream.Signature(i_layout)),
@@ -99,22 +106,32 @@ class FrameDispatcher(wiring.Component):
         return m
 
     def _load(self, m: Module) -> Signal:
-        """Stream the request's slot into the core; returns high when its last pixel is taken."""
-        read_at = Signal(range(self.inputs + 1))
+        """Stream the request's slot into the core, zeros between its entries; returns high
+        when the last pixel is taken."""
+        read_at = Signal(range(self.inputs + 1))  # pixels offered so far (the next one's index)
+        entry_at = Signal(self.index_bits)  # the entry the read port is addressed with
         beat = Signal()  # core_i holds a pixel
         advance = ~beat | self.core_i.ready
+        entry = self.slot_rd.data
+        hit = Signal()   # the pixel on core_i is the held entry's
+        next_entry = Signal()
         done = Signal()
         m.d.comb += [
-            self.slot_rd.addr.eq(Cat(read_at[:self.index_bits], self.requests.payload.slot)),
-            self.slot_rd.en.eq(advance),
+            hit.eq((entry.value != 0) & (entry.index == read_at - 1)),
+            next_entry.eq(beat & self.core_i.ready & hit),
+            self.slot_rd.addr.eq(Cat(Mux(next_entry, entry_at + 1, entry_at)[:self.index_bits],
+                                     self.requests.payload.slot)),
+            self.slot_rd.en.eq(1),
             self.core_i.valid.eq(beat),
-            self.core_i.payload.pixel.eq(self.slot_rd.data),
+            self.core_i.payload.pixel.eq(Mux(hit, entry.value, 0)),
         ]
+        with m.If(next_entry):
+            m.d.sync += entry_at.eq(entry_at + 1)
         with m.If(advance):
             m.d.sync += beat.eq(read_at < self.inputs)
             with m.If(read_at < self.inputs):
                 m.d.sync += read_at.eq(read_at + 1)
             with m.Else():
-                m.d.sync += read_at.eq(0)
+                m.d.sync += [read_at.eq(0), entry_at.eq(0)]
                 m.d.comb += [done.eq(1), self.slot_freed.eq(1)]
         return done

@@ -7,7 +7,7 @@ file with its own test, joined by ``amaranth.lib.fifo`` queues through their str
 
 ::
 
-    rx bytes --> FrameParser ---pixels---> slots[IMAGE_SLOTS][M] ----+
+    rx bytes --> FrameParser --entries---> slots[IMAGE_SLOTS][M] ----+
                   |   |   |                                           v
                   |   |   +--> requests queue [D] --> FrameDispatcher --> core_i
                   |   |                                     |
@@ -68,7 +68,7 @@ Exact for this gateware, ``D = queue_depth`` (default :data:`~golden.protocol.RE
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, ResetInserter, Shape, unsigned
+from amaranth.hdl import Module, ResetInserter, Shape
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
@@ -176,7 +176,7 @@ class FrameEngine(wiring.Component):
         m.submodules.dispatcher = ResetInserter(flush)(dispatcher)
         m.submodules.responder = responder
         m.submodules.slots = slots = memory.Memory(
-            shape=unsigned(parser.pixel_bits), depth=IMAGE_SLOTS << parser.index_bits, init=[])
+            shape=parser.entry_layout, depth=IMAGE_SLOTS << parser.index_bits, init=[])
         assert SLOT_BITS + parser.index_bits == ceil_log2(slots.depth)
         wiring.connect(m, parser.slot_wr, slots.write_port())
         wiring.connect(m, dispatcher.slot_rd, slots.read_port())

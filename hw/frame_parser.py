@@ -3,7 +3,8 @@
 It is :class:`golden.device.DeviceParser` in gateware: it checks the header when LEN arrives
 and refuses a wrong LEN at once (``BAD_LENGTH``); otherwise it consumes ``LEN + 2`` more bytes,
 computing the CRC on the fly (``amaranth.lib.crc`` with :data:`hw.crc.CRC_ALGORITHM`), writing
-CLASSIFY pixels into a free image slot and noting a bad mode or an out-of-range pixel. A frame
+the image of a CLASSIFY or CLASSIFY_SPARSE into a free image slot and noting a bad mode, an
+out-of-range pixel or (CLASSIFY_SPARSE) a token stream that does not describe M pixels. A frame
 that stalls for ``idle_timeout_cycles`` is abandoned (``TIMEOUT`` once its CMD and SEQ are
 known). The header and CLASSIFY layouts are read from :mod:`golden.protocol`'s formats.
 
@@ -11,6 +12,15 @@ A complete frame becomes one entry of ``requests`` (:data:`REQUEST_LAYOUT`), exc
 RESET, which becomes its SEQ on ``resets`` and a one-cycle ``flush`` (see
 :class:`hw.frame_engine.FrameEngine`). Both outputs are registers that hold their entry until
 it is taken; a frame completed while its output still holds one is dropped whole.
+
+An image slot holds an image's nonzero pixels only, as entries (:func:`slot_entry_layout`:
+pixel index and value) in increasing index order, then an entry of value 0 that ends the list
+(left out when all M pixels are nonzero); :class:`~hw.frame_dispatcher.FrameDispatcher`
+expands them to M pixels. A received byte writes at most one entry (a literal pixel), so a
+zero run of up to 255 pixels in one CLASSIFY_SPARSE byte costs one cycle like any byte, and
+the parser keeps up with bytes arriving on every cycle. The list-ending entry is written with
+the frame's first CRC byte, so a frame refused after its pixels (a bad CRC, say) leaves a
+slot that the next frame simply overwrites from entry 0.
 
 Image slots form a ring: the parser fills them in order, the dispatcher empties them in the
 same order and says so on ``slot_freed``; ``slots_used`` counts the filled ones. A CLASSIFY
@@ -38,6 +48,7 @@ from golden.protocol import (
     IMAGE_SLOTS,
     MAX_PAYLOAD,
     MODE_DEFAULT,
+    SPARSE_RUN_MAX,
     SYNC,
     Command,
     Status,
@@ -46,7 +57,7 @@ from golden.protocol import (
 from .crc import CRC_ALGORITHM
 
 __all__ = ["FrameParser", "Kind", "REQUEST_LAYOUT", "HEADER_FIELDS", "SLOT_BITS",
-           "field_offsets"]
+           "field_offsets", "slot_entry_layout"]
 
 #: The header after SYNC, as :func:`golden.protocol.encode_frame` packs it.
 HEADER_FIELDS = ("cmd", "seq", "length")
@@ -56,6 +67,12 @@ CLASSIFY_FIELDS = ("steps", "mode")
 SLOT_BITS = max(1, ceil_log2(IMAGE_SLOTS))
 
 
+def slot_entry_layout(pixel_bits: int, index_bits: int) -> data.StructLayout:
+    """One image-slot entry: a nonzero pixel's ``value`` and its ``index`` in the image
+    (0 .. M-1); ``value`` 0 ends the slot's list."""
+    return data.StructLayout({"value": unsigned(pixel_bits), "index": unsigned(index_bits)})
+
+
 def field_offsets(fmt: str, names: tuple[str, ...]) -> dict[str, tuple[int, int]]:
     """``{name: (byte offset, size)}`` of the fields of a little-endian :mod:`struct` format."""
     codes = fmt.lstrip("<")
@@ -63,7 +80,6 @@ def field_offsets(fmt: str, names: tuple[str, ...]) -> dict[str, tuple[int, int]
         raise ValueError(f"{fmt!r} is not a little-endian format of {len(names)} scalar fields")
     return {name: (struct.calcsize("<" + codes[:k]), struct.calcsize("<" + code))
             for k, (name, code) in enumerate(zip(names, codes, strict=True))}
-
 
 
 
@@ -82,6 +98,14 @@ REQUEST_LAYOUT = data.StructLayout({
     "kind": Kind, "cmd": unsigned(8), "seq": unsigned(8),
     "status": unsigned(max(Status).bit_length()), "steps": unsigned(STEPS_BITS),
     "mode": unsigned(1), "slot": unsigned(SLOT_BITS)})
+
+
+class _Token(enum.Enum, shape=2):
+    """Where a CLASSIFY_SPARSE payload byte falls in its token."""
+
+    ZEROS = 0     # the zero-run length
+    COUNT = 1     # the literal count
+    LITERALS = 2  # a literal pixel
 
 
 class _FrameState:
@@ -103,6 +127,12 @@ class _FrameState:
         self.mode_bad = Signal()
         self.pixel_bad = Signal()
         self.slot_at = Signal(SLOT_BITS)  # the slot this frame's pixels go to
+        inputs = info.inputs
+        self.px = Signal(range(inputs + 1))   # pixels described so far
+        self.over = Signal()                  # more than M pixels described
+        self.entry = Signal(range(inputs + 1))  # slot entries written so far
+        self.token = Signal(_Token)
+        self.literals_left = Signal(8)
         # Driven in the cycle a frame ends:
         self.done = Signal()
         self.kind = Signal(Kind)
@@ -140,10 +170,11 @@ class FrameParser(wiring.Component):
         ``resets``): every request before it that has not been answered is abandoned.
         ``slots_used`` returns to 0, and ``requests`` drops what it holds, at the edge ending
         this cycle, when the queue it feeds must be flushed too.
-    slot_wr : :py:`In(memory.WritePort.Signature(addr_width=..., shape=unsigned(pixel_bits)))`
+    slot_wr : :py:`In(memory.WritePort.Signature(addr_width=..., shape=slot_entry_layout(...)))`
         To the slot memory, ``addr_width = SLOT_BITS + index_bits`` with
-        ``index_bits = max(1, ceil_log2(M))``: pixel ``j`` of the image for slot ``s`` is
-        written at address ``s << index_bits | j``.
+        ``index_bits = max(1, ceil_log2(M))``: entry ``e`` of the image for slot ``s`` is
+        written at address ``s << index_bits | e``; entries are
+        ``slot_entry_layout(pixel_bits, index_bits)``.
     slot_freed : :py:`In(1)`
         Pulse: the oldest filled slot has been emptied.
     slots_used : :py:`Out(range(IMAGE_SLOTS + 1))`
@@ -157,8 +188,9 @@ class FrameParser(wiring.Component):
         self.pixel_bits = pixel_bits
         self.index_bits = max(1, ceil_log2(info.inputs))
         self.idle_timeout_cycles = idle_timeout_cycles
+        self.entry_layout = slot_entry_layout(pixel_bits, self.index_bits)
         slot_port = memory.WritePort.Signature(addr_width=SLOT_BITS + self.index_bits,
-                                               shape=unsigned(pixel_bits))
+                                               shape=self.entry_layout)
         super().__init__({"rx": In(stream.Signature(8)),
                           "requests": Out(stream.Signature(REQUEST_LAYOUT)),
                           "resets": Out(stream.Signature(8)),
@@ -253,8 +285,8 @@ class FrameParser(wiring.Component):
         with m.Switch(f.cmd):
             for command in Command:
                 with m.Case(command):
-                    need = protocol.request_length(command, self.info.inputs)
-                    m.d.comb += wrong.eq(length != need)
+                    lengths = protocol.request_lengths(command, self.info.inputs)
+                    m.d.comb += wrong.eq((length < lengths.start) | (length >= lengths.stop))
             with m.Default():
                 m.d.comb += wrong.eq(length > MAX_PAYLOAD)
         return wrong
@@ -274,7 +306,8 @@ class FrameParser(wiring.Component):
                          f.at.eq(f.at + 1)]
             with m.If(f.at == header_bytes - 1):
                 m.d.sync += [f.at.eq(0), f.steps.eq(0), f.mode.eq(self.info.default_mode),
-                             f.mode_bad.eq(0), f.pixel_bad.eq(0),
+                             f.mode_bad.eq(0), f.pixel_bad.eq(0), f.px.eq(0), f.over.eq(0),
+                             f.entry.eq(0), f.token.eq(_Token.ZEROS),
                              f.no_slot.eq(self.slots_used == IMAGE_SLOTS)]
                 with m.If(wrong):
                     f.end(m, Kind.ERROR, Status.BAD_LENGTH)
@@ -291,7 +324,7 @@ class FrameParser(wiring.Component):
         with m.If(self.rx.valid):
             m.d.sync += at.eq(at + 1)
             m.d.comb += crc.valid.eq(at < f.length)
-            with m.If(f.cmd == Command.CLASSIFY):
+            with m.If((f.cmd == Command.CLASSIFY) | (f.cmd == Command.CLASSIFY_SPARSE)):
                 self._classify_byte(m, f)
             with m.If(at == f.length):
                 m.d.sync += f.crc_lo.eq(byte)
@@ -316,16 +349,59 @@ class FrameParser(wiring.Component):
                 with m.Default():
                     m.d.sync += f.mode_bad.eq(1)
         head = struct.calcsize(CLASSIFY_HEADER_FORMAT)
+        literal, skip = Signal(), Signal()  # this byte is a pixel; a zero-run length
         with m.If((at >= head) & (at < f.length)):
-            pixel = at - head
-            m.d.comb += [self.slot_wr.addr.eq(Cat(pixel[:self.index_bits], f.slot_at)),
-                         self.slot_wr.data.eq(byte), self.slot_wr.en.eq(~f.no_slot)]
-            with m.If(byte > self.info.pixel_max):
-                m.d.sync += f.pixel_bad.eq(1)
+            with m.If(f.cmd == Command.CLASSIFY):
+                m.d.comb += literal.eq(1)
+            with m.Else():
+                self._token_byte(m, f, literal, skip)
+        self._describe(m, f, literal, skip)
+        with m.If((at == f.length) & (f.entry != self.info.inputs)):
+            # The first CRC byte: end the slot's list (unless all M entries are used).
+            m.d.comb += [self.slot_wr.addr.eq(Cat(f.entry[:self.index_bits], f.slot_at)),
+                         self.slot_wr.data.value.eq(0), self.slot_wr.data.index.eq(0),
+                         self.slot_wr.en.eq(~f.no_slot)]
+
+    def _token_byte(self, m: Module, f: _FrameState, literal: Signal, skip: Signal):
+        """A CLASSIFY_SPARSE pixel byte: a zero-run length, a literal count or a literal."""
+        byte = self.rx.payload
+        with m.Switch(f.token):
+            with m.Case(_Token.ZEROS):
+                m.d.comb += skip.eq(1)
+                m.d.sync += f.token.eq(_Token.COUNT)
+            with m.Case(_Token.COUNT):
+                m.d.sync += [f.literals_left.eq(byte),
+                             f.token.eq(Mux(byte == 0, _Token.ZEROS, _Token.LITERALS))]
+            with m.Case(_Token.LITERALS):
+                m.d.comb += literal.eq(1)
+                m.d.sync += f.literals_left.eq(f.literals_left - 1)
+                with m.If(f.literals_left == 1):
+                    m.d.sync += f.token.eq(_Token.ZEROS)
+
+    def _describe(self, m: Module, f: _FrameState, literal: Signal, skip: Signal):
+        """Count the pixels a byte describes; a nonzero literal becomes the next slot entry."""
+        byte, inputs = self.rx.payload, self.info.inputs
+        assert SPARSE_RUN_MAX < 1 << 8
+        described = f.px + Mux(literal, 1, byte)
+        with m.If(literal | skip):
+            with m.If(described > inputs):
+                m.d.sync += f.over.eq(1)
+            with m.Else():
+                m.d.sync += f.px.eq(described)
+        with m.If(literal & (byte > self.info.pixel_max)):
+            m.d.sync += f.pixel_bad.eq(1)
+        store = Signal()
+        m.d.comb += store.eq(literal & (byte != 0) & (f.px < inputs) & ~f.over)
+        with m.If(store):
+            m.d.sync += f.entry.eq(f.entry + 1)
+            m.d.comb += [self.slot_wr.addr.eq(Cat(f.entry[:self.index_bits], f.slot_at)),
+                         self.slot_wr.data.value.eq(byte),
+                         self.slot_wr.data.index.eq(f.px[:self.index_bits]),
+                         self.slot_wr.en.eq(~f.no_slot)]
 
     def _judge(self, m: Module, f: _FrameState, crc_ok):
         """The verdict on a frame whose last byte arrives now (checks in the reference's
-        order, BUSY before the payload checks)."""
+        order, BUSY before the payload checks: the pixel count, the mode, the pixels)."""
         with m.If(~crc_ok):
             f.end(m, Kind.ERROR, Status.BAD_CRC)
         with m.Elif(f.cmd == Command.INFO):
@@ -333,10 +409,13 @@ class FrameParser(wiring.Component):
         with m.Elif(f.cmd == Command.RESET):
             f.end(m, Kind.ERROR)
             m.d.comb += f.reset.eq(1)
-        with m.Elif(f.cmd != Command.CLASSIFY):
+        with m.Elif((f.cmd != Command.CLASSIFY) & (f.cmd != Command.CLASSIFY_SPARSE)):
             f.end(m, Kind.ERROR, Status.UNKNOWN_COMMAND)
         with m.Elif(f.no_slot):
             f.end(m, Kind.ERROR, Status.BUSY)
+        with m.Elif((f.cmd == Command.CLASSIFY_SPARSE)
+                    & ((f.token != _Token.ZEROS) | f.over | (f.px != self.info.inputs))):
+            f.end(m, Kind.ERROR, Status.BAD_LENGTH)
         with m.Elif(f.mode_bad):
             f.end(m, Kind.ERROR, Status.BAD_PARAMETER)
         with m.Elif(f.pixel_bad):

@@ -36,15 +36,73 @@ class Chunk(NamedTuple):
     kind: str
 
 
+def sparse_image(rng, info: p.Info) -> np.ndarray:
+    """Random pixels with zero runs of every length, from single zeros to the whole image."""
+    pixels = rng.integers(1, info.pixel_max + 1, info.inputs)
+    for _ in range(int(rng.integers(0, 6))):
+        start = int(rng.integers(0, info.inputs))
+        length = int(rng.choice([1, 2, 3, int(rng.integers(1, info.inputs + 1))]))
+        pixels[start:start + length] = 0
+    if rng.random() < 0.1:
+        pixels[:] = 0
+    return pixels
+
+
 def _classify(rng, info: p.Info, seq: int, *, max_steps: int, pixels=None, mode=None,
-              steps=None) -> bytes:
+              steps=None, sparse: bool = False) -> bytes:
     if pixels is None:
-        pixels = rng.integers(0, info.pixel_max + 1, info.inputs)
+        pixels = (sparse_image(rng, info) if sparse or rng.random() < 0.3
+                  else rng.integers(0, info.pixel_max + 1, info.inputs))
     if mode is None:
         mode = int(rng.choice([0, 1, p.MODE_DEFAULT]))
     if steps is None:
         steps = int(rng.integers(1, max_steps + 1))
+    if sparse:
+        return p.encode_frame(p.Command.CLASSIFY_SPARSE, seq,
+                              p.pack_classify_sparse(pixels, steps, mode))
     return p.encode_frame(p.Command.CLASSIFY, seq, p.pack_classify(pixels, steps, mode))
+
+
+def _tokens(rng, info: p.Info, pixels) -> bytes:
+    """A token stream for ``pixels``: the encoder's, or runs cut into random shorter tokens
+    (including empty ones), which a device must decode alike."""
+    if rng.random() < 0.5:
+        return p.sparse_tokens(pixels)
+    out, pos = bytearray(), 0
+    while pos < len(pixels):
+        zeros = 0
+        while pos + zeros < len(pixels) and pixels[pos + zeros] == 0 and zeros < 255:
+            zeros += 1
+        zeros = int(rng.integers(0, zeros + 1))
+        count = int(rng.integers(0, min(255, len(pixels) - pos - zeros) + 1))
+        out += bytes([zeros, count]) + bytes(int(x) for x in pixels[pos + zeros:pos + zeros
+                                                                     + count])
+        pos += zeros + count
+    return bytes(out)
+
+
+def _bad_sparse(rng, info: p.Info, seq: int, max_steps: int) -> bytes:
+    """CLASSIFY_SPARSE whose tokens describe too many or too few pixels, run past M, or end
+    inside a token (the device's BAD_LENGTH, or at the header if LEN is below the minimum)."""
+    m = info.inputs
+    head = struct.pack(p.CLASSIFY_HEADER_FORMAT, int(rng.integers(1, max_steps + 1)),
+                         int(rng.choice([0, 1, p.MODE_DEFAULT])))
+    tokens = _tokens(rng, info, sparse_image(rng, info))
+    how = str(rng.choice(["more", "fewer", "past", "cut_token", "literals_short"]))
+    if how == "more":
+        extra = int(rng.integers(1, 4))
+        tokens += (bytes([extra, 0]) if rng.random() < 0.5
+                   else bytes([0, extra]) + bytes(extra * [1]))
+    elif how == "fewer":
+        tokens = _tokens(rng, info, np.zeros(m - int(rng.integers(1, min(m, 4) + 1)), int))
+    elif how == "past":
+        # A zero run that alone passes M, then more tokens.
+        tokens = bytes([min(255, m + int(rng.integers(1, 5))), 1, 1]) + tokens
+    elif how == "cut_token":
+        tokens += bytes([int(rng.integers(0, 4))])  # a zeros byte without its count
+    else:
+        tokens += bytes([0, 5, 1, 1])  # a literal count longer than what follows
+    return p.encode_frame(p.Command.CLASSIFY_SPARSE, seq, head + tokens)
 
 
 def _noise(rng, n: int) -> bytes:
@@ -64,11 +122,22 @@ def _one(rng, info: p.Info, kind: str, seq: int, max_steps: int) -> tuple[bytes,
         return p.encode_frame(p.Command.RESET, seq), False
     if kind == "classify":
         return _classify(rng, info, seq, max_steps=max_steps), False
+    if kind == "sparse":
+        if rng.random() < 0.5:
+            return _classify(rng, info, seq, max_steps=max_steps, sparse=True), False
+        payload = (struct.pack(p.CLASSIFY_HEADER_FORMAT, int(rng.integers(1, max_steps + 1)),
+                                 int(rng.choice([0, 1, p.MODE_DEFAULT])))
+                   + _tokens(rng, info, sparse_image(rng, info)))
+        return p.encode_frame(p.Command.CLASSIFY_SPARSE, seq, payload), False
+    if kind == "bad_sparse":
+        # LEN below the minimum is refused at the header, the rest taken as noise: pause.
+        return _bad_sparse(rng, info, seq, max_steps), True
     if kind == "noise":
         return _noise(rng, int(rng.integers(1, 40))), True
     if kind == "bad_crc":
         short = p.Command.INFO if rng.random() < 0.5 else p.Command.RESET
-        frame = bytearray(_classify(rng, info, seq, max_steps=max_steps)
+        frame = bytearray(_classify(rng, info, seq, max_steps=max_steps,
+                                    sparse=rng.random() < 0.3)
                           if rng.random() < 0.5 else p.encode_frame(short, seq))
         at = int(rng.integers(6, len(frame)))  # payload or CRC: the header stays valid
         frame[at] ^= int(rng.integers(1, 256))
@@ -80,41 +149,47 @@ def _one(rng, info: p.Info, kind: str, seq: int, max_steps: int) -> tuple[bytes,
         # The rest may be taken as a payload of another length: end with a pause.
         return bytes(frame), True
     if kind == "unknown":
-        cmd = int(rng.choice([0x00, 0x04, 0x7F, 0x81, 0x82, 0xFF]))
+        cmd = int(rng.choice([0x00, 0x05, 0x7F, 0x81, 0x84, 0xFF]))
         payload = rng.integers(0, 256, int(rng.integers(0, 12)), dtype=np.uint8).tobytes()
         return p.encode_frame(cmd, seq, payload), False
     if kind == "wrong_length":
         if rng.random() < 0.5:
             short = p.Command.INFO if rng.random() < 0.5 else p.Command.RESET
             return p.encode_frame(short, seq, b"\x00" * int(rng.integers(1, 4))), True
+        if rng.random() < 0.3:
+            # CLASSIFY_SPARSE below its shortest LEN (refused at the header).
+            length = int(rng.integers(0, p.sparse_min_length(info.inputs)))
+            return p.encode_frame(p.Command.CLASSIFY_SPARSE, seq, bytes(length)), True
         n = info.inputs + int(rng.choice([-2, -1, 1, 5]))
         return _classify(rng, info, seq, max_steps=max_steps,
                          pixels=np.zeros(n, dtype=np.int64)), True
     if kind == "oversized":
         length = int(rng.integers(p.MAX_PAYLOAD + 1, 0x10000))
-        return p.SYNC + struct.pack("<BBH", p.Command.CLASSIFY, seq, length), True
+        cmd = p.Command.CLASSIFY_SPARSE if rng.random() < 0.3 else p.Command.CLASSIFY
+        return p.SYNC + struct.pack("<BBH", cmd, seq, length), True
     if kind == "bad_mode":
-        return _classify(rng, info, seq, max_steps=max_steps,
-                         mode=int(rng.integers(2, 255))), False
+        return _classify(rng, info, seq, max_steps=max_steps, mode=int(rng.integers(2, 255)),
+                         sparse=rng.random() < 0.3), False
     if kind == "pixel_range":
         pixels = rng.integers(0, info.pixel_max + 1, info.inputs)
         pixels[int(rng.integers(0, info.inputs))] = int(rng.integers(info.pixel_max + 1, 256))
-        return _classify(rng, info, seq, max_steps=max_steps, pixels=pixels), False
+        return _classify(rng, info, seq, max_steps=max_steps, pixels=pixels,
+                         sparse=rng.random() < 0.3), False
     if kind == "false_start":
         # A5 before a frame's A5 5A: the parser must not lose the real SYNC.
         return _noise(rng, int(rng.integers(0, 4))) + b"\xa5" + p.encode_frame(
             p.Command.INFO, seq), True
     if kind == "cut":
-        frame = _classify(rng, info, seq, max_steps=max_steps) if rng.random() < 0.5 \
-            else p.encode_frame(p.Command.INFO, seq)
+        frame = _classify(rng, info, seq, max_steps=max_steps, sparse=rng.random() < 0.4) \
+            if rng.random() < 0.5 else p.encode_frame(p.Command.INFO, seq)
         return frame[:int(rng.integers(1, len(frame)))], True
     raise ValueError(f"unknown fuzz kind {kind!r}")
 
 
 #: Item kinds and their weights in a corpus.
-KINDS = {"info": 2, "classify": 3, "noise": 3, "bad_crc": 2, "bad_header": 2, "unknown": 2,
-         "wrong_length": 1, "oversized": 1, "bad_mode": 1, "pixel_range": 1, "cut": 2,
-         "false_start": 1, "reset": 1}
+KINDS = {"info": 2, "classify": 3, "sparse": 3, "noise": 3, "bad_crc": 2, "bad_header": 2,
+         "unknown": 2, "wrong_length": 1, "bad_sparse": 2, "oversized": 1, "bad_mode": 1,
+         "pixel_range": 1, "cut": 2, "false_start": 1, "reset": 1}
 
 
 def corpus(seed: int, items: int, info: p.Info, *, max_steps: int = 4,
@@ -146,7 +221,7 @@ def corpus(seed: int, items: int, info: p.Info, *, max_steps: int = 4,
     if data:
         chunks.append(Chunk(data, True, "+".join(kinds)))
     # The device must still answer valid frames correctly after all that.
-    for kind in ("info", "classify", "classify"):
+    for kind in ("info", "classify", "sparse"):
         item, _ = _one(rng, info, kind, seq, max_steps)
         seq = (seq + 1) & 0xFF
         chunks.append(Chunk(item, False, kind))

@@ -1,15 +1,18 @@
 # amaranth: UnusedElaboratable=no
 """hw/frame_dispatcher.py in Amaranth's simulator: the requests golden.device.DeviceParser
 finds in a fuzz corpus go in; every one comes out as its reply, in order, and every CLASSIFY
-streams its image (the payload's pixels) into the core with its steps and mode, under random
-back-pressure on both outputs (sim.streams)."""
+streams its image (the payload's pixels, expanded from the slot's entries of nonzero pixels)
+into the core with its steps and mode, under random back-pressure on both outputs
+(sim.streams). The slot is filled with garbage before each image's entries, so an image that
+reads past its list's end shows."""
 
 from __future__ import annotations
 
 import struct
 
+import numpy as np
 import pytest
-from amaranth.hdl import Elaboratable, Module, unsigned
+from amaranth.hdl import Elaboratable, Module
 from amaranth.lib import memory, wiring
 
 from golden import device
@@ -26,7 +29,7 @@ class Harness(Elaboratable):
 
     def __init__(self, inputs: int, i_layout):
         self.dispatcher = FrameDispatcher(inputs=inputs, i_layout=i_layout)
-        self.slots = memory.Memory(shape=unsigned(i_layout["pixel"].shape.width),
+        self.slots = memory.Memory(shape=self.dispatcher.entry_layout,
                                    depth=IMAGE_SLOTS << self.dispatcher.index_bits, init=[])
 
     def elaborate(self, platform):
@@ -62,7 +65,7 @@ def requests_of(chunks: list[fuzz.Chunk], info: p.Info) -> list[tuple[dict, list
         pixels = []
         if r.status == p.Status.OK and r.cmd == p.Command.INFO:
             entry["kind"] = Kind.INFO
-        elif r.status == p.Status.OK and r.cmd == p.Command.CLASSIFY:
+        elif r.status == p.Status.OK and r.cmd in p.CLASSIFY_COMMANDS:
             steps, mode = struct.unpack_from(p.CLASSIFY_HEADER_FORMAT, r.payload)
             mode = info.default_mode if mode == p.MODE_DEFAULT else mode
             if mode not in (0, 1) or max(r.payload[head:]) > info.pixel_max:
@@ -76,21 +79,43 @@ def requests_of(chunks: list[fuzz.Chunk], info: p.Info) -> list[tuple[dict, list
     return out
 
 
+def fill_slot(ctx, harness: Harness, slot: int, pixels: list[int], rng):
+    """Garbage in every entry of ``slot``, then ``pixels``' entries as the parser writes them:
+    each nonzero pixel in order, then value 0 unless all M are nonzero."""
+    dut = harness.dispatcher
+    layout, size = dut.entry_layout, 1 << dut.index_bits
+    base = slot << dut.index_bits
+    for e in range(size):
+        garbage = {"value": int(rng.integers(0, 32)), "index": int(rng.integers(0, size))}
+        ctx.set(harness.slots.data[base + e], layout.const(garbage))
+    nonzero = [(j, x) for j, x in enumerate(pixels) if x]
+    for e, (j, x) in enumerate(nonzero):
+        ctx.set(harness.slots.data[base + e], layout.const({"value": x, "index": j}))
+    if len(nonzero) < len(pixels):
+        ctx.set(harness.slots.data[base + len(nonzero)], layout.const({"value": 0, "index": 0}))
+
+
 @pytest.mark.parametrize(("seed", "stall"), [(1, 0.0), (2, 0.6)])
 def test_requests_become_replies_and_images(setup, seed, stall):
     info, i_layout = setup
     requests = requests_of(fuzz.corpus(seed, 80, info), info)
+    # Both ends of the entry list: an image with every pixel nonzero, and one all zero.
+    full = {"kind": Kind.CLASSIFY, "cmd": p.Command.CLASSIFY, "seq": 200, "status": 0,
+            "steps": 3, "mode": 0}
+    free = 1 - requests[-1][0]["slot"] if requests[-1][0]["kind"] == Kind.CLASSIFY else 0
+    requests += [({**full, "slot": free}, [1 + j % 16 for j in range(info.inputs)]),
+                 ({**full, "seq": 201, "slot": 1 - free}, [0] * info.inputs)]
     harness = Harness(info.inputs, i_layout)
     dut = harness.dispatcher
     images = [pixels for entry, pixels in requests if entry["kind"] == Kind.CLASSIFY]
     got = {}
     freed = []
+    rng = np.random.default_rng(seed)
 
     async def producer(ctx):
         for k, (entry, pixels) in enumerate(requests):
-            base = entry["slot"] << dut.index_bits
-            for j, x in enumerate(pixels):  # the slot is free: its last image has been sent
-                ctx.set(harness.slots.data[base + j], x)
+            if entry["kind"] == Kind.CLASSIFY:  # the slot is free: its last image was sent
+                fill_slot(ctx, harness, entry["slot"], pixels, rng)
             await send(ctx, dut.requests, [entry], idle=[k % 3], seed=seed)
         await ctx.tick().repeat(10)
 

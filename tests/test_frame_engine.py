@@ -233,8 +233,12 @@ def test_fuzz_corpus_equals_reference(env, bench):
     # Every kind of answer occurred, so the comparison covered each path (RESET included).
     assert set(statuses) == set(p.Status) - {p.Status.BUSY}
     assert p.Command.RESET | p.RESPONSE_FLAG in {r.cmd for r in replies}
-    last_ok = [r for r in replies
-               if r.cmd == p.Command.CLASSIFY | 0x80 and r.payload[0] == p.Status.OK][-1]
+    # CLASSIFY_SPARSE served, and refused for a token stream that is not M pixels.
+    sparse = p.Command.CLASSIFY_SPARSE | p.RESPONSE_FLAG
+    assert {(sparse, p.Status.OK), (sparse, p.Status.BAD_LENGTH)} <= {
+        (r.cmd, r.payload[0]) for r in replies}
+    classify = {c | p.RESPONSE_FLAG for c in p.CLASSIFY_COMMANDS}
+    last_ok = [r for r in replies if r.cmd in classify and r.payload[0] == p.Status.OK][-1]
     assert bench.last_label == p.unpack_classification(last_ok.payload, 10).label
 
 

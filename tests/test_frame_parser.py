@@ -65,7 +65,7 @@ class Harness:
         self.info = info
         self.dut = FrameParser(info, pixel_bits=PIXEL_BITS, idle_timeout_cycles=TIMEOUT)
         self.free_slots = free_slots
-        self.memory = {}       # slot memory address -> pixel, as written
+        self.memory = {}       # slot memory address -> (index, value), as written
         self.snapshots = {}    # edge of a CLASSIFY request's transfer -> its slot's pixels
         self.flush_edges = []  # edges at which flush was high
 
@@ -75,12 +75,25 @@ class Harness:
         async for _, _, en, addr, value, used, flush in ctx.tick().sample(
                 dut.slot_wr.en, dut.slot_wr.addr, dut.slot_wr.data, dut.slots_used, dut.flush):
             if en:
-                self.memory[addr] = value
+                self.memory[addr] = (value["index"], value["value"])
             if flush:
                 self.flush_edges.append(edge)
             edge += 1
             pulse = int(self.free_slots and used > 0 and not pulse)
             ctx.set(dut.slot_freed, pulse)
+
+    def expand(self, slot: int) -> list[int]:
+        """The M pixels slot ``slot`` holds: its entries up to the one of value 0 (or M of
+        them), each a nonzero pixel, in increasing index order."""
+        inputs, base = self.info.inputs, slot << self.dut.index_bits
+        pixels, last = [0] * inputs, -1
+        for e in range(inputs):
+            index, value = self.memory[base + e]
+            if value == 0:
+                break
+            assert last < index < inputs, f"entry {e} of slot {slot}: index {index}"
+            pixels[index], last = value, index
+        return pixels
 
     def entries(self, seen) -> list[tuple]:
         """The requests and resets seen, merged in order, as :func:`expected_entry` gives them."""
@@ -99,7 +112,7 @@ class Harness:
 
     def run(self, chunks: list[fuzz.Chunk]):
         """Send ``chunks`` (idle after each, for the timeout if it asks for a pause)."""
-        dut, inputs = self.dut, self.info.inputs
+        dut = self.dut
 
         async def feeder(ctx):
             for chunk in chunks:
@@ -112,8 +125,7 @@ class Harness:
             async for _, _, valid, ready, payload in ctx.tick().sample(
                     dut.requests.valid, dut.requests.ready, dut.requests.payload):
                 if valid and ready and payload.kind == Kind.CLASSIFY:
-                    base = int(payload.slot) << dut.index_bits
-                    self.snapshots[edge] = [self.memory[base + j] for j in range(inputs)]
+                    self.snapshots[edge] = self.expand(int(payload.slot))
                 edge += 1
 
         async def take_requests(ctx):
