@@ -872,3 +872,23 @@ def test_defect_2_on_the_virtual_board(virtual_board):
         assert caught.value.peer_text == BUSY_LINE.decode().strip()
         assert time.monotonic() - start < 1.5
         assert first.info().inputs == 64  # the first client noticed nothing
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cut", [6, 67])
+def test_a_killed_clients_partial_frame_on_the_virtual_board(virtual_board, digits, cut):
+    """The device keeps a partial frame across a disconnect; the next client, connecting
+    within the board's idle timeout (about 20 ms), has its RESET swallowed by it: TIMEOUT
+    (cut 6) or BAD_CRC (cut 67) comes back instead. The driver sends RESET again."""
+    frame = p.encode_frame(CLASSIFY, 0x41, p.pack_classify(digits[0], STEPS, MODE_CURRENT))
+    port = int(virtual_board.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port)) as killed:
+        killed.sendall(frame[:cut])
+        time.sleep(0.005)  # the bytes reach the device's rx pin before the disconnect
+    start = time.monotonic()
+    link = MangledFirstWrite(driver_module._open_url(virtual_board.url, 3_000_000, 2),
+                             lambda data: data)
+    with Lifpga(link, timeout=2, owns_transport=True) as driver:
+        assert driver.info().inputs == 64
+    assert time.monotonic() - start < 1.0  # a RESET timed out would take the whole 2 s
+    assert [f.cmd for f in link.frames] == [RESET, RESET, INFO]
