@@ -106,6 +106,9 @@ class SurrogateConfig(NamedTuple):
     qat_lr: float = 1e-3
     #: Input weight width of the image (``W_BITS_MIN .. W_BITS``).
     w_bits: int = 8
+    #: Data augmentation: every training image moved by a random whole-pixel translation
+    #: of up to this many pixels in each direction (0: none), drawn per image and batch.
+    translate: int = 0
 
 
 class SpikeFn(torch.autograd.Function):
@@ -244,6 +247,26 @@ def step_accuracy(net: Twin, x: np.ndarray, y: np.ndarray, steps: int, rate: boo
     return (correct / len(x)).numpy()
 
 
+def translate(x: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch.Tensor:
+    """Square images (B, side**2) moved by random translations ``dy, dx`` in
+    ``-max_shift .. max_shift`` (one draw per image), pixels moved out dropped, zeros moved in.
+    """
+    if max_shift == 0:
+        return x
+    side = math.isqrt(x.shape[1])
+    if side * side != x.shape[1]:
+        raise ValueError(f"translation needs square images, got {x.shape[1]} pixels")
+    k = max_shift
+    padded = torch.nn.functional.pad(x.reshape(-1, side, side), (k, k, k, k))
+    dy, dx = torch.randint(0, 2 * k + 1, (2, len(x)), generator=gen)
+    out = torch.empty_like(x).reshape(-1, side, side)
+    for oy in range(2 * k + 1):
+        for ox in range(2 * k + 1):
+            sel = (dy == oy) & (dx == ox)
+            out[sel] = padded[sel, oy:oy + side, ox:ox + side]
+    return out.reshape(len(x), -1)
+
+
 def _epoch(net: Twin, opt, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator,
            sched=None) -> float:
     """One pass over ``x`` in shuffled batches; returns the mean loss.
@@ -258,7 +281,7 @@ def _epoch(net: Twin, opt, x: torch.Tensor, y: torch.Tensor, gen: torch.Generato
     for k in range(0, len(x), c.batch):
         idx = order[k:k + c.batch]
         rate = bool(torch.rand(1, generator=gen) < c.rate_fraction)
-        scores = net(x[idx], c.steps, rate, gen)
+        scores = net(translate(x[idx], c.translate, gen), c.steps, rate, gen)
         if net.quantised:
             scores = scores / net.score_unit()
         steps = scores.shape[0]
@@ -340,9 +363,11 @@ REPORT_STEPS = (1, 4, 8, 10, 16, 32)
 
 def accuracies(net: Twin, x: np.ndarray, y: np.ndarray, steps: int) -> dict:
     """Float-twin (constant current) and integer-model (golden.model.run, both modes)
-    accuracies after ``steps``, with the integer ones after every step."""
+    accuracies after ``steps``, and after every step (``*_by_step``)."""
     intnet = net.to_network()
-    out = {"float_accuracy": float(step_accuracy(net, x, y, steps, False)[-1])}
+    floats = step_accuracy(net, x, y, steps, False)
+    out = {"float_accuracy": float(floats[-1]),
+           "float_current_accuracy_by_step": [round(float(a), 4) for a in floats]}
     for mode in (MODE_CURRENT, MODE_RATE):
         per_step = np.zeros(steps)
         for k in range(0, len(x), 2000):
@@ -403,7 +428,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--dataset", default="digits", choices=list(data.DATASETS))
     parser.add_argument("--data", default=None, help="folder of the IDX files (MNIST & co.)")
     for name in ("seed", "neurons", "steps", "epochs", "batch", "timesteps", "qat_epochs",
-                 "leak_shift", "psc_shift", "w_bits", "threads"):
+                 "leak_shift", "psc_shift", "w_bits", "threads", "translate"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=None)
     for name in ("lr", "qat_lr", "weight_decay", "val_fraction", "rate_fraction"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=float, default=None)

@@ -42,3 +42,35 @@ def test_image_without_training_record_is_a_clear_error(tmp_path, capsys, shippe
     image.save(tmp_path / "img", net, 8, 0, manifest["pixel_max"], {})
     assert evaluate.main(["--image", str(tmp_path / "img"), "--out", str(tmp_path)]) == 1
     assert "no training configuration" in capsys.readouterr().err
+
+
+def test_a_surrogate_trained_image(tmp_path):
+    """Images of golden.surrogate: the float curve is the one their manifest records."""
+    import pytest
+
+    pytest.importorskip("torch", reason="PyTorch (the `train` extra) is not installed")
+    from golden import image, surrogate
+
+    img = tmp_path / "img"
+    assert surrogate.main(["--out", str(img), "--neurons", "16", "--epochs", "1", "--steps", "6",
+                           "--timesteps", "6", "--quiet"]) == 0
+    out = tmp_path / "golden"
+    assert evaluate.main(["--image", str(img), "--out", str(out), "--timesteps", "8"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    _, manifest = image.load(img)
+    recorded = manifest["metadata"]["test_accuracy"]
+    assert report["float_accuracy_per_step"] == recorded["float_current_accuracy_by_step"]
+    assert [round(a, 4) for a in report["accuracy_per_step"][:6]] == recorded[
+        "integer_current_accuracy_by_step"]
+    assert len(report["accuracy_per_step"]) == 8 and report["dataset"] == "digits"
+    assert (out / "accuracy_vs_time.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_an_idx_image_needs_its_folder(tmp_path, capsys, shipped):
+    from golden import image
+
+    net, manifest = shipped
+    image.save(tmp_path / "img", net, 8, 0, manifest["pixel_max"],
+               {"generated_by": evaluate.SURROGATE, "dataset": "mnist"})
+    assert evaluate.main(["--image", str(tmp_path / "img"), "--out", str(tmp_path)]) == 1
+    assert "--data DIR" in capsys.readouterr().err
