@@ -282,10 +282,14 @@ SPARSE_GAP = SPARSE_TOKEN_BYTES
 
 
 def sparse_min_length(inputs: int) -> int:
-    """Shortest CLASSIFY_SPARSE payload for M = ``inputs``: the header and the all-zero image,
-    ``ceil(M / 255)`` tokens of zeros alone."""
-    tokens = -(-inputs // SPARSE_RUN_MAX)
-    return struct.calcsize(CLASSIFY_HEADER_FORMAT) + SPARSE_TOKEN_BYTES * tokens
+    """Shortest CLASSIFY_SPARSE payload for M = ``inputs``, the all-zero image's: the header,
+    ``M // 255`` tokens of 255 zeros, and for the ``r = M % 255`` pixels left either ``r``
+    literal zeros in the last of them (``r <= 2``) or a token of ``r`` zeros; at least one
+    token."""
+    full, rest = divmod(inputs, SPARSE_RUN_MAX)
+    tokens_bytes = max(SPARSE_TOKEN_BYTES,
+                       SPARSE_TOKEN_BYTES * full + min(rest, SPARSE_TOKEN_BYTES))
+    return struct.calcsize(CLASSIFY_HEADER_FORMAT) + tokens_bytes
 
 
 def _pixel_array(pixels) -> np.ndarray:

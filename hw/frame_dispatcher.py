@@ -108,30 +108,31 @@ class FrameDispatcher(wiring.Component):
     def _load(self, m: Module) -> Signal:
         """Stream the request's slot into the core, zeros between its entries; returns high
         when the last pixel is taken."""
-        read_at = Signal(range(self.inputs + 1))  # pixels offered so far (the next one's index)
-        entry_at = Signal(self.index_bits)  # the entry the read port is addressed with
+        at = Signal(range(self.inputs))      # index of the pixel on core_i
+        entry_at = Signal(self.index_bits)   # the entry the read port holds
+        read_at = Signal(self.index_bits)    # the entry it is addressed with
         beat = Signal()  # core_i holds a pixel
-        advance = ~beat | self.core_i.ready
         entry = self.slot_rd.data
         hit = Signal()   # the pixel on core_i is the held entry's
-        next_entry = Signal()
+        taken = Signal()
         done = Signal()
         m.d.comb += [
-            hit.eq((entry.value != 0) & (entry.index == read_at - 1)),
-            next_entry.eq(beat & self.core_i.ready & hit),
-            self.slot_rd.addr.eq(Cat(Mux(next_entry, entry_at + 1, entry_at)[:self.index_bits],
-                                     self.requests.payload.slot)),
+            hit.eq((entry.value != 0) & (entry.index == at)),
+            taken.eq(beat & self.core_i.ready),
+            read_at.eq(Mux(taken & hit, entry_at + 1, entry_at)),
+            self.slot_rd.addr.eq(Cat(read_at, self.requests.payload.slot)),
             self.slot_rd.en.eq(1),
             self.core_i.valid.eq(beat),
             self.core_i.payload.pixel.eq(Mux(hit, entry.value, 0)),
         ]
-        with m.If(next_entry):
-            m.d.sync += entry_at.eq(entry_at + 1)
-        with m.If(advance):
-            m.d.sync += beat.eq(read_at < self.inputs)
-            with m.If(read_at < self.inputs):
-                m.d.sync += read_at.eq(read_at + 1)
-            with m.Else():
-                m.d.sync += [read_at.eq(0), entry_at.eq(0)]
+        m.d.sync += entry_at.eq(read_at)
+        with m.If(~beat):
+            # The first cycle: entry 0 is being read; pixel 0 is offered from the next.
+            m.d.sync += beat.eq(1)
+        with m.Elif(taken):
+            with m.If(at == self.inputs - 1):
+                m.d.sync += [beat.eq(0), at.eq(0), entry_at.eq(0)]
                 m.d.comb += [done.eq(1), self.slot_freed.eq(1)]
+            with m.Else():
+                m.d.sync += at.eq(at + 1)
         return done

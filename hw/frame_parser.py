@@ -133,6 +133,7 @@ class _FrameState:
         self.entry = Signal(range(inputs + 1))  # slot entries written so far
         self.token = Signal(_Token)
         self.literals_left = Signal(8)
+        self.store = Signal()                 # this byte is a nonzero pixel: an entry
         # Driven in the cycle a frame ends:
         self.done = Signal()
         self.kind = Signal(Kind)
@@ -356,11 +357,13 @@ class FrameParser(wiring.Component):
             with m.Else():
                 self._token_byte(m, f, literal, skip)
         self._describe(m, f, literal, skip)
-        with m.If((at == f.length) & (f.entry != self.info.inputs)):
-            # The first CRC byte: end the slot's list (unless all M entries are used).
-            m.d.comb += [self.slot_wr.addr.eq(Cat(f.entry[:self.index_bits], f.slot_at)),
-                         self.slot_wr.data.value.eq(0), self.slot_wr.data.index.eq(0),
-                         self.slot_wr.en.eq(~f.no_slot)]
+        # A nonzero literal is the next entry; the first CRC byte ends the slot's list
+        # (unless all M entries are used).
+        last = (at == f.length) & (f.entry != self.info.inputs)
+        m.d.comb += [self.slot_wr.addr.eq(Cat(f.entry[:self.index_bits], f.slot_at)),
+                     self.slot_wr.data.value.eq(Mux(last, 0, byte)),
+                     self.slot_wr.data.index.eq(f.px[:self.index_bits]),
+                     self.slot_wr.en.eq((f.store | last) & ~f.no_slot)]
 
     def _token_byte(self, m: Module, f: _FrameState, literal: Signal, skip: Signal):
         """A CLASSIFY_SPARSE pixel byte: a zero-run length, a literal count or a literal."""
@@ -390,14 +393,9 @@ class FrameParser(wiring.Component):
                 m.d.sync += f.px.eq(described)
         with m.If(literal & (byte > self.info.pixel_max)):
             m.d.sync += f.pixel_bad.eq(1)
-        store = Signal()
-        m.d.comb += store.eq(literal & (byte != 0) & (f.px < inputs) & ~f.over)
-        with m.If(store):
+        m.d.comb += f.store.eq(literal & (byte != 0) & (f.px < inputs) & ~f.over)
+        with m.If(f.store):
             m.d.sync += f.entry.eq(f.entry + 1)
-            m.d.comb += [self.slot_wr.addr.eq(Cat(f.entry[:self.index_bits], f.slot_at)),
-                         self.slot_wr.data.value.eq(byte),
-                         self.slot_wr.data.index.eq(f.px[:self.index_bits]),
-                         self.slot_wr.en.eq(~f.no_slot)]
 
     def _judge(self, m: Module, f: _FrameState, crc_ok):
         """The verdict on a frame whose last byte arrives now (checks in the reference's

@@ -144,3 +144,63 @@ def test_agreement_compares_label_scores_and_spikes(device):
     scores[1, 3] += 1
     spikes[2] += 1
     assert agreement(label, scores, spikes, ref).tolist() == [True, False, False]
+
+
+# --- CLASSIFY_SPARSE ---------------------------------------------------------------------------
+
+
+def test_info_reports_the_protocol_version_with_sparse(device):
+    (reply,) = responses(device, p.encode_frame(p.Command.INFO, 1))
+    assert p.unpack_info(reply.payload).version == p.PROTOCOL_VERSION >= p.SPARSE_VERSION == 2
+
+
+@pytest.mark.parametrize("mode", [0, 1, p.MODE_DEFAULT])
+def test_sparse_is_answered_exactly_as_classify(device, mode):
+    """Same payload, CMD 0x84 for 0x82: the image, steps and mode are what count."""
+    for seq, x in enumerate(load_split().x_test[:5]):
+        dense = responses(device, p.encode_frame(p.Command.CLASSIFY, seq,
+                                                 p.pack_classify(x, 8, mode)))
+        sparse = responses(device, p.encode_frame(p.Command.CLASSIFY_SPARSE, seq,
+                                                  p.pack_classify_sparse(x, 8, mode)))
+        assert [(r.cmd, r.seq, r.payload) for r in sparse] == [
+            (p.Command.CLASSIFY_SPARSE | 0x80, seq, r.payload) for r in dense]
+
+
+def sparse_frame(tokens: str, seq: int = 1, steps: int = 4, mode: int = 0) -> bytes:
+    return p.encode_frame(p.Command.CLASSIFY_SPARSE, seq,
+                          steps.to_bytes(2, "little") + bytes([mode]) + bytes.fromhex(tokens))
+
+
+@pytest.mark.parametrize(("tokens", "status"), [
+    ("3f 00", p.Status.BAD_LENGTH),                # 63 pixels
+    ("41 00", p.Status.BAD_LENGTH),                # 65: a zero run past M
+    ("40 00 00 01 05", p.Status.BAD_LENGTH),       # a literal past M
+    ("3f 00 00", p.Status.BAD_LENGTH),             # 63, then a zeros byte without its count
+    ("3e 03 01 02", p.Status.BAD_LENGTH),          # literals cut short
+    ("3f 01 11", p.Status.PIXEL_RANGE),            # 64 pixels, the last 17
+    ("3f 01 11 01 00", p.Status.BAD_LENGTH),       # the count is checked before the pixels
+    ("40 00 00 00", p.Status.OK),                  # an empty token is allowed
+    ("20 00 1f 01 10", p.Status.OK),
+])
+def test_sparse_pixel_count_and_range(device, tokens, status):
+    replies = responses(device, sparse_frame(tokens) + p.encode_frame(p.Command.INFO, 9))
+    assert replies[0].cmd == p.Command.CLASSIFY_SPARSE | 0x80
+    assert replies[0].payload[0] == status
+    assert replies[-1].seq == 9 and replies[-1].payload[0] == p.Status.OK
+
+
+def test_sparse_mode_checked_after_the_count(device):
+    (reply,) = responses(device, sparse_frame("40 00", mode=2))
+    assert reply.payload == bytes([p.Status.BAD_PARAMETER])
+    (reply,) = responses(device, sparse_frame("3f 00", mode=2))
+    assert reply.payload == bytes([p.Status.BAD_LENGTH])
+
+
+@pytest.mark.parametrize("length", [0, 3, 4, p.MAX_PAYLOAD + 1])
+def test_sparse_len_below_its_minimum_is_refused_at_the_header(device, length):
+    """LEN below 3 + 2 (one token) for M = 64, or above MAX_PAYLOAD: BAD_LENGTH at once, so
+    the frame behind it is answered."""
+    header = p.SYNC + bytes([p.Command.CLASSIFY_SPARSE, 3]) + length.to_bytes(2, "little")
+    replies = responses(device, header + p.encode_frame(p.Command.INFO, 5))
+    assert [(r.seq, r.payload[0]) for r in replies] == [(3, p.Status.BAD_LENGTH), (5, p.Status.OK)]
+    assert p.sparse_min_length(64) == 5
