@@ -21,6 +21,7 @@ from golden.surrogate import (  # noqa: E402
     main,
     step_accuracy,
     train,
+    translate,
 )
 
 SMALL = SurrogateConfig(neurons=32, steps=12, epochs=4, batch=64, timesteps=12, qat_epochs=1)
@@ -133,6 +134,21 @@ def test_cosine_schedule_and_weight_decay(digits):
     assert len(history) == 2 and history[-1]["val_accuracy"] > 0.3
     with pytest.raises(ValueError, match="schedule"):
         train(config._replace(schedule="steps"), digits, progress=False)
+
+
+def test_translation_moves_whole_images_and_fills_zeros():
+    x = torch.arange(1, 1 + 3 * 16, dtype=torch.float32).reshape(3, 16)
+    moved = translate(x, 1, torch.Generator().manual_seed(0))
+    again = translate(x, 1, torch.Generator().manual_seed(0))
+    assert torch.equal(moved, again) and moved.shape == x.shape
+    assert torch.equal(translate(x, 0, None), x)
+    for before, after in zip(x.reshape(3, 4, 4), moved.reshape(3, 4, 4), strict=True):
+        hits = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)
+                if torch.equal(after, torch.nn.functional.pad(before, (1, 1, 1, 1))[
+                    1 + dy:5 + dy, 1 + dx:5 + dx])]
+        assert len(hits) == 1  # a whole-pixel move within one pixel, zeros moved in
+    with pytest.raises(ValueError, match="square"):
+        translate(torch.zeros(2, 10), 1, torch.Generator())
 
 
 def test_integer_rate_mode_follows_the_twin(trained, digits):
