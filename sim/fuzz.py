@@ -83,7 +83,8 @@ def _tokens(rng, info: p.Info, pixels) -> bytes:
 
 def _bad_sparse(rng, info: p.Info, seq: int, max_steps: int) -> bytes:
     """CLASSIFY_SPARSE whose tokens describe too many or too few pixels, run past M, or end
-    inside a token (the device's BAD_LENGTH, or at the header if LEN is below the minimum)."""
+    inside a token: BAD_LENGTH once the frame is complete (its LEN is at least the minimum;
+    a LEN below it is the ``wrong_length`` kind's)."""
     m = info.inputs
     head = struct.pack(p.CLASSIFY_HEADER_FORMAT, int(rng.integers(1, max_steps + 1)),
                          int(rng.choice([0, 1, p.MODE_DEFAULT])))
@@ -130,8 +131,7 @@ def _one(rng, info: p.Info, kind: str, seq: int, max_steps: int) -> tuple[bytes,
                    + _tokens(rng, info, sparse_image(rng, info)))
         return p.encode_frame(p.Command.CLASSIFY_SPARSE, seq, payload), False
     if kind == "bad_sparse":
-        # LEN below the minimum is refused at the header, the rest taken as noise: pause.
-        return _bad_sparse(rng, info, seq, max_steps), True
+        return _bad_sparse(rng, info, seq, max_steps), False
     if kind == "noise":
         return _noise(rng, int(rng.integers(1, 40))), True
     if kind == "bad_crc":

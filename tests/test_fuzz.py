@@ -47,3 +47,24 @@ def test_expected_answers_resets(info, shipped):
     ref = device.ReferenceDevice(net, manifest, lanes=16)
     assert fuzz.expected(ref, chunks) == [
         p.encode_frame(p.Command.RESET | p.RESPONSE_FLAG, 9, bytes([p.Status.OK]))]
+
+
+@pytest.mark.parametrize(("kind", "statuses"), [
+    ("sparse", {p.Status.OK}),
+    ("bad_sparse", {p.Status.BAD_LENGTH}),
+])
+def test_sparse_kinds_are_what_they_say(info, shipped, kind, statuses):
+    """Each ``sparse`` item is one CLASSIFY_SPARSE the reference serves; each ``bad_sparse``
+    one it refuses BAD_LENGTH once complete (LEN itself is plausible)."""
+    import numpy as np
+
+    net, manifest = shipped
+    rng = np.random.default_rng(7)
+    for seq in range(200):
+        data, pause = fuzz._one(rng, info, kind, seq & 0xFF, 4)
+        ref = device.ReferenceDevice(net, manifest, lanes=16)
+        replies = p.FrameParser().feed(ref.receive(data) + (ref.idle_timeout() if pause else b""))
+        first = replies[0]
+        assert (first.cmd, first.seq) == (p.Command.CLASSIFY_SPARSE | 0x80, seq & 0xFF)
+        assert first.payload[0] in statuses, data.hex()
+        assert len(data) - p.HEADER_BYTES - p.CRC_BYTES >= p.sparse_min_length(info.inputs)

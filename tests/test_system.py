@@ -23,10 +23,10 @@ CLK_HZ, BAUD = 400_000, 100_000  # 4 cycles per bit
 STEPS = 3
 
 
-def small_image(seed=0):
+def small_image(seed=0, inputs=6):
     rng = np.random.default_rng(seed)
     net = model.Network(
-        w_in=rng.integers(-128, 128, (32, 6)), w_shift=rng.integers(0, 4, 32),
+        w_in=rng.integers(-128, 128, (32, inputs)), w_shift=rng.integers(0, 4, 32),
         bias=rng.integers(-200, 600, 32), v_th=rng.integers(200, 3000, 32),
         dec=rng.integers(-128, 128, (3, 32)), dec_bias=rng.integers(-5000, 5000, 3),
         leak_shift=2, psc_shift=2, ref_steps=1, rate_bits=4, lfsr_seed=0xACE1)
@@ -150,3 +150,36 @@ def test_reset_aborts_a_long_classify_at_the_pins(device):
     assert starts[0] - reset_end < 4 * system.divisor
     last = p.unpack_classification(p.FrameParser().feed(got)[-1].payload, 3)
     assert leds == {"busy": 0, "last_label": last.label}
+
+
+def test_long_zero_runs_back_to_back_at_the_smallest_divisor():
+    """CLASSIFY_SPARSE of 784-pixel images whose zero runs of up to 255 pixels arrive one per
+    byte, frames back to back at MIN_DIVISOR cycles per bit (40 cycles per byte), mixed with
+    dense CLASSIFY: every answer is the reference's, and sparse and dense answers of the same
+    image agree."""
+    from hw.uart import MIN_DIVISOR
+
+    net, manifest = small_image(inputs=784)
+    system = LifpgaSystem(net, manifest, lanes=4, clk_hz=CLK_HZ, baud=BAUD)
+    assert system.divisor == MIN_DIVISOR
+    ref = ReferenceDevice(net, manifest, lanes=4, clock_hz=CLK_HZ, baud=BAUD,
+                          cycles_model=system.core.expected_cycles)
+    images = np.zeros((4, 784), dtype=np.int64)
+    images[0, 783] = 16                      # 255, 255, 255 zeros, then 18 and one literal
+    images[1, [0, 300, 301, 302, 700]] = [3, 7, 7, 7, 1]
+    images[2, 255 * 3:] = 5                  # three maximal runs, then 19 literals
+    # images[3]: all zero, three runs of 255 and one of 19: 8 bytes for 784 pixels
+    frames = [p.encode_frame(p.Command.CLASSIFY_SPARSE, k, p.pack_classify_sparse(x, STEPS, 0))
+              for k, x in enumerate(images)]
+    assert p.sparse_tokens(images[0]) == bytes([255, 0, 255, 0, 255, 0, 18, 1, 16])
+    assert len(frames[3]) == 8 + 3 + 8
+    dense = p.encode_frame(p.Command.CLASSIFY, 9, p.pack_classify(images[1], STEPS, 0))
+    # At most MAX_IN_FLIGHT CLASSIFY requests unanswered: two bursts of three.
+    first, second = b"".join(frames[:3]), frames[3] + dense + frames[0]
+    got = run_pins(system, [first, second], gap_cycles=12_000, tail_cycles=12_000)
+    want = ref.receive(first) + ref.receive(second)
+    assert got == want
+    replies = p.FrameParser().feed(got)
+    assert [(r.cmd, r.seq, r.payload[0]) for r in replies] == [
+        (0x84, 0, 0), (0x84, 1, 0), (0x84, 2, 0), (0x84, 3, 0), (0x82, 9, 0), (0x84, 0, 0)]
+    assert replies[1].payload == replies[4].payload
