@@ -106,6 +106,9 @@ class SurrogateConfig(NamedTuple):
     qat_lr: float = 1e-3
     #: Input weight width of the image (``W_BITS_MIN .. W_BITS``).
     w_bits: int = 8
+    #: Train the image on every training image (fit and validation) with these settings, after
+    #: a run on the fit part alone has measured them on validation (both are recorded).
+    refit: bool = False
     #: Data augmentation: every training image moved by a random whole-pixel translation
     #: of up to this many pixels in each direction (0: none), drawn per image and batch.
     translate: int = 0
@@ -326,6 +329,8 @@ def train(config: SurrogateConfig, split: data.Split, progress: bool = True,
     torch.manual_seed(config.seed)
     torch.set_num_threads(config.threads)
     x_fit, y_fit, x_val, y_val = fit_split(config, split)
+    if config.refit:  # validation images are training images here: no validation figure
+        x_fit, y_fit, x_val = split.x_train, split.y_train, None
     classes = int(split.y_train.max()) + 1
     net = Twin(x_fit.shape[1], classes, split.pixel_max, config, rate_bits_for(split.pixel_max))
     x, y = torch.tensor(x_fit, dtype=torch.float32), torch.tensor(y_fit)
@@ -349,10 +354,13 @@ def train(config: SurrogateConfig, split: data.Split, progress: bool = True,
             net.train()
             loss = _epoch(net, opt, x, y, gen, sched)
             net.eval()
-            val = step_accuracy(net, x_val, y_val, config.steps, False)
-            history.append({"phase": phase, "epoch": epoch, "loss": loss,
-                            "val_accuracy": float(val[-1])})
-            bar.set_postfix(loss=f"{loss:.4f}", val=f"{val[-1]:.4f}")
+            entry = {"phase": phase, "epoch": epoch, "loss": loss}
+            if x_val is not None:
+                entry["val_accuracy"] = float(step_accuracy(net, x_val, y_val, config.steps,
+                                                            False)[-1])
+            history.append(entry)
+            bar.set_postfix({k: f"{v:.4f}" for k, v in entry.items() if k != "epoch"
+                             and k != "phase"})
     net.quantised = False
     return net, history
 
@@ -390,17 +398,23 @@ def manifest_metadata(config: SurrogateConfig, split: data.Split, history: list,
                       validation: dict, test: dict, seconds: float) -> dict:
     """Provenance stored in the manifest (not hashed)."""
     fit = len(fit_split(config, split)[0])
-    rule = SPLIT_RULES["digits" if split.name == "digits" else "idx"]
+    n_val = len(split.x_train) - fit
+    rule = (f"{SPLIT_RULES['digits' if split.name == 'digits' else 'idx']}; validation carved "
+            f"from the training images by golden.data.carve_validation("
+            f"fraction={config.val_fraction:.6g}, seed={config.seed}) (stratified)")
+    method = "surrogate-gradient BPTT (fast sigmoid), loss over every step"
+    if config.qat_epochs:
+        method += ", then quantisation-aware fine-tuning (straight-through estimators)"
+    if config.refit:
+        fit = len(split.x_train)
+        rule += ("; refit: the image is trained on all training images with the settings "
+                 "that a run on the other images measured on validation")
+        method += "; refit on all training images"
     return {
         "dataset": split.name,
-        "split": {"fit": fit, "validation": len(split.x_train) - fit,
-                  "test": len(split.x_test),
-                  "rule": f"{rule}; validation carved from the training images by "
-                          f"golden.data.carve_validation(fraction={config.val_fraction:.6g}, "
-                          f"seed={config.seed}) (stratified)"},
-        "training_method": "surrogate-gradient BPTT (fast sigmoid), loss over every step"
-                           + (", then quantisation-aware fine-tuning (straight-through "
-                              "estimators)" if config.qat_epochs else ""),
+        "split": {"fit": fit, "validation": n_val, "test": len(split.x_test),
+                  "rule": rule},
+        "training_method": method,
         "seed": config.seed,
         "epochs": config.epochs,
         "qat_epochs": config.qat_epochs,
@@ -433,6 +447,9 @@ def _parser() -> argparse.ArgumentParser:
     for name in ("lr", "qat_lr", "weight_decay", "val_fraction", "rate_fraction"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=float, default=None)
     parser.add_argument("--schedule", choices=["constant", "cosine"], default=None)
+    parser.add_argument("--refit", action="store_true",
+                        help="measure the settings on validation (fit part), then train the "
+                             "image on all training images")
     parser.add_argument("--save-twin", default=None, help="also save the float twin (torch)")
     parser.add_argument("--init", default=None,
                         help="start from a saved twin: skip the float epochs")
@@ -461,18 +478,28 @@ def main(argv: list[str] | None = None) -> int:
         split = data.load_split(config.dataset, args.data)
     except (OSError, ValueError) as exc:
         parser.error(str(exc))
+    if config.refit and args.init:
+        parser.error("--refit trains from scratch twice; it cannot start from --init")
     start = time.monotonic()
     init = torch.load(args.init) if args.init else None
+    _, _, x_val, y_val = fit_split(config, split)
+    validation_history = None
+    if config.refit:  # the same settings on the fit part alone, measured on validation
+        chooser, validation_history = train(config._replace(refit=False), split,
+                                            progress=not args.quiet)
+        validation = accuracies(chooser, x_val, y_val, config.timesteps)
     net, history = train(config, split, progress=not args.quiet, init=init)
     seconds = time.monotonic() - start
     if args.save_twin:
         torch.save(net.state_dict(), args.save_twin)
-    _, _, x_val, y_val = fit_split(config, split)
-    validation = accuracies(net, x_val, y_val, config.timesteps)
+    if not config.refit:
+        validation = accuracies(net, x_val, y_val, config.timesteps)
     test = accuracies(net, split.x_test, split.y_test, config.timesteps)
+    metadata = manifest_metadata(config, split, history, validation, test, seconds)
+    if validation_history is not None:
+        metadata["validation_run_history"] = validation_history
     manifest = image.save(args.out, net.to_network(), config.timesteps, MODE_CURRENT,
-                          split.pixel_max,
-                          manifest_metadata(config, split, history, validation, test, seconds))
+                          split.pixel_max, metadata)
     for name, metrics in (("validation", validation), ("test", test)):
         for key in ("float_accuracy", "integer_current_accuracy", "integer_rate_accuracy"):
             print(f"  {name:10s} {key:26s} {metrics[key]:.4f}")

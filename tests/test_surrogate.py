@@ -177,6 +177,23 @@ def test_the_command_writes_a_valid_image(tmp_path):
     assert meta["training"]["dataset"] == "digits" and meta["training_seconds"] > 0
 
 
+def test_refit_measures_on_validation_then_trains_on_every_training_image(tmp_path):
+    out = tmp_path / "img"
+    assert main(["--out", str(out), "--neurons", "16", "--epochs", "2", "--steps", "6",
+                 "--timesteps", "6", "--refit", "--quiet"]) == 0
+    _, manifest = image.load(out)
+    meta = manifest["metadata"]
+    assert meta["training"]["refit"] and "refit on all training images" in meta[
+        "training_method"]
+    assert (meta["split"]["fit"], meta["split"]["validation"]) == (1198, 300)
+    assert [h["epoch"] for h in meta["validation_run_history"]] == [0, 1]
+    assert all("val_accuracy" in h for h in meta["validation_run_history"])
+    assert [set(h) for h in meta["history"]] == [{"phase", "epoch", "loss"}] * 2
+    assert meta["validation_accuracy"]["integer_current_accuracy"] > 0.2  # chance: 0.1
+    with pytest.raises(SystemExit):
+        main(["--out", str(out), "--refit", "--init", str(tmp_path / "twin.pt")])
+
+
 def _write_idx(path, array):
     raw = (struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
            + array.astype(np.uint8).tobytes())
