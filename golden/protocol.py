@@ -335,8 +335,8 @@ def sparse_tokens(pixels) -> bytes:
 def pack_classify_sparse(pixels, steps: int = 0, mode: int = MODE_DEFAULT) -> bytes:
     """CLASSIFY_SPARSE request payload: steps and mode as for CLASSIFY, then
     :func:`sparse_tokens`. Like :func:`pack_classify` it checks only the byte range, and not
-    :data:`MAX_PAYLOAD` either (an image with many short zero runs can need more bytes than
-    CLASSIFY; the driver then sends CLASSIFY)."""
+    :data:`MAX_PAYLOAD` either. An image with few zeros needs up to ``2 + 2 * (M // 255)``
+    bytes more than as CLASSIFY (:func:`classify_request` then picks CLASSIFY)."""
     return struct.pack(CLASSIFY_HEADER_FORMAT, steps, mode) + sparse_tokens(pixels)
 
 

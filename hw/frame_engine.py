@@ -22,10 +22,12 @@ file with its own test, joined by ``amaranth.lib.fifo`` queues through their str
     through core_reset, the core; the responder drops a reply it has not started.
 
 :class:`~hw.frame_parser.FrameParser`
-    Bytes to requests, one per frame (:class:`golden.device.DeviceParser`'s rules); CLASSIFY
-    pixels into a free image slot.
+    Bytes to requests, one per frame (:class:`golden.device.DeviceParser`'s rules); the
+    nonzero pixels of a CLASSIFY or CLASSIFY_SPARSE into a free image slot, as entries
+    (:func:`~hw.frame_parser.slot_entry_layout`: index and value, ended by value 0).
 :class:`~hw.frame_dispatcher.FrameDispatcher`
-    Requests in order; a CLASSIFY's slot into the core, then every request on as a reply.
+    Requests in order; a CLASSIFY's slot into the core, its entries expanded to M pixels
+    (zeros between), then every request on as a reply.
 :class:`~hw.frame_responder.FrameResponder`
     Replies (and RESETs first) to response frames; a CLASSIFY's answer waits for the core's
     result, which frees the core for the next image while this answer is on the wire.

@@ -90,9 +90,11 @@ def test_sparse_round_trip_and_never_longer_than_needed():
         x = rng.integers(0, 256, n) * (rng.random(n) < rng.random())
         tokens = p.sparse_tokens(x)
         assert p.unpack_sparse_pixels(tokens, n).tolist() == x.tolist()
-        # Each maximal zero run after a literal costs at most 2 bytes, any other run 2 bytes
-        # per 255 pixels; every nonzero pixel one byte.
-        assert len(tokens) <= 3 * np.count_nonzero(x) + 2 * (n // 255 + 1)
+        # Never more than a token header per 255 literals (and the first) above the pixels.
+        assert len(tokens) <= n + 2 + 2 * (n // 255)
+    for n in (64, 255, 510, 784):
+        ones = np.ones(n, int)
+        assert len(p.sparse_tokens(ones)) == n + 2 + 2 * ((n - 1) // 255)
 
 
 @pytest.mark.parametrize(("tokens", "inputs"), [

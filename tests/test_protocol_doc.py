@@ -154,3 +154,71 @@ def test_quoted_limits_and_timeouts_are_the_constants():
     assert f"for {refboard.SEND_TIMEOUT_S:g} s (`SEND_TIMEOUT_S`)" in FLAT
     assert f"default deadline of {DEFAULT_TIMEOUT_S:g} s" in FLAT
     assert board.BUSY_LINE.decode().strip() in block_with("lifpga virtual board: busy")
+
+
+def test_classify_sparse_example():
+    x = first_digit()
+    frame = p.encode_frame(p.Command.CLASSIFY_SPARSE, 1,
+                           p.pack_classify_sparse(x, 32, MODE_CURRENT))
+    assert hex_bytes(block_with("2 zeros, 4 literals: pixels 2..5")) == frame
+    assert p.crc16(frame[2:-2]) == 0xA358 and "`0xA358`" in DOC
+    dense = p.encode_frame(p.Command.CLASSIFY, 1, p.pack_classify(x, 32, MODE_CURRENT))
+    tokens = len(p.sparse_tokens(x))
+    assert f"{len(frame)} bytes instead of {len(dense)}" in FLAT
+    assert f"LEN is 3 + {tokens} = {tokens + 3} = `0x{tokens + 3:04X}`" in FLAT
+
+
+def test_sparse_rules_quote_the_code():
+    assert f"`PROTOCOL_VERSION`, currently {p.PROTOCOL_VERSION}" in DOC
+    assert f"Version {p.SPARSE_VERSION} (`SPARSE_VERSION`) adds CLASSIFY_SPARSE" in FLAT
+    assert (f"({p.sparse_min_length(64)} for M = 64, {p.sparse_min_length(784)} for M = 784)"
+            in FLAT)
+    assert f"| `0x{p.Command.CLASSIFY_SPARSE:02x}` | CLASSIFY_SPARSE |" in DOC
+    for m in (64, 784):
+        extra = 2 + 2 * (m // 255)
+        assert len(p.sparse_tokens(np.ones(m, int))) - m <= extra
+    assert "2 bytes for the digits, 8 for MNIST" in FLAT
+
+
+def link_table() -> dict[tuple[str, str], list[str]]:
+    lines = DOC.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.startswith("| data set | request |"))
+    rows = {}
+    for line in lines[head + 2:]:
+        if not line.startswith("|"):
+            break
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        rows[cells[0], cells[1]] = cells[2:]
+    return rows
+
+
+def link_row(images, encoding: str) -> list[str]:
+    f = p.link_figures(images, 10, 3_000_000, encoding)
+    return [f"{f.request_bytes_mean:,.1f}", f"{f.request_bytes_max:,}",
+            f"{f.images_per_s_serial_mean:,.0f}", f"{f.images_per_s_serial_worst:,.0f}",
+            f"{f.images_per_s_pipelined_mean:,.0f}", f"{f.images_per_s_pipelined_worst:,.0f}"]
+
+
+NAMES = {"dense": "CLASSIFY", "sparse": "CLASSIFY_SPARSE", "auto": "auto (shorter)"}
+MNIST_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "mnist"
+
+
+def test_link_figures_table_digits():
+    rows = link_table()
+    x = load_split().x_test
+    for encoding in p.ENCODINGS:
+        assert rows["digits, 599 test images", NAMES[encoding]] == link_row(x, encoding)
+    assert rows["digits, 599 test images", "CLASSIFY"][4] == f"{4000:,}"  # the table above
+
+
+def test_link_figures_table_mnist():
+    if not (MNIST_DIR / "t10k-images-idx3-ubyte.gz").exists():
+        pytest.skip(f"MNIST not in {MNIST_DIR}: the table's MNIST rows are not checked")
+    rows = link_table()
+    x = load_split("mnist", MNIST_DIR).x_test
+    assert len(x) == 10_000
+    for encoding in p.ENCODINGS:
+        assert rows["MNIST, 10,000 test images", NAMES[encoding]] == link_row(x, encoding)
+    sparse = p.link_figures(x, 10, 3_000_000, "sparse")
+    assert f"{795 / sparse.request_bytes_mean:.1f} times fewer bytes" in FLAT
+    assert f"takes {sparse.request_bytes_mean:.0f} bytes on average instead of 795" in FLAT
