@@ -1,8 +1,9 @@
 """Surrogate-gradient training (BPTT) of the integer LIF network of :mod:`golden.model`.
 
 ``python -m golden.surrogate --out DIR`` trains a network on the digits and writes a network
-image. It needs PyTorch, the ``train`` extra (``make test`` installs it); nothing else in the
-project does.
+image; ``--dataset mnist --data DIR`` trains on an IDX data set (MNIST, Fashion-MNIST, EMNIST
+digits) at its published split. It needs PyTorch, the ``train`` extra (``make test`` installs
+it); nothing else in the project does.
 
 The network is :mod:`golden.model`'s, with every parameter trained instead of drawn: input
 weights, biases, per-neuron thresholds, decoder weights and biases. It has two forms of one
@@ -27,16 +28,29 @@ quantised (what the hardware computes)
 The loss is the cross entropy of ``score_t`` averaged over **every** step ``t``, so the network
 answers early as well as late. Rate-mode batches (a fraction ``rate_fraction``) draw Bernoulli
 spikes with the rate encoder's statistics (a spike worth ``2**rate_bits`` with probability
-``x / 2**rate_bits``; the hardware draws them from its LFSR). Adam, fixed epochs.
+``x / 2**rate_bits``; the hardware draws them from its LFSR). Adam(W), fixed epochs, a constant
+or cosine learning rate.
 
-Quantisation (:meth:`Twin.int_params`): per neuron the smallest left shift ``w_shift`` that puts
-its weights in int8 (``W_int = round(W * 2**V_FRAC / pixel_max / 2**w_shift)``), the bias in the
-same units, ``v_th = round(v_th * 2**V_FRAC)``, and one decoder scale that maps the largest decoder
-weight to 127 (argmax does not change under a positive scale).
+Quantisation (:meth:`Twin.int_params`) follows :func:`golden.quantize.input_stage`: per neuron
+the smallest **signed** shift ``w_shift`` that puts its weights in ``w_bits`` (``W_int =
+round(W * 2**V_FRAC / pixel_max / 2**w_shift)``; negative shifts are floor right shifts, and
+the bias gets half an LSB so that they round), the bias in the same units, ``v_th = round(v_th *
+2**V_FRAC)``, and one decoder scale that maps the largest decoder weight to 127 (argmax does
+not change under a positive scale).
+
+Quantisation-aware fine-tuning (``qat_epochs``) trains the quantised form after the float
+epochs, rounding by straight-through estimators. Two things keep its gradients at the float
+twin's scale: the scores are divided by :meth:`Twin.score_unit` for the loss, and the surrogate
+is taken of ``(v - v_th) / 2**V_FRAC`` (threshold units). With the surrogate in LSB units its
+derivative was ``2**V_FRAC`` times too large; through the reset (``v * (1 - s)``) that factor
+compounds at every step back in time, and the gradients overflowed to inf within 32 steps (the
+NaN parameters of the first attempt).
 
 Hyperparameters are chosen on a validation set carved from the training images
-(:func:`golden.data.carve_validation`), never on the test set. Training is deterministic for a
-given seed on one machine (one thread count, fixed generators).
+(:func:`golden.data.carve_validation`), never on the test set. ``--refit`` then trains the image
+with the chosen settings on all training images (the run on the fit part alone is made as well,
+and its validation figures are the ones recorded). Training is deterministic for a given seed
+on one machine (one thread count, fixed generators).
 """
 
 from __future__ import annotations
@@ -498,6 +512,8 @@ def main(argv: list[str] | None = None) -> int:
     metadata = manifest_metadata(config, split, history, validation, test, seconds)
     if validation_history is not None:
         metadata["validation_run_history"] = validation_history
+    if args.init:  # training_seconds then covers the fine-tuning alone
+        metadata["float_epochs_from"] = str(args.init)
     manifest = image.save(args.out, net.to_network(), config.timesteps, MODE_CURRENT,
                           split.pixel_max, metadata)
     for name, metrics in (("validation", validation), ("test", test)):
