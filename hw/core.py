@@ -27,10 +27,11 @@ Architecture
               are listed with ``x = 2**rate_bits``.
 ``INPUT``     ``G * max(K, 1)`` cycles for a list of ``K`` entries: for each group, each lane
               accumulates ``W_in[n, j] * x`` over the list (weights registered, then a
-              two-stage multiply in logic); at the end of a group the two-stage
-              ``CurrentLane`` lanes write ``I = sat(shift(acc + bias, s))`` (signed ``s``:
-              left, or floor right) to ``cur_mem``, 7 cycles after the group's last issue. A
-              zero input adds nothing, so skipping it is exact.
+              two-stage multiply in logic), the sum starting from the neuron's bias; at the end
+              of a group the two-stage ``CurrentLane`` lanes write
+              ``I = sat(shift(acc + bias, s))`` (signed ``s``: left, or floor right) to
+              ``cur_mem``, 7 cycles after the group's last issue. A zero input adds nothing, so
+              skipping it is exact.
 ``LIF``       ``G`` cycles per step, a 5-stage pipeline (register the inputs, the two-stage
               ``NeuronLane``, register its outputs, write back 4 cycles after the read): the
               lanes update ``v``, ``ref``, ``psc`` of a group per cycle and count spikes.
@@ -210,7 +211,7 @@ class LifCore(wiring.Component):
         self.groups = self.geometry.groups
         self.pixel_bits = self.geometry.pixel_bits
         self.x_bits = self.geometry.x_bits
-        self.acc_bits = self.geometry.acc_bits
+        self.total_bits = self.geometry.total_bits
         self.i_layout = data.StructLayout({
             "pixel": unsigned(self.pixel_bits), "steps": unsigned(STEPS_BITS),
             "mode": unsigned(1)})
@@ -277,7 +278,7 @@ class LifCore(wiring.Component):
             pixel_bits=self.pixel_bits, rate_bits=net.rate_bits)
         m.d.comb += [encoder.seed.eq(net.lfsr_seed), encoder.o.ready.eq(1)]
 
-        current_lanes = [CurrentLane(self.acc_bits) for _ in range(P)]
+        current_lanes = [CurrentLane(self.total_bits) for _ in range(P)]
         neuron_lanes = [NeuronLane(leak_shift=net.leak_shift, psc_shift=net.psc_shift,
                                    ref_steps=net.ref_steps) for _ in range(P)]
         for p in range(P):
@@ -329,9 +330,10 @@ class LifCore(wiring.Component):
 
         # --- INPUT pipeline: stage 0 reads list entry k; stage 1 reads the weights of input j
         # for group g; stage 2 registers them (the block RAM's output is slow); stages 3 and 4
-        # multiply them by x; stage 5 accumulates; stages 6 and 7 are the CurrentLane of a
-        # finished group, whose current is written at the end of stage 7 (INPUT_LATENCY). An
-        # empty list still takes one (zero) entry per group, so every group gets its current.
+        # multiply them by x; stage 5 accumulates, starting from the group's bias; stages 6 and
+        # 7 are the CurrentLane of a finished group, whose current is written at the end of
+        # stage 7 (INPUT_LATENCY). An empty list still takes one (zero) entry per group, so
+        # every group gets its current.
         in_issue = Signal()
         s1_valid, s1_first, s1_last, s1_empty = Signal(), Signal(), Signal(), Signal()
         s1_g, s1_base = Signal(range(G)), Signal(range(G * M))
@@ -378,27 +380,28 @@ class LifCore(wiring.Component):
                     m.d.sync += partial.eq(Mux(digit[0], w, 0))
                 partials.append(partial << (2 * d))
             m.d.sync += products[p].eq(sum(partials))
-        acc = [Signal(signed(self.acc_bits), name=f"acc{p}") for p in range(P)]
+        # The group's bias and shift are read as its entries pass stage 3 and registered, so
+        # they travel with the entries in stages 5 (``params5``) and 6 (``shift6``), and the
+        # ROM's output delay stays out of the accumulator's and the CurrentLane's paths.
+        m.d.comb += cp_rd.addr.eq(grp[3])
+        params5 = Signal(memory_shape(spec["cur_param_mem"]))
+        shift6 = [Signal.like(params5[p].shift, name=f"shift6_{p}") for p in range(P)]
+        m.d.sync += params5.eq(cp_rd.data)
+        m.d.sync += [shift6[p].eq(params5[p].shift) for p in range(P)]
+        # Each group's sum starts from its bias, so the CurrentLane gets W.x + b whole.
+        acc = [Signal(signed(self.total_bits), name=f"acc{p}") for p in range(P)]
         with m.If(valid[5]):
             for p in range(P):
-                m.d.sync += acc[p].eq(Mux(first[5], 0, acc[p]) + products[p])
+                m.d.sync += acc[p].eq(Mux(first[5], params5[p].bias, acc[p]) + products[p])
 
         s6_valid, s6_g = Signal(), Signal(range(G))
         m.d.sync += [s6_valid.eq(valid[5] & last[5]), s6_g.eq(grp[5])]
         s7_valid, s7_g = Signal(), Signal(range(G))
         m.d.sync += [s7_valid.eq(s6_valid), s7_g.eq(s6_g)]
-        # The group's bias and shift are read as its last entry passes stage 4 and registered as
-        # it passes stage 5, so they wait in a register in stage 6: the ROM's output delay stays
-        # out of the CurrentLane's adder and shift path. (The next group's entry, in stage 4
-        # when the last one is in stage 5, is read a cycle later and does not disturb them.)
-        m.d.comb += cp_rd.addr.eq(grp[4])
-        cur_params = Signal(memory_shape(spec["cur_param_mem"]))
-        m.d.sync += cur_params.eq(cp_rd.data)
         for p in range(P):
             m.d.comb += [
-                current_lanes[p].acc.eq(acc[p]),
-                current_lanes[p].bias.eq(cur_params[p].bias),
-                current_lanes[p].shift.eq(cur_params[p].shift),
+                current_lanes[p].total.eq(acc[p]),
+                current_lanes[p].shift.eq(shift6[p]),
                 cur_wr.data[p].eq(current_lanes[p].current),
             ]
         m.d.comb += [cur_wr.addr.eq(s7_g), cur_wr.en.eq(s7_valid)]

@@ -227,6 +227,12 @@ class CoreGeometry:
         return self.product_bits + (self.inputs - 1).bit_length()
 
     @property
+    def total_bits(self) -> int:
+        """Width of a lane's accumulator, which starts each group from the bias: ``W.x + b``
+        and every partial sum, ``|.| < 2**(acc_bits - 1) + 2**(B_BITS - 1)`` (33 bits)."""
+        return max(self.acc_bits, B_BITS) + 1
+
+    @property
     def label_bits(self) -> int:
         """Width of a class number."""
         return max(1, (self.classes - 1).bit_length())

@@ -13,12 +13,11 @@ which is what lets the core reach 100 MHz on the ECP5.
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from golden.constants import (
-    B_BITS,
     I_BITS,
     I_MAX,
     I_MIN,
@@ -37,58 +36,78 @@ LANE_LATENCY = 1
 
 
 class CurrentLane(wiring.Component):
-    """Synaptic current ``I = sat_I(shift(acc + bias, s))``, a two-stage pipeline.
+    """Synaptic current ``I = sat_I(shift(total, s))`` of ``total = W.x + bias``, a two-stage
+    pipeline.
 
     ``shift(a, s)`` is ``a << s`` for ``s >= 0`` and ``a >> -s`` (arithmetic: floor) for
-    ``s < 0`` (:func:`golden.model.shift`). Both directions are one right shift:
-    ``shift(a, s) = (a << W_SHIFT_MAX) >> (W_SHIFT_MAX - s)``, exact because the constant left
-    shift is wiring and the arithmetic right shift floors; ``W_SHIFT_MAX - s`` (0 .. 31) is ``s``
-    with its low bits inverted, no adder. So stage 1 is the adder and one 5-level shift mux
-    (the unsigned left shift it replaces had 4 levels), into a register; stage 2 saturates,
-    combinationally from that register: ``current`` follows the inputs by one cycle.
+    ``s < 0`` (:func:`golden.model.shift`). The core's accumulator starts each group from the
+    bias, so ``total`` arrives complete and the lane has no adder.
+
+    Both directions are one right shift, ``shift(a, s) = (a << W_SHIFT_MAX) >> (W_SHIFT_MAX -
+    s)``, exact because the constant left shift is wiring and the arithmetic right shift
+    floors; ``W_SHIFT_MAX - s`` (0 .. 31) is ``s ^ W_SHIFT_MAX``, no adder. Only the 16 low
+    bits of that shift are built (a 16-bit window of ``total``). Whether the shifted value fits
+    ``I_BITS`` is decided without it: ``shift(total, s)`` fits iff ``total`` fits ``I_BITS - s``
+    bits, i.e. iff bits ``W_SHIFT_MAX - s .. top`` of ``total`` all equal its sign, which is one
+    bit, selected by the same amount, of the suffix ORs of ``total[i] ^ sign``.
+
+    Stage 1 registers the window, the fit bit and the sign; stage 2 saturates (a 2-input
+    select, combinational from those registers): ``current`` follows the inputs by one cycle.
+    (A full-width shifter and a compare, measured on the ECP5 for one lane alone: about 2.4x
+    the LUTs; with the bias adder in this stage as well, 118 MHz instead of 132.)
 
     Parameters
     ----------
-    acc_bits : int
-        Width of the signed accumulator ``W_in @ x``.
+    total_bits : int
+        Width of the signed ``total`` (``hw.geometry.CoreGeometry.total_bits``).
 
     Attributes
     ----------
-    acc_bits : int
+    total_bits : int
         As given.
 
     Members
     -------
-    acc : :py:`In(signed(acc_bits))`
-        The exact dot product of one neuron's weights with the input.
-    bias : :py:`In(signed(B_BITS))`
-        The neuron's bias, in units of ``acc``.
+    total : :py:`In(signed(total_bits))`
+        ``W_in[n] . x + bias[n]``, exact.
     shift : :py:`In(signed(W_SHIFT_BITS))`
         The neuron's signed shift, ``W_SHIFT_MIN .. W_SHIFT_MAX``.
     current : :py:`Out(signed(I_BITS))`
         Q5.10 current, saturated to ``I_MIN .. I_MAX``.
     """
 
-    def __init__(self, acc_bits: int):
-        self.acc_bits = acc_bits
+    def __init__(self, total_bits: int):
+        self.total_bits = total_bits
         super().__init__({
-            "acc": In(signed(acc_bits)),
-            "bias": In(signed(B_BITS)),
+            "total": In(signed(total_bits)),
             "shift": In(signed(W_SHIFT_BITS)),
             "current": Out(signed(I_BITS)),
         })
 
     def elaborate(self, platform) -> Module:
         m = Module()
-        total = Signal(signed(max(self.acc_bits, B_BITS) + 1))
+        total, top = self.total, self.total_bits - 1
         # W_SHIFT_MAX = 2**(W_SHIFT_BITS-1) - 1, so W_SHIFT_MAX - s = s ^ W_SHIFT_MAX (mod 2**5).
         amount = Signal(W_SHIFT_BITS)
-        shifted = Signal(signed(len(total) + W_SHIFT_MAX))
-        m.d.comb += [total.eq(self.acc + self.bias),
-                     amount.eq(self.shift.as_unsigned() ^ W_SHIFT_MAX)]
-        m.d.sync += shifted.eq((total << W_SHIFT_MAX) >> amount)
+        m.d.comb += amount.eq(self.shift.as_unsigned() ^ W_SHIFT_MAX)
+        # differs[i]: bit i is not a copy of the sign; above[i] = any(differs[i:]), by doubling.
+        above = [total[i] ^ total[top] for i in range(top)]
+        span = 1
+        while span < top:
+            above = [above[i] | above[i + span] if i + span < top else above[i]
+                     for i in range(top)]
+            span *= 2
+        # total fits I_BITS - s bits iff bits I_BITS - 1 - s = amount .. top all equal the sign
+        # (amount <= 31 < top for every total_bits >= 33; for a narrower total the bits past
+        # its top are copies of the sign: 0).
+        fits, window, negative = Signal(), Signal(I_BITS), Signal()
+        m.d.sync += [
+            fits.eq(~(Cat(*above, Const(0, 1)) >> amount)[0]),
+            window.eq(((total << W_SHIFT_MAX) >> amount)[:I_BITS]),
+            negative.eq(total[top]),
+        ]
         m.d.comb += self.current.eq(
-            Mux(shifted > I_MAX, I_MAX, Mux(shifted < I_MIN, I_MIN, shifted)))
+            Mux(fits, window.as_signed(), Mux(negative, I_MIN, I_MAX)))
         return m
 
 

@@ -57,10 +57,13 @@ def current_lane_cases(acc_bits, rng):
 
 @pytest.mark.parametrize("acc_bits", [19, 27])
 def test_current_lane_random_and_extremes(acc_bits):
-    # 19 bits: the digits' accumulator; 27: 784 inputs, 8-bit weights, 9-bit x.
-    dut = CurrentLane(acc_bits)
+    # 19 bits: the digits' W.x; 27: 784 inputs, 8-bit weights, 9-bit x. The lane takes
+    # total = W.x + bias, max(acc_bits, B_BITS) + 1 = 33 bits (the core's accumulator).
+    dut = CurrentLane(max(acc_bits, c.B_BITS) + 1)
     cases = current_lane_cases(acc_bits, np.random.default_rng(acc_bits))
-    got = run_pipelined(dut, cases, ("acc", "bias", "shift"), ("current",))
+    for case in cases:
+        case["total"] = case["acc"] + case["bias"]
+    got = run_pipelined(dut, cases, ("total", "shift"), ("current",))
     for case, out in zip(cases, got, strict=True):
         net = model.Network(np.ones((1, 1), dtype=np.int64), np.array([case["shift"]]),
                             np.array([case["bias"]]), np.array([1]), np.zeros((1, 1), np.int64),
@@ -71,6 +74,25 @@ def test_current_lane_random_and_extremes(acc_bits):
     currents = [out["current"] for out in got]
     assert c.I_MIN in currents and c.I_MAX in currents
     assert sum(c.I_MIN < i < c.I_MAX for i in currents) > 300  # most are not saturated
+
+
+@pytest.mark.parametrize("total_bits", [16, 20, 33, 40])
+def test_current_lane_every_shift_at_the_saturation_edges(total_bits):
+    # For every shift, the totals whose shifted value is just inside and just outside
+    # I_MIN .. I_MAX (where the fit test decides), and the ends of the total's width.
+    dut = CurrentLane(total_bits)
+    t_lo, t_hi = c.signed_range(total_bits)
+    cases = []
+    for s in range(c.W_SHIFT_MIN, c.W_SHIFT_MAX + 1):
+        edges = [t_lo, t_hi, 0, -1, 1]
+        for bound in (c.I_MAX + 1, c.I_MIN):
+            edge = bound * 2**-s if s < 0 else -(-bound // 2**s)  # smallest t, shift(t) >= bound
+            edges += [edge - 2, edge - 1, edge, edge + 1]
+        cases += [{"total": t, "shift": s} for t in edges if t_lo <= t <= t_hi]
+    got = run_pipelined(dut, cases, ("total", "shift"), ("current",))
+    for case, out in zip(cases, got, strict=True):
+        value = int(model.shift(case["total"], case["shift"]))
+        assert out["current"] == min(max(value, c.I_MIN), c.I_MAX), case
 
 
 @pytest.mark.parametrize(("leak_shift", "psc_shift", "ref_steps"),
