@@ -11,6 +11,7 @@ count, image by image), with a message naming the first field that differs.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -208,3 +209,88 @@ def test_run_rejects_inputs_the_core_cannot_take(sim_model):
         sim_model.run(good, 1, 2)
     with pytest.raises(ValueError, match="shape"):
         sim_model.run(good[:, 1:], 1, MODE_RATE)
+
+
+# --- a 784-input network: 8-bit pixels, 4-bit weights, signed shifts ------------------------
+
+#: Where the MNIST IDX files are when the shared data folder is present.
+MNIST_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+#: The 784-input core: 64 neurons over 8 lanes (tests/test_core.py's random_784_net).
+MNIST_LANES = 8
+#: Seeded subset of the MNIST test images, per mode.
+MNIST_COUNTS = {MODE_CURRENT: 40, MODE_RATE: 6}
+
+
+@pytest.fixture(scope="session")
+def net_784() -> model.Network:
+    from test_core import random_784_net  # tests/ is on sys.path (pytest's rootdir import)
+
+    return random_784_net(np.random.default_rng(784))
+
+
+@pytest.fixture(scope="session")
+def sim_784(net_784) -> verilator.SimModel:
+    try:
+        return verilator.build(net_784, 255, MNIST_LANES)
+    except verilator.ToolNotFoundError as e:
+        pytest.skip(f"{e.tool} is not installed: {e}")
+
+
+def mnist_test_subset() -> dict[int, np.ndarray] | None:
+    """A seeded subset of the MNIST test images per mode, or None without the data folder."""
+    if not MNIST_DIR.is_dir():
+        return None
+    x = load_split("mnist", MNIST_DIR).x_test
+    picked = np.random.default_rng(2026).choice(len(x), sum(MNIST_COUNTS.values()),
+                                                replace=False)
+    n = MNIST_COUNTS[MODE_CURRENT]
+    return {MODE_CURRENT: x[picked[:n]], MODE_RATE: x[picked[n:]]}
+
+
+@pytest.fixture(scope="session")
+def groups_784() -> dict[str, Group]:
+    from test_core import mnist_like_images
+
+    synthetic = mnist_like_images(np.random.default_rng(7), 6)
+    groups = {
+        "784-synthetic-current": Group(synthetic, 32, MODE_CURRENT),
+        "784-synthetic-rate": Group(synthetic[:3], 6, MODE_RATE),
+        "784-edges-rate": Group(synthetic[-2:], 2, MODE_RATE),  # blank and all 255
+        "784-one-step-current": Group(synthetic[:2], 1, MODE_CURRENT),
+    }
+    mnist = mnist_test_subset()
+    if mnist is not None:
+        groups["784-mnist-current"] = Group(mnist[MODE_CURRENT], 32, MODE_CURRENT)
+        groups["784-mnist-rate"] = Group(mnist[MODE_RATE], 8, MODE_RATE)
+    return groups
+
+
+@pytest.fixture(scope="session")
+def outcomes_784(sim_784, net_784, groups_784) -> dict[str, Outcome]:
+    return run_groups(sim_784, net_784, groups_784)
+
+
+@pytest.mark.parametrize("group", ["784-synthetic-current", "784-synthetic-rate",
+                                   "784-edges-rate", "784-one-step-current",
+                                   "784-mnist-current", "784-mnist-rate"])
+def test_784_inputs_bit_exact_with_golden(outcomes_784, net_784, group):
+    if group.startswith("784-mnist") and group not in outcomes_784:
+        pytest.skip(f"no MNIST data at {MNIST_DIR} (the shared data folder is absent)")
+    outcome = outcomes_784[group]
+    assert_bit_exact(outcome)
+    geo = CoreGeometry.of(net_784, pixel_max=255, lanes=MNIST_LANES)
+    cycles = outcome.sim.cycles
+    expected = [geo.expected_cycles(px, outcome.steps, outcome.mode) for px in outcome.images]
+    assert cycles.tolist() == expected
+    print(f"{group}: {len(cycles)} images, {outcome.steps} steps, cycles per image mean "
+          f"{cycles.mean():.0f}, min {cycles.min()}, max {cycles.max()}")
+
+
+def test_784_network_is_not_trivial(outcomes_784, net_784):
+    # The comparison means something: 4-bit weights, mostly right shifts, neurons that spike
+    # and labels that vary.
+    assert net_784.w_bits == 4 and (net_784.w_shift < 0).mean() > 0.5
+    outcome = outcomes_784["784-synthetic-current"]
+    assert (outcome.sim.spike_count[:-2] > 0).all()
+    labels = np.concatenate([o.sim.label for o in outcomes_784.values()])
+    assert len(set(labels.tolist())) >= 3
