@@ -26,6 +26,11 @@ Image files:
 matrix (rows: true class, columns: predicted); ``--confusion-png PATH`` also draws it.
 ``--json`` prints the results as JSON on stdout instead of text.
 
+``--encoding`` chooses how images go out: ``auto`` (the default) sends each as CLASSIFY_SPARSE
+(zero runs skipped) when the device's protocol version has it and the frame is shorter, else as
+CLASSIFY; ``dense`` always CLASSIFY; ``sparse`` always CLASSIFY_SPARSE (a usage error for a
+device whose version lacks it). The answers are the same.
+
 ``--golden DIR`` checks every answer against the golden model of the network image in ``DIR``
 (whose hash must equal the one the device reports): the label, every class score and the
 spike count must be equal. It prints how many were, and exits 1 if any was not: a board that
@@ -116,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="requests in flight (a board holds %(default)s)")
     classify.add_argument("--confusion-png", type=Path, metavar="PATH",
                           help="with --digits: write the confusion matrix as a PNG")
+    classify.add_argument("--encoding", choices=list(protocol.ENCODINGS), default="auto",
+                          help="CLASSIFY (dense), CLASSIFY_SPARSE (sparse) or the shorter the "
+                               "device serves (auto, the default)")
     classify.add_argument("--golden", type=Path, metavar="DIR",
                           help="compare every answer with the golden model of this network "
                                "image (exit 1 on any difference)")
@@ -138,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         with Lifpga(args.port, baud=args.baud, timeout=args.timeout,
-                    reset=not args.no_reset) as board:
+                    reset=not args.no_reset,
+                    encoding=getattr(args, "encoding", "auto")) as board:
             if args.command == "info":
                 return _info(board, args)
             return _classify(board, args, files)

@@ -27,6 +27,13 @@ device's idle timeout (measured on the reference board, whose idle timeout is 50
 51 ms, for any cut of a CLASSIFY frame). An extra RESET is harmless: its answer, after the one
 taken, is dropped as late.
 
+CLASSIFY encodings: with ``encoding="auto"`` (the default) the driver sends each image as
+CLASSIFY_SPARSE (zero runs skipped, docs/PROTOCOL.md) when the device's INFO version has it
+(:data:`golden.protocol.SPARSE_VERSION`) and that frame is shorter, else as CLASSIFY;
+``"dense"`` always sends CLASSIFY, ``"sparse"`` always CLASSIFY_SPARSE (a
+:class:`ParameterError` before sending if the device's version lacks it). Either way the
+answer is the same.
+
 Every request has a deadline (``timeout`` seconds), so no call hangs, provided the transport's
 reads return within a bounded time: a transport the driver opens itself from a URL gets a read
 timeout of at most ``READ_SLICE_S``; a transport object passed in must have one of its own.
@@ -46,7 +53,8 @@ subclasses of :class:`LifpgaError`:
 ``DeviceError``      the device answered with a non-OK status (``.status``)
 ``ResetUnsupported`` a :class:`DeviceError`: the firmware predates RESET
 ``ImageError``       an image of the wrong shape, range or dtype (raised before sending)
-``ParameterError``   steps, mode, window or timeout out of range (raised before sending)
+``ParameterError``   steps, mode, window, timeout or encoding out of range, or an encoding
+                     the device lacks (raised before sending)
 ===================  ============================================================
 
 Example::
@@ -244,6 +252,15 @@ def check_timeout(timeout: Any) -> float:
     return float(timeout)
 
 
+def check_encoding(encoding: Any) -> str:
+    """``encoding`` if it is one of :data:`golden.protocol.ENCODINGS`, else
+    :class:`ParameterError`."""
+    if not isinstance(encoding, str) or encoding not in protocol.ENCODINGS:
+        raise ParameterError(f"encoding must be one of {', '.join(protocol.ENCODINGS)}, "
+                             f"got {encoding!r}")
+    return encoding
+
+
 def _open_url(port: str, baud: int, timeout: float) -> Any:
     """Open a pyserial URL or device, keeping what a socket peer sends at once.
 
@@ -305,19 +322,23 @@ class Lifpga:
     owns_transport : close a transport passed in as an object on :meth:`close`.
     reset : send RESET on connecting and whenever a request was abandoned (see the module
         docstring); False for a device whose firmware predates RESET.
+    encoding : how CLASSIFY requests go out by default, one of
+        :data:`golden.protocol.ENCODINGS`: ``"auto"`` (the shorter frame the device serves),
+        ``"dense"`` (CLASSIFY) or ``"sparse"`` (CLASSIFY_SPARSE); see the module docstring.
 
     Raises
     ------
     PortError : the port does not exist, is busy, refuses or closes the connection.
     ResetUnsupported : the device's firmware predates RESET (open with ``reset=False``).
     LinkTimeout : no answer to RESET within ``timeout``.
-    ParameterError : ``timeout`` is not a positive finite number.
+    ParameterError : ``timeout`` is not a positive finite number, or ``encoding`` unknown.
     """
 
     def __init__(self, port: str | Transport, baud: int = DEFAULT_BAUD,
                  timeout: float = DEFAULT_TIMEOUT_S, *, owns_transport: bool = False,
-                 reset: bool = True):
+                 reset: bool = True, encoding: str = "auto"):
         self.timeout = check_timeout(timeout)
+        self.encoding = check_encoding(encoding)
         self.baud = baud
         if isinstance(port, str):
             self.port_name = port
@@ -460,8 +481,8 @@ class Lifpga:
         """The last INFO answer, asking the device once if there is none."""
         return self._info if self._info is not None else self.info()
 
-    def classify(self, image: Any, steps: int = 0,
-                 mode: int = protocol.MODE_DEFAULT) -> protocol.Classification:
+    def classify(self, image: Any, steps: int = 0, mode: int = protocol.MODE_DEFAULT,
+                 encoding: str | None = None) -> protocol.Classification:
         """Classify one image.
 
         Parameters
@@ -470,6 +491,8 @@ class Lifpga:
             one (flattened row by row).
         steps : time steps; 0 for the network image's default.
         mode : ``golden.constants.MODE_CURRENT``, ``MODE_RATE`` or ``protocol.MODE_DEFAULT``.
+        encoding : ``"auto"``, ``"dense"`` or ``"sparse"``; None for the driver's
+            :attr:`encoding`.
 
         Returns
         -------
@@ -480,13 +503,13 @@ class Lifpga:
         ImageError, ParameterError : before anything is sent.
         DeviceError, LinkTimeout, CrcError, ProtocolError, PortError
         """
-        payload = self._classify_payload(image, steps, mode)
-        reply = self.request(Command.CLASSIFY, payload)
+        command, payload = self._classify_request(image, steps, mode, encoding)
+        reply = self.request(command, payload)
         return self._unpack_classification(reply)
 
     def classify_many(self, images: Iterable[Any], steps: int = 0,
                       mode: int = protocol.MODE_DEFAULT,
-                      window: int = protocol.MAX_IN_FLIGHT
+                      window: int = protocol.MAX_IN_FLIGHT, encoding: str | None = None
                       ) -> Iterator[protocol.Classification]:
         """Classify images pipelined: up to ``window`` requests in flight, results in order.
 
@@ -498,7 +521,8 @@ class Lifpga:
         Parameters
         ----------
         images : iterable of images as for :meth:`classify` (a (B, M) array works).
-        steps, mode : as for :meth:`classify`.
+        steps, mode, encoding : as for :meth:`classify` (with ``"auto"`` each image goes out
+            in its own shorter form).
         window : requests in flight, 1 .. :data:`~golden.protocol.MAX_WINDOW`. A board holds
             :data:`~golden.protocol.MAX_IN_FLIGHT` (the default) and answers more with ``BUSY``;
             the reference board takes any number.
@@ -512,19 +536,21 @@ class Lifpga:
             raise ParameterError(f"window must be an integer in 1 .. {protocol.MAX_WINDOW}, "
                                  f"got {window!r}")
         self._check_steps_mode(steps, mode)
-        self.cached_info  # noqa: B018 -- fetch INFO before the first request goes out
+        encoding = self._check_device_encoding(encoding)
         self._prepare()
         pending: dict[int, float] = {}  # SEQ -> time sent, in send order
         try:
-            yield from self._stream(iter(images), steps, mode, window, pending)
+            yield from self._stream(iter(images), steps, mode, window, pending, encoding)
         finally:
             if pending:  # abandoned with requests in flight: their answers are stale
                 self._need_reset = self.uses_reset
 
     def _stream(self, source: Iterator[Any], steps: int, mode: int, window: int,
-                pending: dict[int, float]) -> Iterator[protocol.Classification]:
+                pending: dict[int, float], encoding: str
+                ) -> Iterator[protocol.Classification]:
         done: dict[int, protocol.Classification] = {}
         order: list[int] = []
+        commands: dict[int, int] = {}  # SEQ -> the request's command (auto mixes them)
         exhausted = False
         while True:
             while not exhausted and len(pending) < window:
@@ -533,20 +559,21 @@ class Lifpga:
                 except StopIteration:
                     exhausted = True
                     break
-                payload = self._classify_payload(image, steps, mode)
-                seq = self._send(Command.CLASSIFY, payload)
+                command, payload = self._classify_request(image, steps, mode, encoding)
+                seq = self._send(command, payload)
                 pending[seq] = time.monotonic()
+                commands[seq] = command
                 order.append(seq)
             while order and order[0] in done:
                 yield done.pop(order.pop(0))
             if not pending:
                 return
             oldest = order[0]
-            # Every request of the stream has the same steps, mode and length: any payload
-            # tells how long the oldest one takes.
-            frame = self._receive(Command.CLASSIFY, set(pending), oldest, pending[oldest],
-                                  payload)
-            del pending[frame.seq]
+            # Every request of the stream has the same steps and mode: any payload tells
+            # how long the oldest one takes (its length only changes the link time a little).
+            frame = self._receive(commands[oldest], set(pending), oldest, pending[oldest],
+                                  payload, commands=commands)
+            del pending[frame.seq], commands[frame.seq]
             # The device answers in order, so the next deadline runs from this response.
             now = time.monotonic()
             for seq in pending:
@@ -600,8 +627,10 @@ class Lifpga:
         return seq
 
     def _receive(self, command: int, expected: set[int], seq: int, sent: float,
-                 payload: bytes = b"") -> protocol.Frame:
-        """The next response frame; it must answer ``command`` with a SEQ in ``expected``.
+                 payload: bytes = b"", *, commands: dict[int, int] | None = None
+                 ) -> protocol.Frame:
+        """The next response frame; it must answer ``command`` with a SEQ in ``expected``
+        (or, given ``commands``, SEQ -> command, the command of its own SEQ).
 
         ``seq`` and ``sent`` name the request whose deadline (``sent + timeout``) applies;
         ``payload`` is its payload, for the expected time a timeout message quotes.
@@ -611,7 +640,9 @@ class Lifpga:
             if self._is_late(item, expected):
                 continue
             try:
-                frame = self._check_frame(item, command, expected)
+                answers = (commands.get(item.seq, command)
+                           if commands and isinstance(item, protocol.Frame) else command)
+                frame = self._check_frame(item, answers, expected)
             except (CrcError, ProtocolError):
                 self._need_reset = self.uses_reset  # the stream is out of step: start afresh
                 raise
@@ -693,7 +724,8 @@ class Lifpga:
         baud = (info.baud if info and info.baud else self.baud) or DEFAULT_BAUD
         inputs, classes = (info.inputs, info.classes) if info else (0, 0)
         answers = {Command.INFO: 1 + struct.calcsize(protocol.INFO_FORMAT),
-                   Command.CLASSIFY: protocol.classify_answer_length(classes)}
+                   Command.CLASSIFY: protocol.classify_answer_length(classes),
+                   Command.CLASSIFY_SPARSE: protocol.classify_answer_length(classes)}
         overhead = protocol.HEADER_BYTES + protocol.CRC_BYTES
         wire = 2 * overhead + len(payload) + answers.get(command, 1)
         link_s = wire * protocol.BITS_PER_BYTE / baud
@@ -703,7 +735,7 @@ class Lifpga:
                             "(is the device programmed and running, at this baud rate? A "
                             "device whose firmware predates RESET answers it only after every "
                             "request it holds)")
-        if command != Command.CLASSIFY or info is None or len(payload) < 3:
+        if command not in protocol.CLASSIFY_COMMANDS or info is None or len(payload) < 3:
             return link_s, (f"A {_command_name(command)} answer takes about {link} (is the "
                             "device programmed and running, at this baud rate?)")
         steps, mode = struct.unpack_from(protocol.CLASSIFY_HEADER_FORMAT, payload)
@@ -793,11 +825,33 @@ class Lifpga:
         if mode not in MODES.values():
             raise ParameterError(f"mode must be one of {sorted(MODES.values())}, got {mode}")
 
-    def _classify_payload(self, image: Any, steps: int, mode: int) -> bytes:
+    def _check_device_encoding(self, encoding: str | None) -> str:
+        """The encoding to use (``encoding``, or the driver's), checked against the device's
+        INFO version: ``"auto"`` becomes ``"dense"`` for a device without CLASSIFY_SPARSE."""
+        encoding = self.encoding if encoding is None else check_encoding(encoding)
+        version = self.cached_info.version
+        if version >= protocol.SPARSE_VERSION:
+            return encoding
+        if encoding == "sparse":
+            raise ParameterError(
+                f"the device on {self.port_name} speaks protocol version {version}, which has "
+                f"no CLASSIFY_SPARSE (it needs version {protocol.SPARSE_VERSION}); use "
+                "encoding 'dense' or 'auto'")
+        return "dense"
+
+    def _classify_request(self, image: Any, steps: int, mode: int,
+                          encoding: str | None) -> tuple[int, bytes]:
+        """The command and payload for one image, checked before anything is sent."""
         self._check_steps_mode(steps, mode)
+        encoding = self._check_device_encoding(encoding)
         info = self.cached_info
         pixels = validate_image(image, info.inputs, info.pixel_max)
-        return protocol.pack_classify(pixels, int(steps), int(mode))
+        command, payload = protocol.classify_request(pixels, int(steps), int(mode), encoding)
+        if len(payload) > protocol.MAX_PAYLOAD:
+            raise ImageError(f"this image takes {len(payload)} bytes as {command.name}, above "
+                             f"the {protocol.MAX_PAYLOAD} a frame may carry; use encoding "
+                             "'auto' or 'dense'")
+        return command, payload
 
     def _unpack_classification(self, payload: bytes) -> protocol.Classification:
         classes = self.cached_info.classes

@@ -108,9 +108,9 @@ def test_classify_many_keeps_requests_in_flight(refboard, digits):
             sent.append(send(cmd, payload))
             return sent[-1]
 
-        def counting_receive(*args):
+        def counting_receive(*args, **kwargs):
             in_flight.append(len(args[1]))
-            return receive(*args)
+            return receive(*args, **kwargs)
 
         driver._send, driver._receive = counting_send, counting_receive
         assert len(list(driver.classify_many(digits[:9], steps=STEPS, window=4))) == 9
@@ -218,6 +218,12 @@ class SlowBoard:
 RESET, INFO, CLASSIFY = p.Command.RESET, p.Command.INFO, p.Command.CLASSIFY
 
 
+def sent(image) -> p.Command:
+    """The command the driver's default (``auto``) encoding sends ``image`` with, to a device
+    of this protocol version: CLASSIFY_SPARSE for every test digit."""
+    return p.classify_request(image)[0]
+
+
 def test_a_new_client_never_gets_an_earlier_clients_late_answer(shipped, digits):
     """Defect 1: a request times out, the device keeps computing it, and its late answer used
     to reach the next client (``response CMD 0x82 to INFO, expected 0x81``). RESET on
@@ -233,7 +239,7 @@ def test_a_new_client_never_gets_an_earlier_clients_late_answer(shipped, digits)
     board.hold = False
     second = Lifpga(board, timeout=1)
     assert second.info().inputs == 64
-    assert board.commands == [RESET, INFO, CLASSIFY, RESET, INFO]
+    assert board.commands == [RESET, INFO, sent(digits[0]), RESET, INFO]
     assert not board.on_the_way and not board.arrived
 
 
@@ -248,7 +254,8 @@ def test_without_reset_a_new_client_gets_the_late_answer(shipped, digits):
         first.classify(digits[0], steps=STEPS)
     board.hold = False
     second = Lifpga(board, timeout=1, reset=False)
-    with pytest.raises(ProtocolError, match="response CMD 0x82 to INFO, expected 0x81"):
+    late = sent(digits[0]) | 0x80  # 0x82 before CLASSIFY_SPARSE
+    with pytest.raises(ProtocolError, match=f"response CMD 0x{late:02x} to INFO, expected 0x81"):
         second.info()
 
 
@@ -277,7 +284,7 @@ def test_the_driver_resets_after_a_link_timeout(shipped, digits):
         driver.classify(digits[0], steps=STEPS)
     got = driver.classify(digits[1], steps=STEPS)  # RESET first: the late answer is gone
     assert list(got.scores) == ref.scores[-1, 1].tolist()
-    assert board.commands == [RESET, INFO, CLASSIFY, RESET, CLASSIFY]
+    assert board.commands == [RESET, INFO, sent(digits[0]), RESET, sent(digits[1])]
     driver.info()
     assert board.commands[-1] == INFO  # no reset once in step again
 
@@ -296,11 +303,11 @@ def test_the_driver_resets_after_an_abandoned_stream(shipped, digits):
     got = driver.classify(digits[10], steps=STEPS)
     assert list(got.scores) == ref.scores[-1, 10].tolist()
     # Four in flight, and a fifth sent as the first answer came in.
-    assert board.commands == [RESET, INFO] + [CLASSIFY] * 5 + [RESET, CLASSIFY]
+    assert board.commands == [RESET, INFO, *map(sent, digits[:5]), RESET, sent(digits[10])]
     for _ in driver.classify_many(digits[:3], steps=STEPS):
         pass  # a stream run to its end leaves nothing behind: no reset
     assert driver.info().inputs == 64
-    assert board.commands[-4:] == [CLASSIFY, CLASSIFY, CLASSIFY, INFO]
+    assert board.commands[-4:] == [*map(sent, digits[:3]), INFO]
 
 
 def test_reset_on_request(shipped):
@@ -657,7 +664,8 @@ def test_a_timeout_says_how_long_the_request_takes(shipped, digits):
     with pytest.raises(LinkTimeout) as caught:
         driver.classify(digits[0], steps=65535, mode=MODE_RATE)
     cycles = max_cycles(64, 256, 16, 10, 65535, MODE_RATE)
-    link_s = (75 + 58) * p.BITS_PER_BYTE / 3_000_000
+    request = 8 + len(p.classify_request(digits[0], 65535, MODE_RATE)[1])  # CLASSIFY_SPARSE
+    link_s = (request + 58) * p.BITS_PER_BYTE / 3_000_000
     expected = cycles / 12e6 + link_s
     assert caught.value.expected_s == pytest.approx(expected)
     message = str(caught.value)
@@ -768,7 +776,7 @@ def test_a_label_outside_the_class_range_is_a_protocol_error(refboard, digits):
         def write(self, data):
             super().write(data)
             frames = p.FrameParser().feed(self.arrived)
-            if frames and frames[-1].cmd == CLASSIFY | 0x80:
+            if frames and frames[-1].cmd in (CLASSIFY | 0x80, p.Command.CLASSIFY_SPARSE | 0x80):
                 payload = bytearray(frames[-1].payload)
                 payload[1] = 10  # the label byte, one past the last class
                 self.arrived = p.encode_frame(frames[-1].cmd, frames[-1].seq, bytes(payload))
@@ -892,3 +900,94 @@ def test_a_killed_clients_partial_frame_on_the_virtual_board(virtual_board, digi
         assert driver.info().inputs == 64
     assert time.monotonic() - start < 1.0  # a RESET timed out would take the whole 2 s
     assert [f.cmd for f in link.frames] == [RESET, RESET, INFO]
+
+
+# --- CLASSIFY encodings -------------------------------------------------------------------------
+
+SPARSE = p.Command.CLASSIFY_SPARSE
+
+
+def test_auto_sends_each_image_in_its_shorter_form(shipped, digits):
+    """Against a version-2 device ``auto`` sends CLASSIFY_SPARSE when that frame is shorter,
+    CLASSIFY otherwise (an image without zeros), mixed within one stream; every answer is
+    golden's."""
+    board = SlowBoard(device.ReferenceDevice(*shipped))
+    images = [*digits[:6], np.full(64, 3), digits[6]]
+    want = [p.classify_request(x)[0] for x in images]
+    assert set(want) == {CLASSIFY, SPARSE}
+    with Lifpga(board, timeout=5) as lif:
+        single = [lif.classify(x, STEPS) for x in images]
+        streamed = list(lif.classify_many(images, STEPS, MODE_RATE))
+    assert board.commands == [RESET, INFO, *want, *want]
+    for mode, results in ((MODE_CURRENT, single), (MODE_RATE, streamed)):
+        ref = model.run(np.array(images), board.device.net, STEPS, mode)
+        assert device.agreement([r.label for r in results], [r.scores for r in results],
+                                [r.spike_count for r in results], ref).all()
+
+
+@pytest.mark.parametrize("where", ["driver", "call"])
+def test_forced_encodings_send_one_command_and_agree(shipped, digits, where):
+    answers = {}
+    for encoding, command in (("dense", CLASSIFY), ("sparse", SPARSE)):
+        board = SlowBoard(device.ReferenceDevice(*shipped))
+        options = {"encoding": encoding}
+        with Lifpga(board, timeout=5, **(options if where == "driver" else {})) as lif:
+            call = options if where == "call" else {}
+            answers[encoding] = [lif.classify(digits[0], STEPS, **call),
+                                 *lif.classify_many(digits, STEPS, window=4, **call)]
+        assert board.commands == [RESET, INFO] + [command] * (1 + len(digits))
+    assert answers["dense"] == answers["sparse"]
+
+
+def test_sparse_against_the_refboard(refboard, digits):
+    with Lifpga(refboard.url, timeout=5, encoding="sparse") as lif:
+        assert lif.info().version == p.PROTOCOL_VERSION == p.SPARSE_VERSION
+        got = list(lif.classify_many(digits, STEPS, window=8))
+    ref = model.run(np.asarray(digits), refboard.net, STEPS, MODE_CURRENT)
+    assert [r.label for r in got] == ref.classes[-1].tolist()
+
+
+def test_a_version_1_device_never_gets_classify_sparse(shipped, digits):
+    """``auto`` sends CLASSIFY to a device whose INFO says version 1, even for an image
+    CLASSIFY_SPARSE would carry in a fifth of the bytes; ``sparse`` is a ParameterError
+    before anything is sent."""
+    ref = device.ReferenceDevice(*shipped)
+    ref.info = ref.info._replace(version=1)
+    board = SlowBoard(ref)
+    zeros = np.zeros(64, int)
+    assert p.classify_request(zeros)[0] == SPARSE
+    with Lifpga(board, timeout=5) as lif:
+        lif.classify(zeros, STEPS)
+        assert len(list(lif.classify_many([zeros, digits[0]], STEPS))) == 2
+        with pytest.raises(ParameterError, match="protocol version 1, which has no "
+                                                 "CLASSIFY_SPARSE.*needs version 2"):
+            lif.classify(zeros, STEPS, encoding="sparse")
+        with pytest.raises(ParameterError, match="protocol version 1"):
+            next(lif.classify_many([zeros], STEPS, encoding="sparse"))
+    with Lifpga(SlowBoard(ref), timeout=5, encoding="sparse") as lif:
+        with pytest.raises(ParameterError, match="protocol version 1"):
+            lif.classify(zeros, STEPS)
+    assert board.commands == [RESET, INFO, CLASSIFY, CLASSIFY, CLASSIFY]
+
+
+def test_unknown_encoding_is_a_parameter_error(refboard, digits):
+    with pytest.raises(ParameterError, match="encoding must be one of dense, sparse, auto"):
+        Lifpga(refboard.url, encoding="rle")
+    with Lifpga(refboard.url, timeout=5) as lif:
+        with pytest.raises(ParameterError, match="got 'RLE'"):
+            lif.classify(digits[0], encoding="RLE")
+
+
+def test_a_sparse_frame_above_max_payload_is_refused_before_sending(shipped):
+    """For M = 1021 an image without zeros is 1024 bytes as CLASSIFY and 1034 as
+    CLASSIFY_SPARSE: ``auto`` takes CLASSIFY; ``sparse`` is an ImageError, nothing sent."""
+    ref = device.ReferenceDevice(*shipped)
+    ref.info = ref.info._replace(inputs=1021)
+    board = SlowBoard(ref)
+    ones = np.ones(1021, int)
+    assert len(p.pack_classify(ones)) == p.MAX_PAYLOAD < len(p.pack_classify_sparse(ones))
+    with Lifpga(board, timeout=5) as lif:
+        with pytest.raises(ImageError, match="1034 bytes as CLASSIFY_SPARSE, above the 1024"):
+            lif.classify(ones, STEPS, encoding="sparse")
+        assert p.classify_request(ones)[0] == CLASSIFY
+    assert board.commands == [RESET, INFO]
