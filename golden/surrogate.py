@@ -472,6 +472,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--save-twin", default=None, help="also save the float twin (torch)")
     parser.add_argument("--init", default=None,
                         help="start from a saved twin: skip the float epochs")
+    parser.add_argument("--check", action="store_true",
+                        help="retrain and compare the hash with the image at --out; write nothing")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -481,6 +483,21 @@ def config_from_args(args) -> SurrogateConfig:
     config = SurrogateConfig(dataset=args.dataset)._replace(**DATASET_DEFAULTS[args.dataset])
     given = {k: v for k, v in vars(args).items() if k in config._fields and v is not None}
     return config._replace(**given)
+
+
+def _check(path: str, digest: str) -> int:
+    """``--check``: 0 when the retrained network's hash is the image's at ``path``."""
+    try:
+        _, manifest = image.load(path)
+    except image.NetworkImageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if manifest["hash"] != digest:
+        print(f"error: retrained hash {digest} differs from {path}: {manifest['hash']}",
+              file=sys.stderr)
+        return 1
+    print(f"ok: retraining reproduces {path} ({digest})")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -519,6 +536,8 @@ def main(argv: list[str] | None = None) -> int:
         metadata["validation_run_history"] = validation_history
     if args.init:  # training_seconds then covers the fine-tuning alone
         metadata["float_epochs_from"] = str(args.init)
+    if args.check:
+        return _check(args.out, image.content_hash(net.to_network()))
     manifest = image.save(args.out, net.to_network(), config.timesteps, MODE_CURRENT,
                           split.pixel_max, metadata)
     for name, metrics in (("validation", validation), ("test", test)):

@@ -177,6 +177,20 @@ def test_the_command_writes_a_valid_image(tmp_path):
     assert meta["training"]["dataset"] == "digits" and meta["training_seconds"] > 0
 
 
+def test_check_retrains_and_compares_the_hash(tmp_path, capsys):
+    out = tmp_path / "img"
+    options = ["--out", str(out), "--neurons", "8", "--epochs", "1", "--steps", "3",
+               "--timesteps", "3", "--quiet"]
+    assert main(options) == 0
+    written = sorted(p.name for p in out.iterdir())
+    assert main([*options, "--check"]) == 0
+    assert "ok: retraining reproduces" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == written
+    assert main([*options, "--check", "--seed", "1"]) == 1
+    assert "differs" in capsys.readouterr().err
+    assert main([*options[2:], "--out", str(tmp_path / "none"), "--check"]) == 1
+
+
 def test_refit_measures_on_validation_then_trains_on_every_training_image(tmp_path):
     out = tmp_path / "img"
     assert main(["--out", str(out), "--neurons", "16", "--epochs", "2", "--steps", "6",
