@@ -71,6 +71,8 @@ image only after its result has been taken.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -237,8 +239,22 @@ class LifCore(wiring.Component):
 
     def elaborate(self, platform) -> Module:
         m = Module()
-        net, P, G = self.net, self.lanes, self.groups
-        N, M = net.neurons, net.inputs
+        # The parts share their signals through ``b``, built in this order (the order of the
+        # statements matters where two drive one signal: the controller's come last).
+        b = SimpleNamespace()
+        self._memories(m, b)
+        self._registers(m, b)
+        self._draw_pipeline(m, b)
+        self._input_pipeline(m, b)
+        self._lif_pipeline(m, b)
+        self._readout_pipeline(m, b)
+        self._controller(m, b)
+        return m
+
+    def _memories(self, m: Module, b: SimpleNamespace) -> None:
+        """The memories (shapes from the geometry), their ports, the readout, the rate encoder
+        and the lanes."""
+        net, P, G, M = self.net, self.lanes, self.groups, self.net.inputs
 
         # --- memories: shapes and depths from the geometry ------------------------------
         spec = {s.name: s for s in self.geometry.memories()}
@@ -284,7 +300,15 @@ class LifCore(wiring.Component):
         for p in range(P):
             m.submodules[f"current_lane{p}"] = current_lanes[p]
             m.submodules[f"neuron_lane{p}"] = neuron_lanes[p]
+        b.cp_rd, b.cur_rd, b.cur_wr, b.current_lanes = cp_rd, cur_rd, cur_wr, current_lanes
+        b.encoder, b.lst_rd, b.lst_wr, b.neuron_lanes = encoder, lst_rd, lst_wr, neuron_lanes
+        b.pix_rd, b.pix_wr, b.readout, b.spec, b.st_rd = pix_rd, pix_wr, readout, spec, st_rd
+        b.st_wr, b.th_rd, b.w_rd = st_wr, th_rd, w_rd
 
+    def _registers(self, m: Module, b: SimpleNamespace) -> None:
+        """Per-image registers and the loop counters."""
+        P, G, N, M = self.lanes, self.groups, self.net.neurons, self.net.inputs
+        readout, = b.readout,
         # --- per-image registers ----------------------------------------------------------
         steps = Signal(STEPS_BITS)
         rate = Signal()
@@ -309,7 +333,14 @@ class LifCore(wiring.Component):
         drain = Signal(range(DRAW_DRAIN + 1))
         last_step = Signal()
         m.d.comb += last_step.eq(t == steps - 1)
+        b.count, b.counting, b.cycles, b.drain, b.g = count, counting, cycles, drain, g
+        b.g_base, b.j, b.k, b.last_step, b.n, b.rate, b.rg = g_base, j, k, last_step, n, rate, rg
+        b.rp, b.spike_count, b.steps, b.t = rp, spike_count, steps, t
 
+    def _draw_pipeline(self, m: Module, b: SimpleNamespace) -> None:
+        """The DRAW pipeline (rate mode): pixels through the rate encoder into the input list."""
+        M = self.net.inputs
+        encoder, j, pix_rd, t = b.encoder, b.j, b.pix_rd, b.t
         # --- DRAW pipeline (rate mode, every step): stage 0 reads pixel j, stage 1 feeds it to
         # the rate encoder (draw t * M + j, the golden order), stage 2 appends a spike to the
         # input list.
@@ -327,7 +358,13 @@ class LifCore(wiring.Component):
         ]
         d2_spike = Signal()
         m.d.comb += d2_spike.eq(encoder.o.valid & (encoder.o.p.value != 0))
+        b.d2_j, b.d2_spike, b.draw_issue = d2_j, d2_spike, draw_issue
 
+    def _input_pipeline(self, m: Module, b: SimpleNamespace) -> None:
+        """The INPUT pipeline: the lanes' W.x + b, then their currents into ``cur_mem``."""
+        P, G, M = self.lanes, self.groups, self.net.inputs
+        count, cp_rd, cur_wr, current_lanes, g = b.count, b.cp_rd, b.cur_wr, b.current_lanes, b.g
+        g_base, k, lst_rd, spec, w_rd = b.g_base, b.k, b.lst_rd, b.spec, b.w_rd
         # --- INPUT pipeline: stage 0 reads list entry k; stage 1 reads the weights of input j
         # for group g; stage 2 registers them (the block RAM's output is slow); stages 3 and 4
         # multiply them by x; stage 5 accumulates, starting from the group's bias; stages 6 and
@@ -405,7 +442,13 @@ class LifCore(wiring.Component):
                 cur_wr.data[p].eq(current_lanes[p].current),
             ]
         m.d.comb += [cur_wr.addr.eq(s7_g), cur_wr.en.eq(s7_valid)]
+        b.in_issue, = in_issue,
 
+    def _lif_pipeline(self, m: Module, b: SimpleNamespace) -> None:
+        """The LIF pipeline: the neuron lanes over ``st_mem``, and the spike count."""
+        P, G = self.lanes, self.groups
+        cur_rd, g, neuron_lanes, spike_count = b.cur_rd, b.g, b.neuron_lanes, b.spike_count
+        st_rd, st_wr, t, th_rd = b.st_rd, b.st_wr, b.t, b.th_rd
         # --- LIF pipeline: stage 0 issues group g; stage 1 registers the lanes' inputs (the
         # memories' outputs, or rest on the first step); stages 2 and 3 are the NeuronLane
         # (integrate, then fire), whose outputs stage 3 registers; stage 4 writes the group
@@ -441,7 +484,13 @@ class LifCore(wiring.Component):
         m.d.comb += [st_wr.addr.eq(l4_g), st_wr.en.eq(l4_valid)]
         with m.If(l5_valid):
             m.d.sync += spike_count.eq(spike_count + l5_count)
+        b.lif_issue, = lif_issue,
 
+    def _readout_pipeline(self, m: Module, b: SimpleNamespace) -> None:
+        """The READOUT pipeline: the PSC values into the readout; the result on ``o``."""
+        P = self.lanes
+        cycles, g, readout, rg, rp = b.cycles, b.g, b.readout, b.rg, b.rp
+        spike_count, st_rd = b.spike_count, b.st_rd
         # --- READOUT pipeline: stage 0 reads neuron n's group, stage 1 sends its PSC to the
         # readout (always ready here: its previous result was taken before this image began).
         ro_issue = Signal()
@@ -465,7 +514,55 @@ class LifCore(wiring.Component):
             self.o.valid.eq(readout.o.valid),
             readout.o.ready.eq(self.o.ready),
         ]
+        b.ro_issue, = ro_issue,
 
+    def _load_state(self, m: Module, b: SimpleNamespace) -> None:
+        """The LOAD state: pixels into ``pix_mem`` (and, constant current, the nonzero ones into
+        the input list); ``steps`` and ``mode`` from an image's first pixel."""
+        M = self.net.inputs
+        count, counting, cycles, g, g_base, j, k = (b.count, b.counting, b.cycles, b.g, b.g_base,
+                                                    b.j, b.k)
+        lst_wr, pix_wr, rate, spike_count, steps, t = (b.lst_wr, b.pix_wr, b.rate, b.spike_count,
+                                                       b.steps, b.t)
+        m.d.comb += [
+            self.i.ready.eq(1),
+            pix_wr.addr.eq(j),
+            pix_wr.data.eq(self.i.p.pixel),
+            pix_wr.en.eq(self.i.valid),
+        ]
+        # Constant-current mode lists the nonzero pixels as they arrive.
+        nonzero = self.i.p.pixel != 0
+        slot = Mux(j == 0, 0, k)
+        m.d.comb += [
+            lst_wr.addr.eq(slot),
+            lst_wr.data.j.eq(j),
+            lst_wr.data.x.eq(self.i.p.pixel),
+            lst_wr.en.eq(self.i.valid & nonzero),
+        ]
+        with m.If(self.i.valid):
+            m.d.sync += [j.eq(j + 1), k.eq(slot + nonzero)]
+            with m.If(j == 0):
+                m.d.sync += [
+                    steps.eq(Mux(self.i.p.steps == 0, 1, self.i.p.steps)),
+                    rate.eq(self.i.p.mode == MODE_RATE),
+                    cycles.eq(1), counting.eq(1), spike_count.eq(0),
+                ]
+            with m.If(j == M - 1):
+                m.d.sync += [j.eq(0), g.eq(0), g_base.eq(0), t.eq(0)]
+                with m.If(rate):
+                    m.d.sync += k.eq(0)
+                    m.next = "DRAW"
+                with m.Else():
+                    m.d.sync += [count.eq(slot + nonzero), k.eq(0)]
+                    m.next = "INPUT"
+
+    def _controller(self, m: Module, b: SimpleNamespace) -> None:
+        """The spikes appended to the input list, and the phase controller."""
+        P, G, N, M = self.lanes, self.groups, self.net.neurons, self.net.inputs
+        count, counting, d2_j, d2_spike = b.count, b.counting, b.d2_j, b.d2_spike
+        drain, draw_issue, encoder, g, g_base = b.drain, b.draw_issue, b.encoder, b.g, b.g_base
+        in_issue, j, k, last_step, lif_issue = b.in_issue, b.j, b.k, b.last_step, b.lif_issue
+        lst_wr, n, rate, rg, ro_issue, rp, t = b.lst_wr, b.n, b.rate, b.rg, b.ro_issue, b.rp, b.t
         # Rate mode appends spikes to the input list; the last two land during DRAW_DRAIN. (The
         # controller's own assignments to k below come later and so take precedence.)
         with m.If(d2_spike):
@@ -476,37 +573,7 @@ class LifCore(wiring.Component):
         # --- controller -------------------------------------------------------------------
         with m.FSM(name="phase"):
             with m.State("LOAD"):
-                m.d.comb += [
-                    self.i.ready.eq(1),
-                    pix_wr.addr.eq(j),
-                    pix_wr.data.eq(self.i.p.pixel),
-                    pix_wr.en.eq(self.i.valid),
-                ]
-                # Constant-current mode lists the nonzero pixels as they arrive.
-                nonzero = self.i.p.pixel != 0
-                slot = Mux(j == 0, 0, k)
-                m.d.comb += [
-                    lst_wr.addr.eq(slot),
-                    lst_wr.data.j.eq(j),
-                    lst_wr.data.x.eq(self.i.p.pixel),
-                    lst_wr.en.eq(self.i.valid & nonzero),
-                ]
-                with m.If(self.i.valid):
-                    m.d.sync += [j.eq(j + 1), k.eq(slot + nonzero)]
-                    with m.If(j == 0):
-                        m.d.sync += [
-                            steps.eq(Mux(self.i.p.steps == 0, 1, self.i.p.steps)),
-                            rate.eq(self.i.p.mode == MODE_RATE),
-                            cycles.eq(1), counting.eq(1), spike_count.eq(0),
-                        ]
-                    with m.If(j == M - 1):
-                        m.d.sync += [j.eq(0), g.eq(0), g_base.eq(0), t.eq(0)]
-                        with m.If(rate):
-                            m.d.sync += k.eq(0)
-                            m.next = "DRAW"
-                        with m.Else():
-                            m.d.sync += [count.eq(slot + nonzero), k.eq(0)]
-                            m.next = "INPUT"
+                self._load_state(m, b)
 
             with m.State("DRAW"):
                 m.d.comb += draw_issue.eq(1)
@@ -563,5 +630,3 @@ class LifCore(wiring.Component):
                 with m.If(self.o.valid & self.o.ready):
                     m.d.sync += [j.eq(0), counting.eq(0)]
                     m.next = "LOAD"
-
-        return m
