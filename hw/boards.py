@@ -57,6 +57,8 @@ from amaranth.hdl import ClockDomain, Const, Elaboratable, Instance, Module, Sig
 from amaranth.lib import io
 from amaranth.lib.cdc import ResetSynchronizer
 
+from firmware import DIGITS_IMAGE, DIGITS_SMALL_IMAGE
+
 __all__ = ["BOARDS", "Board", "BoardTop", "Ecp5Pll", "Ice40Pll", "Led", "LED_SOURCES",
            "TiedOutput", "describe_leds", "ecp5_pll", "ice40_pll", "led_table", "ERROR_LED_S"]
 
@@ -342,7 +344,7 @@ class Board:
     programmer: tuple[str, ...]
     usb_ids: tuple[str, ...]
     bitstream_ext: str
-    image: str = "firmware/digits"
+    image: str = str(DIGITS_IMAGE)
     led_resources: str | None = None
     pll_at_pad: bool = False
     tied: tuple[TiedOutput, ...] = ()
@@ -400,7 +402,7 @@ def _ice40(name: str, platform: str, device: str, package: str, *, luts: int,
     12 Mbaud; one lane and the 64-neuron image by default."""
     return Board(name=name, platform=platform, family="ice40", device=device, package=package,
                  osc_hz=12_000_000, baud=3_000_000, lanes=1, luts=luts, ffs=luts,
-                 usb_ids=("0403:6010",), bitstream_ext="bin", image="firmware/digits-small",
+                 usb_ids=("0403:6010",), bitstream_ext="bin", image=str(DIGITS_SMALL_IMAGE),
                  **rest)
 
 

@@ -52,6 +52,8 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.cdc import FFSynchronizer
 from amaranth.lib.wiring import In, Out
 
+from golden.protocol import BITS_PER_BYTE
+
 __all__ = [
     "FRAME_BITS", "MAX_BAUD_ERROR", "MIN_DIVISOR", "UartComponent", "UartRx", "UartTx",
     "baud_divisor",
@@ -62,8 +64,8 @@ __all__ = [
 MIN_DIVISOR = 4
 #: Largest relative difference between the requested and the achieved baud rate.
 MAX_BAUD_ERROR = 0.02
-#: Bit times per frame: start, 8 data bits, stop.
-FRAME_BITS = 10
+#: Bit times per frame: start, 8 data bits, stop (the protocol's definition).
+FRAME_BITS = BITS_PER_BYTE
 
 
 def baud_divisor(clk_hz: int, baud: int) -> tuple[int, float, float]:

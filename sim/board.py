@@ -71,7 +71,7 @@ source of ``hw/system.py``, every ``hw`` module it imports (followed statically,
 
 In tests::
 
-    model = build_board("firmware/digits")
+    model = build_board(DIGITS_IMAGE)
     with model.start() as board:
         with Lifpga(board.url) as device:
             device.info()
@@ -96,10 +96,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from firmware import DIGITS_IMAGE
 from golden import image, protocol
 from golden.image import content_hash
 from hw.options import port_number, positive_int
-from hw.uart import baud_divisor
+from hw.uart import FRAME_BITS, baud_divisor
 from sim import buildtools
 from sim.buildtools import MAKE_OVERRIDES, REPO_ROOT, SimulationError, ToolNotFoundError
 from sim.foreground import run_in_foreground
@@ -395,7 +396,7 @@ def _export(system: Any, path: Path) -> None:
     buildtools.write_atomic(path, text)
 
 
-def build_board(image_dir: str | Path = "firmware/digits", *, lanes: int = 16,
+def build_board(image_dir: str | Path = DIGITS_IMAGE, *, lanes: int = 16,
                 clk_hz: int = CLK_HZ, baud: int = BAUD, root: str | Path = REPO_ROOT,
                 announce: Callable[[str], None] | None = None) -> BoardModel:
     """Export and Verilate the virtual board for a network image, or reuse the one built before.
@@ -460,7 +461,8 @@ def _verilate(directory: Path, obj: Path, verilog_path: Path) -> None:
     shutil.rmtree(obj, ignore_errors=True)
     cmd = ["verilator", "--cc", "--exe", "--build", "-j", str(os.cpu_count() or 1),
            *VERILATOR_ARGS, "--top-module", HARNESS, "--Mdir", str(obj), "-o", EXECUTABLE,
-           str(harness_path), str(verilog_path), str(VBOARD_CPP)]
+           str(harness_path), str(verilog_path), str(VBOARD_CPP),
+           "-CFLAGS", f"-DLIFPGA_FRAME_BITS={FRAME_BITS}"]
     for definition in MAKE_OVERRIDES:
         cmd += ["-MAKEFLAGS", definition]
     log = directory / "build.log"
@@ -481,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m sim.board``: build the virtual board and run it in the foreground."""
     parser = argparse.ArgumentParser(prog="python -m sim.board",
                                      description=__doc__.split("\n\n")[0])
-    parser.add_argument("--image", default="firmware/digits", help="network image directory")
+    parser.add_argument("--image", default=str(DIGITS_IMAGE), help="network image directory")
     parser.add_argument("--port", type=port_number, default=0,
                         help="TCP port (0: pick a free one)")
     parser.add_argument("--lanes", type=positive_int, default=16, help="parallel LIF lanes P")

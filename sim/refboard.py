@@ -29,7 +29,7 @@ driver, loads no HDL.
 
 In tests::
 
-    with RefBoard("firmware/digits") as url:
+    with RefBoard(DIGITS_IMAGE) as url:
         with Lifpga(url) as board:
             board.info()
 """
@@ -44,6 +44,7 @@ import threading
 import time
 from pathlib import Path
 
+from firmware import DIGITS_IMAGE
 from firmware.driver import DEFAULT_BAUD, IDLE_TIMEOUT_FLOOR_S
 from golden import device, image, protocol
 from sim.foreground import run_in_foreground
@@ -215,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m sim.refboard", description=__doc__.split(
         "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--image", default="firmware/digits", help="network image directory")
+    parser.add_argument("--image", default=str(DIGITS_IMAGE), help="network image directory")
     parser.add_argument("--port", type=port_number, default=0,
                         help="TCP port (0: pick a free one)")
     parser.add_argument("--baud", type=positive_int, default=DEFAULT_BAUD,

@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from firmware import DIGITS_IMAGE
 from firmware.driver import Lifpga, LifpgaError
 from golden import data, device, image, model, protocol
 from golden.constants import MODE_BY_NAME, MODE_NAMES, STEPS_BITS
@@ -238,7 +239,7 @@ def _steps(text: str) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m sim.run",
                                      description=__doc__.split("\n\n")[0])
-    parser.add_argument("--image", default="firmware/digits", help="network image directory")
+    parser.add_argument("--image", default=str(DIGITS_IMAGE), help="network image directory")
     parser.add_argument("--lanes", type=positive_int, default=16,
                         help="neurons updated in parallel")
     parser.add_argument("--steps", type=_steps, help="timesteps per image (default: the image's)")

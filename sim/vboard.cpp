@@ -57,8 +57,12 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// Bits per 8N1 frame on the wire: start, 8 data bits, stop (hw.uart.FRAME_BITS).
-constexpr uint64_t kFrameBits = 10;
+// Bits per 8N1 frame on the wire: start, 8 data bits, stop. sim/board.py defines it from
+// golden.protocol.BITS_PER_BYTE (hw.uart.FRAME_BITS), the one definition.
+#ifndef LIFPGA_FRAME_BITS
+#error "build through sim/board.py, which defines LIFPGA_FRAME_BITS"
+#endif
+constexpr uint64_t kFrameBits = LIFPGA_FRAME_BITS;
 // Cycles simulated between two looks at the sockets while there is work: short enough that
 // a response reaches the client within about a millisecond of wall time, long enough that
 // the ppoll() system call costs nothing next to the simulation.

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from firmware import DIGITS_IMAGE
 from golden import image
 from sim.refboard import RefBoard
 
 #: The shipped digits image, the one every hardware test runs unless it builds its own.
-SHIPPED_DIR = Path(__file__).resolve().parent.parent / "firmware" / "digits"
+SHIPPED_DIR = DIGITS_IMAGE
 
 
 @pytest.fixture(scope="session")

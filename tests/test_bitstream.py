@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from firmware import DIGITS_SMALL_IMAGE
 from golden import image as image_io
 from golden import protocol
 from hw import bitstream
@@ -21,7 +22,7 @@ from hw.boards import BOARDS
 from hw.geometry import max_cycles
 
 ROOT = Path(__file__).resolve().parent.parent
-SMALL = ROOT / "firmware" / "digits-small"
+SMALL = DIGITS_SMALL_IMAGE
 
 
 # --- fit check -----------------------------------------------------------------------------------
