@@ -386,12 +386,15 @@ REPORT_STEPS = (1, 4, 8, 10, 16, 32)
 
 
 def accuracies(net: Twin, x: np.ndarray, y: np.ndarray, steps: int) -> dict:
-    """Float-twin (constant current) and integer-model (golden.model.run, both modes)
-    accuracies after ``steps``, and after every step (``*_by_step``)."""
+    """Float-twin and integer-model (golden.model.run) accuracies in both modes after every
+    step (``*_by_step``); ``float_accuracy`` is the float twin's at ``steps`` in constant
+    current."""
     intnet = net.to_network()
     floats = step_accuracy(net, x, y, steps, False)
+    float_rate = step_accuracy(net, x, y, steps, True)  # PyTorch's Bernoulli draws, not LFSR
     out = {"float_accuracy": float(floats[-1]),
-           "float_current_accuracy_by_step": [round(float(a), 4) for a in floats]}
+           "float_current_accuracy_by_step": [round(float(a), 4) for a in floats],
+           "float_rate_accuracy_by_step": [round(float(a), 4) for a in float_rate]}
     for mode in (MODE_CURRENT, MODE_RATE):
         per_step = np.zeros(steps)
         for k in range(0, len(x), 2000):

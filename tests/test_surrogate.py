@@ -169,7 +169,9 @@ def test_the_command_writes_a_valid_image(tmp_path):
     for part in ("validation_accuracy", "test_accuracy"):
         assert set(meta[part]) >= {"float_accuracy", "integer_current_accuracy",
                                    "integer_rate_accuracy", "integer_current_accuracy_by_step",
-                                   "integer_rate_accuracy_by_step"}
+                                   "integer_rate_accuracy_by_step",
+                                   "float_current_accuracy_by_step",
+                                   "float_rate_accuracy_by_step"}
         assert len(meta[part]["integer_rate_accuracy_by_step"]) == 4
     assert meta["split"] == {"fit": 898, "validation": 300, "test": 599,
                              "rule": meta["split"]["rule"]}
