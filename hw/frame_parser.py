@@ -283,13 +283,18 @@ class FrameParser(wiring.Component):
         """LEN, its last byte arriving now, is wrong for CMD (or above MAX_PAYLOAD)."""
         length = Cat(f.length[:-8], self.rx.payload)
         wrong = Signal()
+        too_long = length > MAX_PAYLOAD  # one comparator, shared by every command that needs it
         with m.Switch(f.cmd):
             for command in Command:
                 with m.Case(command):
                     lengths = protocol.request_lengths(command, self.info.inputs)
-                    m.d.comb += wrong.eq((length < lengths.start) | (length >= lengths.stop))
+                    if len(lengths) == 1:
+                        m.d.comb += wrong.eq(length != lengths.start)
+                    else:
+                        assert lengths.stop == MAX_PAYLOAD + 1
+                        m.d.comb += wrong.eq((length < lengths.start) | too_long)
             with m.Default():
-                m.d.comb += wrong.eq(length > MAX_PAYLOAD)
+                m.d.comb += wrong.eq(too_long)
         return wrong
 
     def _header(self, m: Module, f: _FrameState, crc: Processor, timed_out: Signal):

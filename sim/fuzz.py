@@ -157,9 +157,11 @@ def _one(rng, info: p.Info, kind: str, seq: int, max_steps: int) -> tuple[bytes,
             short = p.Command.INFO if rng.random() < 0.5 else p.Command.RESET
             return p.encode_frame(short, seq, b"\x00" * int(rng.integers(1, 4))), True
         if rng.random() < 0.3:
-            # CLASSIFY_SPARSE below its shortest LEN (refused at the header).
+            # CLASSIFY_SPARSE below its shortest LEN, refused at the header: the INFO frame
+            # right behind the header is answered (a device that took LEN would swallow it).
             length = int(rng.integers(0, p.sparse_min_length(info.inputs)))
-            return p.encode_frame(p.Command.CLASSIFY_SPARSE, seq, bytes(length)), True
+            return (p.SYNC + struct.pack(p.HEADER_FORMAT, p.Command.CLASSIFY_SPARSE, seq, length)
+                    + p.encode_frame(p.Command.INFO, seq)), True
         n = info.inputs + int(rng.choice([-2, -1, 1, 5]))
         return _classify(rng, info, seq, max_steps=max_steps,
                          pixels=np.zeros(n, dtype=np.int64)), True

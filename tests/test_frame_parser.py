@@ -246,3 +246,18 @@ def test_reset_flushes_one_cycle_after_its_last_byte(info):
     assert [t.payload for t in seen["resets"].transfers] == [7]
     last_byte = seen["rx"].cycles[-1]
     assert harness.flush_edges == [last_byte + 1]
+
+
+@pytest.mark.parametrize("length", [0, 4, p.MAX_PAYLOAD + 1])
+def test_a_sparse_len_out_of_bounds_is_refused_at_the_header(info, length):
+    """CLASSIFY_SPARSE with LEN below ``sparse_min_length(M)`` (5 here) or above MAX_PAYLOAD:
+    BAD_LENGTH at the header, and the INFO frame right behind it is answered."""
+    assert p.sparse_min_length(info.inputs) == 5
+    data = (p.SYNC + struct.pack(p.HEADER_FORMAT, p.Command.CLASSIFY_SPARSE, 3, length)
+            + p.encode_frame(p.Command.INFO, 4))
+    chunks = [fuzz.Chunk(data, True, "short")]
+    harness = Harness(info)
+    want = reference_entries(chunks, info)
+    assert want == [(Kind.ERROR, p.Command.CLASSIFY_SPARSE, 3, p.Status.BAD_LENGTH, None, None,
+                     None), (Kind.INFO, p.Command.INFO, 4, None, None, None, None)]
+    assert harness.entries(harness.run(chunks)) == want
