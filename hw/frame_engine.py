@@ -43,9 +43,10 @@ The slot memory holds ``IMAGE_SLOTS << index_bits`` entries (``index_bits = ceil
 one entry per received byte, so a CLASSIFY_SPARSE zero run of 255 pixels costs one cycle, as
 any byte does. Its cost, measured with Yosys 0.70 on the engine alone (the digits, M = 64,
 5-bit pixels): 1,303 SB_LUT4 and 139 SB_CARRY for the iCE40 (1,209 and 113 before
-CLASSIFY_SPARSE, when slots held all M pixels), 1,290 LUT4 for the ECP5 (1,153); block RAM
-unchanged for the digits (128 x 11 bits: one SB_RAM40_4K; ECP5 2 DP16KD for the engine). For
-MNIST (M = 784, 8-bit pixels) 2,048 x 18 bits take 2 DP16KD where 2,048 x 8 took 1.
+CLASSIFY_SPARSE, when slots held all M pixels), 1,290 LUT4 for the ECP5 (1,153). Slot RAM
+for the digits, 128 x 11 bits (was 128 x 5): still one SB_RAM40_4K on the iCE40; on the ECP5
+distributed RAM, 30 TRELLIS_DPR16X4 for the whole engine (22). For MNIST (M = 784, 8-bit
+pixels), 2,048 x 18 bits take 2 DP16KD where 2,048 x 8 took 1.
 
 RESET
 -----
