@@ -25,10 +25,11 @@ quantised (what the hardware computes)
     floor shifts and saturation, rounding by straight-through estimators. In constant-current
     mode its forward equals ``golden.model.run`` bit for bit (``tests/test_surrogate.py``).
 
-The loss is the cross entropy of ``score_t`` averaged over **every** step ``t``, so the network
-answers early as well as late. Rate-mode batches (a fraction ``rate_fraction``) draw Bernoulli
-spikes with the rate encoder's statistics (a spike worth ``2**rate_bits`` with probability
-``x / 2**rate_bits``; the hardware draws them from its LFSR). Adam(W), fixed epochs, a constant
+The loss is the cross entropy of ``score_t`` averaged over **every** step ``t`` (or the steps
+from ``loss_from`` on), so the network answers early as well as late. Rate-mode batches (a
+fraction ``rate_fraction``) draw Bernoulli spikes with the rate encoder's statistics (a spike
+worth ``2**rate_bits`` with probability ``x / 2**rate_bits``; the hardware draws them from its
+LFSR). Adam(W), fixed epochs, a constant
 or cosine learning rate.
 
 Quantisation (:meth:`Twin.int_params`) follows :func:`golden.quantize.input_stage`: per neuron
@@ -125,6 +126,8 @@ class SurrogateConfig(NamedTuple):
     #: Train the image on every training image (fit and validation) with these settings, after
     #: a run on the fit part alone has measured them on validation (both are recorded).
     refit: bool = False
+    #: The loss averages the steps ``loss_from .. steps`` (1-based; 1: every step).
+    loss_from: int = 1
     #: Data augmentation: every training image moved by a random whole-pixel translation
     #: of up to this many pixels in each direction (0: none), drawn per image and batch.
     translate: int = 0
@@ -303,6 +306,7 @@ def _epoch(net: Twin, opt, x: torch.Tensor, y: torch.Tensor, gen: torch.Generato
         scores = net(translate(x[idx], c.translate, gen), c.steps, rate, gen)
         if net.quantised:
             scores = scores / net.score_unit()
+        scores = scores[c.loss_from - 1:]
         steps = scores.shape[0]
         loss = torch.nn.functional.cross_entropy(scores.reshape(steps * len(idx), -1),
                                                  y[idx].repeat(steps))
@@ -464,7 +468,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--dataset", default="digits", choices=list(data.DATASETS))
     parser.add_argument("--data", default=None, help="folder of the IDX files (MNIST & co.)")
     for name in ("seed", "neurons", "steps", "epochs", "batch", "timesteps", "qat_epochs",
-                 "leak_shift", "psc_shift", "w_bits", "threads", "translate"):
+                 "leak_shift", "psc_shift", "w_bits", "threads", "translate", "loss_from"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=None)
     for name in ("lr", "qat_lr", "weight_decay", "val_fraction", "rate_fraction"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=float, default=None)
@@ -513,6 +517,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--neurons, --steps, --epochs, --batch and --timesteps must be positive")
     if config.qat_epochs < 0:
         parser.error("--qat-epochs must be >= 0")
+    if not 1 <= config.loss_from <= config.steps:
+        parser.error("--loss-from must lie in 1 .. --steps")
     try:
         split = data.load_split(config.dataset, args.data)
     except (OSError, ValueError) as exc:

@@ -128,6 +128,29 @@ def test_training_learns_and_every_epoch_is_logged(trained):
     assert history[3]["val_accuracy"] > 0.5
 
 
+def test_loss_from_leaves_the_early_steps_out_of_the_loss(digits):
+    """With the loss on the last step only, the early scores get no gradient."""
+    net = Twin(64, 10, 16, SMALL._replace(steps=6, loss_from=6, batch=8), rate_bits=4)
+    opt = torch.optim.SGD(net.parameters(), lr=0.0)
+    x, y = torch.tensor(digits.x_train[:8], dtype=torch.float32), torch.tensor(
+        digits.y_train[:8])
+    from golden.surrogate import _epoch
+
+    seen = []
+    forward = net.forward
+
+    def spy(*args, **kwargs):
+        out = forward(*args, **kwargs)
+        out.register_hook(lambda g: seen.append(g.abs().sum(dim=(1, 2))))
+        return out
+
+    net.forward = spy
+    _epoch(net, opt, x, y, torch.Generator().manual_seed(0))
+    assert len(seen) == 1 and (seen[0][:5] == 0).all() and seen[0][5] > 0
+    with pytest.raises(SystemExit):
+        main(["--out", "unused", "--steps", "4", "--loss-from", "5"])
+
+
 def test_cosine_schedule_and_weight_decay(digits):
     config = SMALL._replace(epochs=2, qat_epochs=0, schedule="cosine", weight_decay=0.1)
     net, history = train(config, digits, progress=False)
