@@ -526,7 +526,11 @@ def main(argv: list[str] | None = None) -> int:
     if config.refit and args.init:
         parser.error("--refit trains from scratch twice; it cannot start from --init")
     start = time.monotonic()
-    init = torch.load(args.init) if args.init else None
+    init, init_record = None, None
+    if args.init:  # a twin saved by --save-twin: {"state_dict", "history", "seconds"}
+        saved = torch.load(args.init)
+        init, init_record = (saved["state_dict"], saved) if "state_dict" in saved else (saved,
+                                                                                        None)
     _, _, x_val, y_val = fit_split(config, split)
     validation_history = None
     if config.refit:  # the same settings on the fit part alone, measured on validation
@@ -535,15 +539,19 @@ def main(argv: list[str] | None = None) -> int:
         validation = accuracies(chooser, x_val, y_val, config.timesteps)
     net, history = train(config, split, progress=not args.quiet, init=init)
     seconds = time.monotonic() - start
+    if init_record is not None:  # the float epochs of the run that saved the twin
+        history = init_record["history"] + history
+        seconds += init_record["seconds"]
     if args.save_twin:
-        torch.save(net.state_dict(), args.save_twin)
+        torch.save({"state_dict": net.state_dict(), "history": history, "seconds": seconds},
+                   args.save_twin)
     if not config.refit:
         validation = accuracies(net, x_val, y_val, config.timesteps)
     test = accuracies(net, split.x_test, split.y_test, config.timesteps)
     metadata = manifest_metadata(config, split, history, validation, test, seconds)
     if validation_history is not None:
         metadata["validation_run_history"] = validation_history
-    if args.init:  # training_seconds then covers the fine-tuning alone
+    if args.init:  # history and training_seconds include the saving run's when it kept them
         metadata["float_epochs_from"] = str(args.init)
     if args.check:
         return _check(args.out, image.content_hash(net.to_network()))

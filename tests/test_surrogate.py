@@ -216,6 +216,21 @@ def test_check_retrains_and_compares_the_hash(tmp_path, capsys):
     assert main([*options[2:], "--out", str(tmp_path / "none"), "--check"]) == 1
 
 
+def test_a_saved_twin_requantised_equals_the_full_command(tmp_path):
+    """--save-twin then --init --w-bits 4 gives the image (and history) that one command with
+    --w-bits 4 gives: the float epochs do not depend on the weight width."""
+    common = ["--neurons", "8", "--epochs", "2", "--steps", "3", "--timesteps", "3", "--quiet"]
+    twin = tmp_path / "twin.pt"
+    assert main(["--out", str(tmp_path / "a"), *common, "--save-twin", str(twin)]) == 0
+    assert main(["--out", str(tmp_path / "b"), *common, "--init", str(twin),
+                 "--w-bits", "4"]) == 0
+    assert main(["--out", str(tmp_path / "c"), *common, "--w-bits", "4"]) == 0
+    (_, b), (_, c) = image.load(tmp_path / "b"), image.load(tmp_path / "c")
+    assert b["hash"] == c["hash"] and b["w_bits"] == 4
+    assert b["metadata"]["history"] == c["metadata"]["history"]
+    assert b["metadata"]["float_epochs_from"] == str(twin)
+
+
 def test_refit_measures_on_validation_then_trains_on_every_training_image(tmp_path):
     out = tmp_path / "img"
     assert main(["--out", str(out), "--neurons", "16", "--epochs", "2", "--steps", "6",
