@@ -20,6 +20,10 @@ CRC-16/CCITT-FALSE (the CRC catalogue's CRC-16/IBM-3740): polynomial 0x1021, ini
 parameters are :data:`CRC_WIDTH` .. :data:`CRC_XOROUT`; :func:`crc16` is a table-driven
 implementation of them. The gateware uses ``amaranth.lib.crc`` (``hw/crc.py``), and a test
 proves the two agree.
+
+An image goes out as CLASSIFY (:func:`pack_classify`, M pixel bytes) or, since protocol
+version 2, as CLASSIFY_SPARSE (:func:`pack_classify_sparse`, zero runs skipped);
+:func:`classify_request` picks one, :func:`link_figures` says what either allows on a link.
 """
 
 from __future__ import annotations
