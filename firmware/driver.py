@@ -25,7 +25,11 @@ timeout of any transport, 50 ms at 3 Mbaud, plus ``RESET_MARGIN_S``); at most
 client after a killed one is therefore served at once: its RESET is answered within the
 device's idle timeout (measured on the reference board, whose idle timeout is 50 ms: at most
 51 ms, for any cut of a CLASSIFY frame). An extra RESET is harmless: its answer, after the one
-taken, is dropped as late.
+taken, is dropped as late. The host's own parser may hold a stale partial frame too (a
+header whose body was lost: a cut frame, a UART buffer that overflowed while the port was
+closed, noise), which would buffer the RESET answers as its payload; so whenever a RESET
+answer is overdue the driver also resynchronises its parser past that frame
+(:meth:`golden.protocol.FrameParser.resync`) and parses the bytes behind it again.
 
 CLASSIFY encodings: with ``encoding="auto"`` (the default) the driver sends each image as
 CLASSIFY_SPARSE (zero runs skipped, docs/PROTOCOL.md) when the device's INFO version has it
@@ -410,6 +414,9 @@ class Lifpga:
                 break  # everything before it is stale, and dropped
             if item is None or _refusal(item):
                 resend_at = self._resend_reset(seqs)
+            if item is None:
+                # Overdue: a stale header (its body lost) may hold the answers as payload.
+                self._frames += self.parser.resync()
         self._outstanding.clear()
         self._clear_input()
         # A RESET refused (BAD_CRC: line noise) reset nothing: the next request tries again.

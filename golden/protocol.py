@@ -187,6 +187,18 @@ class FrameParser:
         stale, self.buffer = bytes(self.buffer), bytearray()
         return stale
 
+    def resync(self) -> list[Frame | FrameError]:
+        """Give up the buffered partial frame as stale: drop its SYNC and parse the bytes
+        behind it again; returns the frames (and frame errors) they hold.
+
+        A header whose body was lost (a cut frame, a UART buffer that overflowed, noise)
+        otherwise buffers up to LEN + 8 bytes, the valid frames behind it included; a host
+        that awaits a known short answer (RESET) calls this when the answer is overdue.
+        """
+        stale = self.reset()
+        self.dropped += len(stale[:len(SYNC)])
+        return self.feed(stale[len(SYNC):]) if len(stale) > len(SYNC) else []
+
     def feed(self, data: bytes) -> list[Frame | FrameError]:
         """Add received bytes; returns the frames and frame errors they complete, in order."""
         self.buffer += data

@@ -991,3 +991,52 @@ def test_a_sparse_frame_above_max_payload_is_refused_before_sending(shipped):
             lif.classify(ones, STEPS, encoding="sparse")
         assert p.classify_request(ones)[0] == CLASSIFY
     assert board.commands == [RESET, INFO]
+
+
+@pytest.fixture
+def stale_header_server():
+    """A device that answers every RESET at once, but whose first bytes on the link are the
+    6-byte header of a CLASSIFY answer whose body was lost (a UART's buffer overflowed while
+    the port was closed): the host's parser then buffers for the 52 bytes the header
+    announces, and every RESET answer falls into them."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve():
+        listener.settimeout(0.05)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.sendall(p.encode_frame(p.Command.CLASSIFY | p.RESPONSE_FLAG, 7,
+                                            bytes(50))[:p.HEADER_BYTES])
+                parser, conn_open = p.FrameParser(), True
+                conn.settimeout(0.05)
+                while conn_open and not stop.is_set():
+                    try:
+                        data = conn.recv(64)
+                    except TimeoutError:
+                        continue
+                    conn_open = bool(data)
+                    for frame in parser.feed(data):
+                        if frame.cmd == RESET:
+                            conn.sendall(p.encode_frame(RESET | p.RESPONSE_FLAG, frame.seq,
+                                                        bytes([p.Status.OK])))
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"socket://127.0.0.1:{listener.getsockname()[1]}"
+    stop.set()
+    thread.join()
+    listener.close()
+
+
+def test_a_stale_frame_header_does_not_swallow_the_reset_answers(stale_header_server):
+    """The RESET answers behind a stale header are found when RESET is sent again: the
+    parser resynchronises past the partial frame it buffers (it timed out without)."""
+    start = time.monotonic()
+    with Lifpga(stale_header_server, timeout=2) as driver:
+        assert time.monotonic() - start < 1.0
+        assert not driver.parser.pending()

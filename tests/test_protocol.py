@@ -162,3 +162,18 @@ def test_link_figures_dense_equal_link_rate_and_sparse_by_hand():
     assert sparse.images_per_s_serial_mean == pytest.approx(300_000 / (np.mean(sizes) + 58))
     assert sparse.images_per_s_pipelined_mean == pytest.approx(300_000 / 58)  # the answer sets it
     assert sparse.images_per_s_serial_worst == pytest.approx(300_000 / (25 + 58))
+
+
+def test_resync_parses_the_frames_a_stale_header_buffered():
+    """A header whose body was lost buffers the frames behind it; resync finds them."""
+    stale = p.encode_frame(p.Command.CLASSIFY | p.RESPONSE_FLAG, 7, bytes(50))[:p.HEADER_BYTES]
+    answers = [p.encode_frame(p.Command.RESET | p.RESPONSE_FLAG, s, b"\0") for s in (0, 1)]
+    parser = p.FrameParser()
+    assert parser.feed(stale + b"".join(answers) + answers[0][:4]) == []
+    assert [(f.cmd, f.seq, f.payload) for f in parser.resync()] == [(0x83, 0, b"\0"),
+                                                                   (0x83, 1, b"\0")]
+    assert bytes(parser.buffer) == answers[0][:4]  # a frame still arriving is kept
+    assert parser.feed(answers[0][4:])[0].seq == 0
+    assert parser.resync() == [] and not parser.pending()
+    parser.feed(p.SYNC[:1])
+    assert parser.resync() == [] and parser.buffer == bytearray()
