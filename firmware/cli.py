@@ -398,7 +398,8 @@ def read_image_file(path: Path) -> RawImage:
 
     Raises
     ------
-    InputError : the file is missing, unreadable, empty or not of its suffix's format.
+    InputError : the file is missing, unreadable, empty, not of its suffix's format, or a
+        ``.npy`` holding no pixels (such as shape (0, M)).
     """
     suffix = path.suffix.lower()
     if suffix not in (".npy", ".png", ".pgm"):
@@ -436,6 +437,8 @@ def _read_npy(path: Path) -> np.ndarray:
     x = np.load(path, allow_pickle=False)
     if x.dtype.kind not in "iu":
         raise InputError(f"{path}: pixels must be integers, got dtype {x.dtype}")
+    if x.size == 0:  # refused here, before connecting sends RESET for nothing
+        raise InputError(f"{path}: shape {x.shape} holds no images")
     return x
 
 

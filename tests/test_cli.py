@@ -273,9 +273,10 @@ def test_bad_input_files(refboard, capsys, tmp_path, name, kind, match):
     assert "Traceback" not in err and "pickle" not in err
 
 
-@pytest.mark.parametrize("kind", ["empty", "text", "missing"])
+@pytest.mark.parametrize("kind", ["empty", "text", "no images", "missing"])
 def test_input_files_are_checked_before_the_port_is_opened(capsys, tmp_path, kind):
-    """The port does not exist: the file's error, not the port's, is reported."""
+    """The port does not exist: the file's error, not the port's, is reported (connecting
+    would send RESET, abandoning what the board computes, for a file that holds nothing)."""
     path = tmp_path / "x.npy"
     write_bad_input(path, kind)
     code, out, err = run(capsys, "classify", "--port", "/dev/ttyNOPE", path)
