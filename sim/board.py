@@ -215,7 +215,10 @@ def board_key(net, manifest: dict, *, lanes: int, clk_hz: int, baud: int,
     import amaranth
 
     h = hashlib.sha256()
-    h.update(f"format={BOARD_FORMAT};{content_hash(net)};lanes={lanes};clk_hz={clk_hz};"
+    # w_bits sets the weight memory's width but not the results, so the content hash leaves
+    # it out; the design depends on it.
+    h.update(f"format={BOARD_FORMAT};{content_hash(net)};w_bits={net.w_bits};lanes={lanes};"
+             f"clk_hz={clk_hz};"
              f"baud={baud};amaranth={amaranth.__version__}\n".encode())
     h.update(json.dumps(manifest, sort_keys=True).encode())
     buildtools.hash_sources(h, [*buildtools.design_sources(SYSTEM_SOURCE, root), VBOARD_CPP], root)
