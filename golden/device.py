@@ -14,6 +14,7 @@ gateware's state machine in software.
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -204,6 +205,39 @@ class ReferenceDevice:
             if request := self.parser.feed(byte):
                 out += self._answer(request)
         return out
+
+    def expected_after_reset(self, before: Sequence[bytes], started: int, reset_seq: int,
+                             after: Sequence[bytes] = ()) -> bytes:
+        """What a device (the gateware, which queues and computes) sends for the whole frames
+        ``before``, then a RESET of SEQ ``reset_seq``, then the whole frames ``after``, when
+        exactly ``started`` of the answers to ``before`` had started as the RESET's last byte
+        arrived: the rule of RESET under load, part of this model.
+
+        That is: those ``started`` answers, whole and in order (a started answer is finished,
+        however long it takes), then the RESET's answer (OK), then this reference's answers
+        to ``after``; the answers to the rest of ``before`` are never sent. How many answers
+        have started at an instant is the gateware's timing, for the caller to measure (for
+        the frame engine: an answer whose first byte is offered on ``tx`` at most one cycle
+        after the edge that took the RESET's last byte, ``hw/frame_engine.py``).
+
+        Every frame must be whole, so the parser is back to hunting after each; the answers
+        never sent are not computed (a 65,535-step CLASSIFY takes a minute here). The
+        reference's state advances as if it had received all of these frames.
+
+        Raises
+        ------
+        ValueError : ``started`` is not in ``0 .. len(before)``, or the parser is mid-frame.
+        """
+        if not 0 <= started <= len(before):
+            raise ValueError(f"started must lie in 0 .. {len(before)}, got {started}")
+        if self.parser.pending():
+            raise ValueError("the reference is mid-frame: send whole frames")
+        answered = b"".join(self.receive(frame) for frame in before[:started])
+        for frame in before[started:]:
+            for byte in frame:  # parsed, not answered: the RESET abandons it
+                self.parser.feed(byte)
+        reset = self.receive(encode_frame(Command.RESET, reset_seq))
+        return answered + reset + b"".join(self.receive(frame) for frame in after)
 
     def _error(self, cmd: int, seq: int, status: Status) -> bytes:
         return encode_frame((cmd | RESPONSE_FLAG) & 0xFF, seq, bytes([status]))

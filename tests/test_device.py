@@ -204,3 +204,29 @@ def test_sparse_len_below_its_minimum_is_refused_at_the_header(device, length):
     replies = responses(device, header + p.encode_frame(p.Command.INFO, 5))
     assert [(r.seq, r.payload[0]) for r in replies] == [(3, p.Status.BAD_LENGTH), (5, p.Status.OK)]
     assert p.sparse_min_length(64) == 5
+
+
+def test_expected_after_reset_composes_started_answers_reset_and_the_rest(shipped):
+    """The rule of RESET under load: the answers started by then, the RESET's answer, then
+    the reference's answers to what follows; the others are never sent."""
+    net, manifest = shipped
+    x = load_split().x_test[:3]
+    before = [p.encode_frame(p.Command.INFO, 1),
+              p.encode_frame(p.Command.CLASSIFY, 2, p.pack_classify(x[0], 5, 0)),
+              p.encode_frame(p.Command.CLASSIFY, 3, p.pack_classify(x[1], 65535, 1))]
+    after = [p.encode_frame(p.Command.CLASSIFY, 5, p.pack_classify(x[2], 5, 1))]
+    fresh = ReferenceDevice(net, manifest)
+    answers = [fresh.receive(frame) for frame in before[:2]]
+    later = fresh.receive(after[0])
+    reset_ok = p.encode_frame(0x83, 4, bytes([p.Status.OK]))
+    for started in (0, 1, 2):
+        got = ReferenceDevice(net, manifest).expected_after_reset(before[:2], started, 4, after)
+        assert got == b"".join(answers[:started]) + reset_ok + later
+    # The 65,535-step image is abandoned, never computed: this returns at once.
+    assert ReferenceDevice(net, manifest).expected_after_reset(before, 0, 4) == reset_ok
+    with pytest.raises(ValueError, match="started"):
+        ReferenceDevice(net, manifest).expected_after_reset(before, 4, 4)
+    cut = ReferenceDevice(net, manifest)
+    cut.receive(before[0][:3])
+    with pytest.raises(ValueError, match="mid-frame"):
+        cut.expected_after_reset(before, 0, 4)
