@@ -96,10 +96,9 @@ DEFAULT_BAUD = 3_000_000  # what every board top builds (hw/boards.py)
 READ_SLICE_S = 0.05
 #: A RESET unanswered for :attr:`Lifpga.reset_retry_s` is sent again, up to this many RESETs.
 RESET_ATTEMPTS = 4
-#: The longest idle timeout of a board over TCP, seconds: the reference board's floor
-#: (``sim.refboard.IDLE_TIMEOUT_MIN_S``); the virtual board's is about 25 ms, a UART's 64 byte
-#: times (``golden.protocol.IDLE_TIMEOUT_BYTES``).
-IDLE_TIMEOUT_FLOOR_S = 0.05
+#: The longest idle timeout of a board over TCP, seconds: a device fact, defined in
+#: :data:`golden.protocol.IDLE_TIMEOUT_FLOOR_S` (this name is an alias).
+IDLE_TIMEOUT_FLOOR_S = protocol.IDLE_TIMEOUT_FLOOR_S
 #: Added to the idle timeout before RESET is sent again: the RESET's round trip and the answer
 #: in progress on the wire, with room for a loaded host.
 RESET_MARGIN_S = 0.1

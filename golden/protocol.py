@@ -53,6 +53,11 @@ RESPONSE_FLAG = 0x80
 MAX_PAYLOAD = 1024
 #: A frame that stalls for this many byte times mid-way is abandoned (``TIMEOUT``).
 IDLE_TIMEOUT_BYTES = 64
+#: The longest idle timeout of any device over TCP, seconds: the reference board's floor
+#: (``sim.refboard.IDLE_TIMEOUT_MIN_S``, TCP delivery jitters more than a UART); the virtual
+#: board's is about 25 ms, a UART's ``IDLE_TIMEOUT_BYTES`` byte times. A host awaiting a RESET
+#: answer waits longer than this before it sends RESET again.
+IDLE_TIMEOUT_FLOOR_S = 0.05
 
 #: Bits on the wire per byte at 8N1: start, 8 data bits, stop.
 BITS_PER_BYTE = 10

@@ -45,13 +45,13 @@ import time
 from pathlib import Path
 
 from firmware import DIGITS_IMAGE
-from firmware.driver import DEFAULT_BAUD, IDLE_TIMEOUT_FLOOR_S
+from firmware.driver import DEFAULT_BAUD
 from golden import device, image, protocol
 from sim.foreground import run_in_foreground
 
 #: Lower bound of the idle timeout, seconds (see the module docstring). The driver waits
 #: longer than this for a RESET answer before it sends RESET again, hence one constant.
-IDLE_TIMEOUT_MIN_S = IDLE_TIMEOUT_FLOOR_S
+IDLE_TIMEOUT_MIN_S = protocol.IDLE_TIMEOUT_FLOOR_S
 #: How often the serving threads check for shutdown, seconds.
 POLL_S = 0.05
 #: A reply that cannot be sent within this many seconds closes its connection.

@@ -177,3 +177,14 @@ def test_resync_parses_the_frames_a_stale_header_buffered():
     assert parser.resync() == [] and not parser.pending()
     parser.feed(p.SYNC[:1])
     assert parser.resync() == [] and parser.buffer == bytearray()
+
+
+def test_the_idle_timeout_floor_is_a_protocol_constant():
+    """A device/transport fact: defined in golden.protocol, which the reference board and the
+    driver (an alias) take it from."""
+    import firmware.driver
+    import sim.refboard
+
+    assert p.IDLE_TIMEOUT_FLOOR_S == 0.05
+    assert sim.refboard.IDLE_TIMEOUT_MIN_S == firmware.driver.IDLE_TIMEOUT_FLOOR_S == 0.05
+    assert "IDLE_TIMEOUT_FLOOR_S" not in vars(sim.refboard)  # not the driver's import

@@ -125,6 +125,28 @@ def test_steps_table_is_max_cycles():
     assert f"takes {format_time(largest)}" in DOC
 
 
+def test_the_default_deadline_on_the_ice40_hx8k():
+    """The 2 s default deadline covers every request at 100 MHz, not on the iCE40-HX8K (the
+    digits-small image, 1 lane, 48 MHz): the sentence saying so quotes hw.geometry."""
+    from firmware import DIGITS_SMALL_IMAGE
+    from firmware.driver import DEFAULT_TIMEOUT_S
+    from golden import image
+    from hw.boards import BOARDS
+
+    net, _ = image.load(DIGITS_SMALL_IMAGE)
+    board = BOARDS["ice40-hx8k"]
+    shape = (net.inputs, net.neurons, board.lanes, net.classes)
+    assert (shape, board.clk_hz, DEFAULT_TIMEOUT_S) == ((64, 64, 1, 10), 48_000_000, 2.0)
+    rate, current = (max_cycles(*shape, 65535, mode) for mode in (MODE_RATE, MODE_CURRENT))
+    assert (f"runs the digits-small image (M = 64, N = 64, C = 10) on 1 lane at 48 MHz, where "
+            f"65,535 steps in rate mode take at most {rate:,} cycles, "
+            f"{format_time(rate / board.clk_hz)}, and {current:,} cycles, "
+            f"{format_time(current / board.clk_hz)}, in constant-current mode") in FLAT
+    first = next(n for n in range(1, 65536)
+                 if max_cycles(*shape, n, MODE_RATE) / board.clk_hz > DEFAULT_TIMEOUT_S)
+    assert f"rate mode from about {round(first, -2):,} steps needs a longer deadline" in FLAT
+
+
 def ordinal(n: int) -> str:
     """``1st``, ``2nd``, ``3rd``, ``11th``, ``132nd`` ..."""
     suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
