@@ -25,7 +25,7 @@ import numpy as np
 from golden import device
 from golden import protocol as p
 
-__all__ = ["Chunk", "corpus", "expected", "KINDS"]
+__all__ = ["Chunk", "corpus", "expected", "KINDS", "make_item"]
 
 
 class Chunk(NamedTuple):
@@ -115,8 +115,10 @@ def _noise(rng, n: int) -> bytes:
     return raw.tobytes()
 
 
-def _one(rng, info: p.Info, kind: str, seq: int, max_steps: int) -> tuple[bytes, bool]:
-    """One malformed or valid item of ``kind``: its bytes and whether a pause must follow."""
+def make_item(rng, info: p.Info, kind: str, seq: int, max_steps: int) -> tuple[bytes, bool]:
+    """One malformed or valid item of ``kind`` (a key of :data:`KINDS`), with SEQ ``seq`` and
+    at most ``max_steps`` steps if it is a CLASSIFY: its bytes and whether a pause (the idle
+    timeout) must follow before the next bytes."""
     if kind == "info":
         return p.encode_frame(p.Command.INFO, seq), False
     if kind == "reset":
@@ -212,7 +214,7 @@ def corpus(seed: int, items: int, info: p.Info, *, max_steps: int = 4,
             # Only an idle device answers RESET as the reference does: start a new chunk.
             chunks.append(Chunk(data, False, "+".join(kinds)))
             data, kinds = b"", []
-        item, pause = _one(rng, info, kind, seq, max_steps)
+        item, pause = make_item(rng, info, kind, seq, max_steps)
         seq = (seq + 1) & 0xFF
         data += item
         kinds.append(kind)
@@ -224,7 +226,7 @@ def corpus(seed: int, items: int, info: p.Info, *, max_steps: int = 4,
         chunks.append(Chunk(data, True, "+".join(kinds)))
     # The device must still answer valid frames correctly after all that.
     for kind in ("info", "classify", "sparse"):
-        item, _ = _one(rng, info, kind, seq, max_steps)
+        item, _ = make_item(rng, info, kind, seq, max_steps)
         seq = (seq + 1) & 0xFF
         chunks.append(Chunk(item, False, kind))
     return chunks
@@ -239,3 +241,7 @@ def expected(device: device.ReferenceDevice, chunks: list[Chunk]) -> list[bytes]
             reply += device.idle_timeout()
         out.append(reply)
     return out
+
+
+#: The former private name, used by tests/test_fuzz.py until it calls :func:`make_item`.
+_one = make_item

@@ -97,6 +97,11 @@ class RefBoard:
         self._lock = threading.Lock()
         self._stop = threading.Event()
 
+    @property
+    def thread(self) -> threading.Thread | None:
+        """The thread accepting connections while the board is started, else None."""
+        return self._thread
+
     def new_device(self) -> device.ReferenceDevice:
         """A device at reset, as each connection sees it."""
         return device.ReferenceDevice(self.net, self.manifest, lanes=self.lanes,

@@ -80,8 +80,9 @@ def _progress(label: str, total: int):
     return report, lambda: None
 
 
-def _agreement(sim: verilator.SimResult, golden: model.Result) -> np.ndarray:
-    """Per image: label, every score and the spike count equal golden's."""
+def sim_agreement(sim: verilator.SimResult, golden: model.Result) -> np.ndarray:
+    """Per image of a simulation run: label, every score and the spike count equal golden's
+    (:func:`golden.device.agreement` of ``sim``'s fields), a (B,) bool array."""
     return device.agreement(sim.label, sim.scores, sim.spike_count, golden)
 
 
@@ -145,7 +146,7 @@ def run_board_mode(url: str, net: model.Network, x: np.ndarray, y: np.ndarray, s
 def _entry(sim: verilator.SimResult, net: model.Network, x: np.ndarray, y: np.ndarray,
            steps: int, mode: int) -> tuple[dict, str | None]:
     golden = model.run(x, net, steps, mode)
-    agree = _agreement(sim, golden)
+    agree = sim_agreement(sim, golden)
     spikes_agree = np.asarray(sim.spike_count) == golden.spike_count
     entry = {
         "mode": MODE_NAMES[mode],
@@ -221,7 +222,7 @@ def _dump_wave(net: model.Network, manifest: dict, lanes: int, x: np.ndarray, st
         sim = sim_model.run(x, steps, mode, wave_file=wave_file)
     except (verilator.SimulationError, ValueError) as e:
         return f"waveform run: {e}"
-    if not _agreement(sim, model.run(x, net, steps, mode)).all():
+    if not sim_agreement(sim, model.run(x, net, steps, mode)).all():
         return "waveform run: the traced model differs from golden"
     print(f"{fmt.upper()} waveform of {len(x)} image(s), {mode_name} mode, {steps} steps: "
           f"{wave_file} ({wave_file.stat().st_size / 1e6:.1f} MB)")

@@ -97,25 +97,40 @@ def test_classify_many_equals_sequential(lifpga, digits, window):
     assert pipelined == sequential
 
 
+class InFlightTransport:
+    """Wraps a transport, parsing both directions: ``in_flight`` lists, as each response
+    frame completes, how many requests had been written and not yet answered."""
+
+    def __init__(self, inner):
+        self.inner, self.requests, self.responses = inner, p.FrameParser(), p.FrameParser()
+        self.seqs_sent, self.answered, self.in_flight = [], 0, []
+
+    def write(self, data: bytes):
+        self.seqs_sent += [f.seq for f in self.requests.feed(data)]
+        return self.inner.write(data)
+
+    def read(self, size: int = 1) -> bytes:
+        data = self.inner.read(size)
+        for _ in self.responses.feed(data):
+            self.in_flight.append(len(self.seqs_sent) - self.answered)
+            self.answered += 1
+        return data
+
+    def reset_input_buffer(self):
+        self.inner.reset_input_buffer()
+
+
 def test_classify_many_keeps_requests_in_flight(refboard, digits):
-    """With window 4, four requests go out before the first response is read, and never more."""
-    with Lifpga(refboard.url, timeout=5) as driver:
+    """With window 4, four requests go out before the first response is read, and never more
+    (seen on the link, through the public API only)."""
+    link = InFlightTransport(serial.serial_for_url(refboard.url, timeout=0.05))
+    with Lifpga(link, timeout=5) as driver:
         driver.info()
-        sent, in_flight = [], []
-        send, receive = driver._send, driver._receive
-
-        def counting_send(cmd, payload):
-            sent.append(send(cmd, payload))
-            return sent[-1]
-
-        def counting_receive(*args, **kwargs):
-            in_flight.append(len(args[1]))
-            return receive(*args, **kwargs)
-
-        driver._send, driver._receive = counting_send, counting_receive
+        link.seqs_sent, link.answered, link.in_flight = [], 0, []
         assert len(list(driver.classify_many(digits[:9], steps=STEPS, window=4))) == 9
-        assert in_flight == [4, 4, 4, 4, 4, 4, 3, 2, 1]
-        assert len(set(sent)) == 9
+        assert link.in_flight == [4, 4, 4, 4, 4, 4, 3, 2, 1]
+        assert len(set(link.seqs_sent)) == 9
+    link.inner.close()
 
 
 @pytest.mark.parametrize(("image", "match"), [

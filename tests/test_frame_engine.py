@@ -416,7 +416,7 @@ def test_reset_amid_random_traffic(env, seed):
                 classifies += 1
                 if classifies > p.MAX_IN_FLIGHT:
                     kind = "info"
-            frames.append(fuzz._one(rng, info, str(kind), seq0 + k, 8)[0])
+            frames.append(fuzz.make_item(rng, info, str(kind), seq0 + k, 8)[0])
         return frames
 
     before, after = requests(0, int(rng.integers(1, 6))), requests(50, int(rng.integers(0, 4)))

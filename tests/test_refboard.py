@@ -119,7 +119,7 @@ def test_refboard_idle_timeout(refboard):
 def test_refboard_stops_cleanly(shipped_dir):
     board = RefBoard(shipped_dir)
     with board as url:
-        thread = board._thread
+        thread = board.thread
         with Lifpga(url, timeout=5) as driver:
             driver.info()
     assert not thread.is_alive()
@@ -131,7 +131,7 @@ def test_refboard_stops_while_a_client_does_not_read(shipped_dir):
     """A client that sends requests and never reads the replies cannot block stop()."""
     board = RefBoard(shipped_dir)
     board.start()
-    thread = board._thread
+    thread = board.thread
     client = socket.socket()
     client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     client.connect(("127.0.0.1", board.port))

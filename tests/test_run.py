@@ -75,6 +75,6 @@ def test_agreement_is_the_golden_comparison(shipped):
     spikes = golden.spike_count.copy()
     spikes[1] += 1
     sim = SimResult(golden.classes[-1], golden.scores[-1], spikes, spikes, spikes, 0.0)
-    assert run._agreement(sim, golden).tolist() == [True, False]
-    assert run._agreement(sim, golden).tolist() == device.agreement(
+    assert run.sim_agreement(sim, golden).tolist() == [True, False]
+    assert run.sim_agreement(sim, golden).tolist() == device.agreement(
         sim.label, sim.scores, sim.spike_count, golden).tolist()
