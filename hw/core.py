@@ -91,7 +91,7 @@ from .neuron import LANE_LATENCY, CurrentLane, NeuronLane
 from .rate_encoder import RateEncoder
 from .readout import Readout
 
-__all__ = ["LifCore", "built_memories", "memory_shape"]
+__all__ = ["MIN_GROUPS", "LifCore", "built_memories", "memory_shape", "min_groups"]
 
 #: Pipeline latencies, in cycles from a group's issue to the clock edge that writes its result:
 #: INPUT (list entry, weight ROM, weight register, two-stage multiply, accumulator, then the
@@ -104,6 +104,14 @@ LIF_LATENCY = 3 + LANE_LATENCY
 #: (G - 1 - g)`` cycles after that issue); a group's state is read again ``G`` cycles after its
 #: read, which must follow its write-back.
 MIN_GROUPS = max(INPUT_LATENCY, LIF_LATENCY) + 1
+
+
+def min_groups(weight_stages: int = 0) -> int:
+    """Groups the core needs with ``weight_stages`` extra INPUT stages
+    (:attr:`hw.geometry.CoreGeometry.weight_stages`): :data:`MIN_GROUPS` (8) for a weight
+    memory in one bank, 10 for a banked one (INPUT's latency 9), which is
+    :data:`hw.geometry.BANKED_MIN_GROUPS`: the geometry banks only cores that have them."""
+    return max(INPUT_LATENCY + weight_stages, LIF_LATENCY) + 1
 
 # The pipeline drains between phases, DRAW_DRAIN and READOUT_DRAIN, are defined with the timing
 # model in hw/geometry.py (the controller below and the model use the same numbers). No other
@@ -196,7 +204,8 @@ class LifCore(wiring.Component):
             raise ValueError(f"lanes ({lanes}) must divide the neuron count ({neurons})")
         if neurons // lanes < MIN_GROUPS:
             # The pipelines overlap across phases and steps; every read stays after its write
-            # only if there are enough groups (see MIN_GROUPS).
+            # only if there are enough groups (see MIN_GROUPS; a banked weight memory, two
+            # INPUT stages longer, is built only with BANKED_MIN_GROUPS).
             raise ValueError(
                 f"lanes ({lanes}) leave {neurons // lanes} groups of neurons; the core's "
                 f"pipelines need at least {MIN_GROUPS} (lanes at most {neurons // MIN_GROUPS})")
@@ -209,6 +218,10 @@ class LifCore(wiring.Component):
         self.net = net
         #: The memories and the timing model of this core (:class:`hw.geometry.CoreGeometry`).
         self.geometry = CoreGeometry.of(net, pixel_max=pixel_max, lanes=lanes)
+        if self.geometry.groups < min_groups(self.geometry.weight_stages):
+            # The geometry banks the weights only where the groups hide the extra stages.
+            raise ValueError(f"{self.geometry.groups} groups are too few for "
+                             f"{self.geometry.weight_stages} extra INPUT stages")
         self.lanes = lanes
         self.groups = self.geometry.groups
         self.pixel_bits = self.geometry.pixel_bits
@@ -263,9 +276,15 @@ class LifCore(wiring.Component):
             return memory.Memory(shape=memory_shape(spec[name]), depth=spec[name].depth,
                                  init=init)
 
-        m.submodules.w_mem = w_mem = build(
-            "w_mem", [[int(net.w_in[g * P + p, j]) for p in range(P)]
-                      for g in range(G) for j in range(M)])
+        words = [[int(net.w_in[g * P + p, j]) for p in range(P)]
+                 for g in range(G) for j in range(M)]
+        w_rds, start = [], 0
+        for w_spec in self.geometry.weight_memories():
+            m.submodules[w_spec.name] = w_mem = build(
+                w_spec.name, words[start:start + w_spec.depth])
+            w_rd = w_mem.read_port()
+            w_rds.append(w_rd)
+            start += w_spec.depth
         # The per-neuron constants sit in two ROMs, one per phase, so INPUT's last groups and
         # LIF's first ones can overlap.
         m.submodules.cur_param_mem = cur_param_mem = build(
@@ -281,7 +300,6 @@ class LifCore(wiring.Component):
         # spends no cycle on a zero pixel or a silent rate-encoded pixel.
         m.submodules.lst_mem = lst_mem = build("lst_mem", [])
 
-        w_rd = w_mem.read_port()
         cp_rd = cur_param_mem.read_port()
         th_rd = v_th_mem.read_port()
         cur_rd, cur_wr = cur_mem.read_port(), cur_mem.write_port()
@@ -303,7 +321,7 @@ class LifCore(wiring.Component):
         b.cp_rd, b.cur_rd, b.cur_wr, b.current_lanes = cp_rd, cur_rd, cur_wr, current_lanes
         b.encoder, b.lst_rd, b.lst_wr, b.neuron_lanes = encoder, lst_rd, lst_wr, neuron_lanes
         b.pix_rd, b.pix_wr, b.readout, b.spec, b.st_rd = pix_rd, pix_wr, readout, spec, st_rd
-        b.st_wr, b.th_rd, b.w_rd = st_wr, th_rd, w_rd
+        b.st_wr, b.th_rd, b.w_rds = st_wr, th_rd, w_rds
 
     def _registers(self, m: Module, b: SimpleNamespace) -> None:
         """Per-image registers and the loop counters."""
@@ -364,13 +382,15 @@ class LifCore(wiring.Component):
         """The INPUT pipeline: the lanes' W.x + b, then their currents into ``cur_mem``."""
         P, G, M = self.lanes, self.groups, self.net.inputs
         count, cp_rd, cur_wr, current_lanes, g = b.count, b.cp_rd, b.cur_wr, b.current_lanes, b.g
-        g_base, k, lst_rd, spec, w_rd = b.g_base, b.k, b.lst_rd, b.spec, b.w_rd
+        g_base, k, lst_rd, spec = b.g_base, b.k, b.lst_rd, b.spec
         # --- INPUT pipeline: stage 0 reads list entry k; stage 1 reads the weights of input j
         # for group g; stage 2 registers them (the block RAM's output is slow); stages 3 and 4
         # multiply them by x; stage 5 accumulates, starting from the group's bias; stages 6 and
         # 7 are the CurrentLane of a finished group, whose current is written at the end of
         # stage 7 (INPUT_LATENCY). An empty list still takes one (zero) entry per group, so
-        # every group gets its current.
+        # every group gets its current. A banked weight memory (``e`` = BANK_STAGES extra
+        # stages, see ``_weight_read``) delays every stage from 2 on by ``e``.
+        e = self.geometry.weight_stages
         in_issue = Signal()
         s1_valid, s1_first, s1_last, s1_empty = Signal(), Signal(), Signal(), Signal()
         s1_g, s1_base = Signal(range(G)), Signal(range(G * M))
@@ -380,24 +400,27 @@ class LifCore(wiring.Component):
         ]
         m.d.comb += lst_rd.addr.eq(k)
         if M & (M - 1):
-            m.d.comb += w_rd.addr.eq(s1_base + lst_rd.data.j)
+            w_data = self._weight_read(m, b, s1_base + lst_rd.data.j)
         else:  # g * M + j without an adder
-            m.d.comb += w_rd.addr.eq(Cat(lst_rd.data.j, s1_g))
+            w_data = self._weight_read(m, b, Cat(lst_rd.data.j, s1_g))
 
         # The group's control bits travel with its entries: stage s has valid[s], first[s],
         # last[s], grp[s] (stage 1's are the registers above).
         valid, first, last, grp = {1: s1_valid}, {1: s1_first}, {1: s1_last}, {1: s1_g}
-        for stage in range(2, 6):
+        for stage in range(2, 6 + e):
             valid[stage], first[stage], last[stage] = (
                 Signal(name=f"s{stage}_{f}") for f in ("valid", "first", "last"))
             grp[stage] = Signal(range(G), name=f"s{stage}_g")
             m.d.sync += [valid[stage].eq(valid[stage - 1]), first[stage].eq(first[stage - 1]),
                          last[stage].eq(last[stage - 1]), grp[stage].eq(grp[stage - 1])]
-        s2_x, s3_x = Signal(self.x_bits), Signal(self.x_bits)
-        m.d.sync += [s2_x.eq(Mux(s1_empty, 0, lst_rd.data.x)), s3_x.eq(s2_x)]
+        # x travels with its weights: xs[s] is the entry's x in stage s, to stage 3 + e.
+        xs = {s: Signal(self.x_bits, name=f"s{s}_x") for s in range(2, 4 + e)}
+        m.d.sync += xs[2].eq(Mux(s1_empty, 0, lst_rd.data.x))
+        m.d.sync += [xs[s].eq(xs[s - 1]) for s in range(3, 4 + e)]
+        s3_x = xs[3 + e]
         w_bits = self.geometry.w_bits
         weights = [Signal(signed(w_bits), name=f"weight{p}") for p in range(P)]
-        m.d.sync += [weights[p].eq(w_rd.data[p]) for p in range(P)]
+        m.d.sync += [weights[p].eq(w_data[p]) for p in range(P)]
         # W * x in logic, in two stages: W times each 2-bit digit of x (a choice of 0, W, 2W
         # and 3W), then the sum of the shifted digit products. (A DSP multiplier fed by one x
         # register for all lanes was the critical path on ECP5: routing to 16 fixed DSP sites.)
@@ -420,19 +443,20 @@ class LifCore(wiring.Component):
         # The group's bias and shift are read as its entries pass stage 3 and registered, so
         # they travel with the entries in stages 5 (``params5``) and 6 (``shift6``), and the
         # ROM's output delay stays out of the accumulator's and the CurrentLane's paths.
-        m.d.comb += cp_rd.addr.eq(grp[3])
+        m.d.comb += cp_rd.addr.eq(grp[3 + e])
         params5 = Signal(memory_shape(spec["cur_param_mem"]))
         shift6 = [Signal.like(params5[p].shift, name=f"shift6_{p}") for p in range(P)]
         m.d.sync += params5.eq(cp_rd.data)
         m.d.sync += [shift6[p].eq(params5[p].shift) for p in range(P)]
         # Each group's sum starts from its bias, so the CurrentLane gets W.x + b whole.
         acc = [Signal(signed(self.total_bits), name=f"acc{p}") for p in range(P)]
-        with m.If(valid[5]):
+        with m.If(valid[5 + e]):
             for p in range(P):
-                m.d.sync += acc[p].eq(Mux(first[5], params5[p].bias, acc[p]) + products[p])
+                m.d.sync += acc[p].eq(
+                    Mux(first[5 + e], params5[p].bias, acc[p]) + products[p])
 
         s6_valid, s6_g = Signal(), Signal(range(G))
-        m.d.sync += [s6_valid.eq(valid[5] & last[5]), s6_g.eq(grp[5])]
+        m.d.sync += [s6_valid.eq(valid[5 + e] & last[5 + e]), s6_g.eq(grp[5 + e])]
         s7_valid, s7_g = Signal(), Signal(range(G))
         m.d.sync += [s7_valid.eq(s6_valid), s7_g.eq(s6_g)]
         for p in range(P):
@@ -443,6 +467,37 @@ class LifCore(wiring.Component):
             ]
         m.d.comb += [cur_wr.addr.eq(s7_g), cur_wr.en.eq(s7_valid)]
         b.in_issue, = in_issue,
+
+    def _weight_read(self, m: Module, b: SimpleNamespace, addr):
+        """Read the weight word ``addr`` (``g * M + j``, a value of INPUT's stage 1); return
+        the word, a value of stage ``2 + e`` (``e`` = ``geometry.weight_stages``).
+
+        In one bank (``e`` = 0) the block RAM's read port takes ``addr`` directly. Banked
+        (``e`` = 2): stage 2 holds the address in a register (its fan-out to every bank stays
+        off the list RAM's output and the adder), stage 3 reads every bank at the offset,
+        stage 4 holds every bank's output in a register next to it, and the bank select (the
+        high address bits, carried along) picks one of those registers, so the long routing
+        and the select start from registers, not from the block RAMs' slow outputs.
+        """
+        w_rds = b.w_rds
+        if len(w_rds) == 1:
+            m.d.comb += w_rds[0].addr.eq(addr)
+            return w_rds[0].data
+        total = self.groups * self.net.inputs
+        offset_bits = (self.geometry.weight_memories()[0].depth - 1).bit_length()
+        a2 = Signal(range(total), name="w_addr2")
+        m.d.sync += a2.eq(addr)
+        sel = [None, None, Signal(range(len(w_rds)), name="w_bank2")]
+        m.d.comb += sel[2].eq(a2[offset_bits:])
+        for stage in (3, 4):
+            sel.append(Signal.like(sel[2], name=f"w_bank{stage}"))
+            m.d.sync += sel[stage].eq(sel[stage - 1])
+        held = []
+        for n, rd in enumerate(w_rds):
+            m.d.comb += rd.addr.eq(a2[:offset_bits])
+            held.append(Signal.like(rd.data, name=f"w_bank_data{n}"))
+            m.d.sync += held[n].eq(rd.data)
+        return Array(held)[sel[4]]
 
     def _lif_pipeline(self, m: Module, b: SimpleNamespace) -> None:
         """The LIF pipeline: the neuron lanes over ``st_mem``, and the spike count."""

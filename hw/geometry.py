@@ -45,6 +45,9 @@ from golden.constants import (
 from golden.lfsr import rate_draws
 
 __all__ = [
+    "BANKED_MIN_GROUPS",
+    "BANK_STAGES",
+    "BRAM_SHAPES",
     "CURRENT_FIELDS",
     "DRAW_DRAIN",
     "READOUT_DRAIN",
@@ -54,6 +57,8 @@ __all__ = [
     "MemorySpec",
     "cycles",
     "max_cycles",
+    "weight_bank_depth",
+    "weight_banks",
 ]
 
 #: Cycles the DRAW phase waits for its pipeline before INPUT (rate mode, every step): the last
@@ -63,6 +68,37 @@ DRAW_DRAIN = 2
 #: Cycles from the last READOUT issue to the result, before the argmax tree: the PSC reaches the
 #: readout one cycle after its issue, and the readout needs 3 more (``hw/readout.py``).
 READOUT_DRAIN = 4
+
+
+#: The ECP5 block RAM's (DP16KD) read shapes, ``(width in bits, depth in words)``: a memory
+#: whose elements fit one of these widths and whose depth is at most that shape's is one block
+#: RAM deep, so Yosys joins no banks behind its output.
+BRAM_SHAPES = ((1, 16384), (2, 8192), (4, 4096), (9, 2048), (18, 1024), (36, 512))
+#: Extra INPUT pipeline stages of a banked weight memory: the weight address registered before
+#: the banks, and every bank's output registered before the bank select.
+BANK_STAGES = 2
+#: Groups a banked core needs (``hw.core.min_groups(BANK_STAGES)``, INPUT's latency 9, plus
+#: one; a test holds the two equal). With fewer (8 or 9) a deep weight memory stays one
+#: memory: correct, but its bank mux limits the clock (57.6 MHz for 784-512 at P = 16).
+BANKED_MIN_GROUPS = 10
+
+
+def weight_bank_depth(w_bits: int) -> int:
+    """Words of one weight bank: the deepest block-RAM shape whose width holds a ``w_bits``
+    weight (4 bits: 4,096 words; 5 to 9 bits: 2,048), so that each bank is one block RAM
+    deep and its output goes straight into a register."""
+    return max(depth for width, depth in BRAM_SHAPES if width >= w_bits)
+
+
+def weight_banks(depth: int, w_bits: int, groups: int) -> int:
+    """Banks of a weight memory of ``depth`` words for a core of ``groups`` groups: one per
+    :func:`weight_bank_depth` words when it is more than one block RAM deep and the core has
+    the :data:`BANKED_MIN_GROUPS` groups the extra stages need; else 1, the memory as one
+    (the digits' 1,024 words; any core of 8 or 9 groups)."""
+    bank = weight_bank_depth(w_bits)
+    if depth <= bank or groups < BANKED_MIN_GROUPS:
+        return 1
+    return -(-depth // bank)
 
 
 @dataclass(frozen=True)
@@ -241,8 +277,7 @@ class CoreGeometry:
         """Every memory of the core, in the order the core builds them."""
         g, m, p = self.groups, self.inputs, self.lanes
         return (
-            MemorySpec("w_mem", g * m, (Field("", self.w_bits, True),), p, "input weights",
-                       True),
+            *self.weight_memories(),
             MemorySpec("cur_param_mem", g, CURRENT_FIELDS, p, "bias, shift", True),
             MemorySpec("v_th_mem", g, (Field("", V_TH_BITS),), p, "thresholds", True),
             MemorySpec("cur_mem", g, (Field("", I_BITS, True),), p, "currents", False),
@@ -253,6 +288,34 @@ class CoreGeometry:
             MemorySpec("readout.dec_mem", self.neurons, (Field("", D_BITS, True),),
                        self.classes, "decoder", True),
         )
+
+    @property
+    def weight_banks(self) -> int:
+        """Banks of the input weights, ``G * M`` words (:func:`weight_banks`): 1 for the digits
+        (``w_mem``), 7 for 784-512 with 4-bit weights and P = 16 (``w_mem0`` .. ``w_mem6``)."""
+        return weight_banks(self.groups * self.inputs, self.w_bits, self.groups)
+
+    @property
+    def weight_stages(self) -> int:
+        """Extra INPUT pipeline stages the weight memory needs: 0 in one bank, else
+        :data:`BANK_STAGES` (the address registered, the banks' outputs registered). They add
+        to INPUT's latency, not to the cycle count: INPUT's tail overlaps LIF's start, and
+        banks are used only with the groups to hide it (:data:`BANKED_MIN_GROUPS`)."""
+        return 0 if self.weight_banks == 1 else BANK_STAGES
+
+    def weight_memories(self) -> tuple[MemorySpec, ...]:
+        """The input weight memory: ``w_mem``, or its banks ``w_mem0``, ``w_mem1``, ...
+        (:func:`weight_bank_depth` words each, the last one the rest), word ``a`` of the
+        whole (``g * M + j``) at word ``a % depth`` of bank ``a // depth``."""
+        total, banks = self.groups * self.inputs, self.weight_banks
+        element = (Field("", self.w_bits, True),)
+        if banks == 1:
+            return (MemorySpec("w_mem", total, element, self.lanes, "input weights", True),)
+        depth = weight_bank_depth(self.w_bits)
+        return tuple(
+            MemorySpec(f"w_mem{k}", min(depth, total - k * depth), element, self.lanes,
+                       f"input weights {k * depth}..{min(total, (k + 1) * depth) - 1}", True)
+            for k in range(banks))
 
     @property
     def readout_products(self) -> tuple[str, ...]:

@@ -13,7 +13,14 @@ import numpy as np
 import pytest
 
 from golden.constants import MODE_CURRENT, MODE_RATE
-from hw.geometry import CoreGeometry, cycles, max_cycles
+from hw.geometry import (
+    BANK_STAGES,
+    CoreGeometry,
+    cycles,
+    max_cycles,
+    weight_bank_depth,
+    weight_banks,
+)
 
 MODES = (MODE_CURRENT, MODE_RATE)
 
@@ -119,9 +126,10 @@ def test_widths_of_a_784_input_core(w_bits, acc_bits, w_mem_bits):
     assert (geo.w_bits, geo.x_bits, geo.index_bits) == (w_bits, 9, 10)
     assert geo.acc_bits == acc_bits
     assert 784 * 2 ** (w_bits - 1) * 255 < 2 ** (acc_bits - 1)  # the largest |W.x|
-    w_mem = geo.memory("w_mem")
-    assert (w_mem.depth, w_mem.width) == (32 * 784, 16 * w_bits)
-    assert w_mem.depth * w_mem.width == w_mem_bits
+    banks = geo.weight_memories()
+    assert {w.width for w in banks} == {16 * w_bits}
+    assert sum(w.depth for w in banks) == 32 * 784
+    assert sum(w.depth * w.width for w in banks) == w_mem_bits
     assert geo.memory("lst_mem").width == 10 + 9
     cur = geo.memory("cur_param_mem")
     assert cur.fields[1].name == "shift" and cur.fields[1].signed and cur.element_bits == 32 + 5
@@ -132,12 +140,72 @@ def test_max_cycles_of_a_784_input_core():
     assert max_cycles(784, 512, 16, 10, 32, MODE_CURRENT) == 784 + 32 * 784 + 32 * 32 + 512 + 4 + 4
 
 
-def test_memory_list_of_a_four_bit_core():
+@pytest.mark.parametrize(("w_bits", "banks", "last"), [(4, 2, 3744), (8, 4, 1696)])
+def test_memory_list_of_a_banked_core(w_bits, banks, last):
+    # 80 neurons over 8 lanes, 784 inputs: 7,840 words of weights, more than one block RAM
+    # deep, so banked: 4,096-word banks for 4-bit weights, 2,048-word banks for 8-bit ones.
+    # (With 784 inputs every core the lanes allow, G >= 8, is banked.)
     from hw.core import LifCore, built_memories
 
-    net = mnist_net(4, neurons=64)
-    core = LifCore(net, pixel_max=255, lanes=8)
-    specs = CoreGeometry.of(net, pixel_max=255, lanes=8).memories()
-    built = built_memories(core)
-    assert built == {s.name: (s.width, s.depth) for s in specs}
-    assert built["w_mem"] == (8 * 4, 8 * 784)
+    net = mnist_net(w_bits, neurons=80)
+    geo = CoreGeometry.of(net, pixel_max=255, lanes=8)
+    built = built_memories(LifCore(net, pixel_max=255, lanes=8))
+    assert built == {s.name: (s.width, s.depth) for s in geo.memories()}
+    assert geo.weight_banks == banks and geo.weight_stages == BANK_STAGES
+    names = [f"w_mem{k}" for k in range(banks)]
+    assert [w.name for w in geo.weight_memories()] == names
+    assert [built[name][1] for name in names] == [weight_bank_depth(w_bits)] * (banks - 1) + [
+        last]
+    assert {built[name][0] for name in names} == {8 * w_bits}
+
+
+def test_digits_weights_stay_one_memory(shipped):
+    # The digits core (1,024 words, 8-bit weights, P = 16) is one block RAM deep: no banks, no
+    # extra stage, so its figures and cycle counts stay as they were.
+    from hw.core import MIN_GROUPS, LifCore, built_memories, min_groups
+
+    net, manifest = shipped
+    geo = CoreGeometry.of(net, pixel_max=manifest["pixel_max"], lanes=16)
+    assert (geo.weight_banks, geo.weight_stages) == (1, 0)
+    assert min_groups(geo.weight_stages) == MIN_GROUPS == 8
+    built = built_memories(LifCore(net, pixel_max=manifest["pixel_max"], lanes=16))
+    assert built["w_mem"] == (16 * net.w_bits, 16 * 64)
+    assert not any(name.startswith("w_mem") and name != "w_mem" for name in built)
+
+
+@pytest.mark.parametrize(("w_bits", "depth"), [(1, 16384), (2, 8192), (3, 4096), (4, 4096),
+                                               (5, 2048), (8, 2048), (9, 2048), (10, 1024)])
+def test_weight_bank_depth_is_one_block_ram(w_bits, depth):
+    assert weight_bank_depth(w_bits) == depth
+
+
+def test_weight_banks():
+    assert weight_banks(1024, 8, 16) == 1  # the digits, P = 16
+    assert weight_banks(2048, 8, 16) == 1 and weight_banks(2049, 8, 16) == 2
+    assert weight_banks(32 * 784, 4, 32) == 7  # 784-512, P = 16: 6 x 4,096 + 512
+    assert weight_banks(32 * 784, 8, 32) == 13
+    # Too few groups to hide the extra stages: one memory, as before.
+    assert weight_banks(9 * 784, 4, 9) == 1 and weight_banks(10 * 784, 4, 10) == 2
+    geo = CoreGeometry.of(mnist_net(4), pixel_max=255, lanes=16)
+    assert [w.depth for w in geo.weight_memories()] == [4096] * 6 + [512]
+
+
+def test_banked_weights_add_no_cycles():
+    # The two extra INPUT stages overlap LIF's start, as the core's 10-group minimum ensures:
+    # the timing model is the same formula with or without banks (checked against both
+    # simulators on a banked 784-input core in tests/test_core.py and
+    # tests/test_core_verilator.py).
+    # 300 inputs, 10 groups: 3,000 words, one block RAM deep at 4 bits, two banks at 8.
+    def geo(w_bits):
+        return CoreGeometry(inputs=300, neurons=160, classes=10, lanes=16, pixel_bits=8,
+                            rate_bits=8, lfsr_seed=1, w_bits=w_bits)
+
+    one, banked = geo(4), geo(8)
+    assert (one.weight_banks, banked.weight_banks) == (1, 2)
+    assert (one.weight_stages, banked.weight_stages) == (0, BANK_STAGES)
+    image = np.arange(300) % 3
+    for mode in MODES:
+        assert banked.expected_cycles(image, 5, mode) == one.expected_cycles(image, 5, mode)
+        assert banked.max_cycles(5, mode) == one.max_cycles(5, mode)
+    assert one.expected_cycles(image, 5, MODE_CURRENT) == cycles(
+        300, 160, 16, 10, 5, MODE_CURRENT, int(np.count_nonzero(image)))
