@@ -19,7 +19,8 @@ firmware/digits``:
    ``TRELLIS_COMB``, ``TRELLIS_FF``, ``DP16KD``, ``MULT18X18D``; iCE40: ``ICESTORM_LC``,
    ``ICESTORM_RAM``, ``ICESTORM_DSP``, flip-flops from Yosys' statistics), plus tool versions,
    wall time, the core's cycles per image over the test digits (the geometry's timing model)
-   and the link's images per second (:func:`golden.protocol.link_rate`).
+   and the link's images per second (:func:`golden.protocol.link_rate`, dense; and
+   :func:`golden.protocol.link_figures` for the driver's default ``"auto"`` encoding).
    The command exits non-zero if fmax is below the target.
 
 ``python -m hw.bitstream --board ulx3s --program`` (``make prog``) loads the built bitstream with
@@ -245,7 +246,10 @@ def throughput(net, manifest: dict[str, Any], lanes: int, clk_hz: int,
     The core figure is ``clk_hz / mean cycles`` (the geometry's timing model,
     :meth:`hw.geometry.CoreGeometry.expected_cycles`, at the image's default steps, both encoder
     modes); the link figure is :func:`golden.protocol.link_rate`'s pipelined one (the link is
-    full duplex and requests pipeline).
+    full duplex and requests pipeline), for dense CLASSIFY. ``link_auto`` gives the figures of
+    what the driver sends by default (:func:`golden.protocol.link_figures`, encoding
+    ``"auto"``: the shorter of CLASSIFY and CLASSIFY_SPARSE per image), mean and worst over
+    the test images, and ``images_per_s_<mode>_auto`` the system's rate with it.
     """
     from golden.data import load_split
 
@@ -254,9 +258,11 @@ def throughput(net, manifest: dict[str, Any], lanes: int, clk_hz: int,
     steps = int(manifest["timesteps"])
     rate = protocol.link_rate(net.inputs, net.classes, baud)
     link = rate.images_per_s_pipelined
+    auto = protocol.link_figures(x_test, net.classes, baud, "auto")
     out: dict[str, Any] = {"steps": steps, "request_bytes": rate.request_bytes,
                            "response_bytes": rate.answer_bytes,
-                           "link_images_per_s": round(link, 1)}
+                           "link_images_per_s": round(link, 1),
+                           "link_auto": _auto_link(auto)}
     for mode, name in ((MODE_CURRENT, "current"), (MODE_RATE, "rate")):
         cycles = [core.expected_cycles(x, steps, mode) for x in x_test]
         mean = float(np.mean(cycles))
@@ -264,7 +270,20 @@ def throughput(net, manifest: dict[str, Any], lanes: int, clk_hz: int,
         out[f"cycles_per_image_{name}_max"] = int(max(cycles))
         out[f"core_images_per_s_{name}"] = round(clk_hz / mean, 1)
         out[f"images_per_s_{name}"] = round(min(clk_hz / mean, link), 1)
+        out[f"images_per_s_{name}_auto"] = round(
+            min(clk_hz / mean, auto.images_per_s_pipelined_mean), 1)
     return out
+
+
+def _auto_link(auto: protocol.LinkFigures) -> dict[str, Any]:
+    """The link figures of what the driver sends by default, for the report."""
+    return {"encoding": auto.encoding, "images": auto.images,
+            "request_bytes_mean": round(auto.request_bytes_mean, 1),
+            "request_bytes_max": auto.request_bytes_max,
+            "images_per_s_pipelined_mean": round(auto.images_per_s_pipelined_mean, 1),
+            "images_per_s_pipelined_worst": round(auto.images_per_s_pipelined_worst, 1),
+            "images_per_s_one_at_a_time_mean": round(auto.images_per_s_serial_mean, 1),
+            "images_per_s_one_at_a_time_worst": round(auto.images_per_s_serial_worst, 1)}
 
 
 # --- report ---------------------------------------------------------------------------------------

@@ -18,7 +18,9 @@ when its label and every score equal golden's; the command fails (exit 1) unless
 of every mode agrees (:func:`golden.device.agreement`: label, every score and the spike count),
 and each answer's cycle count equals the core's timing model
 (:meth:`hw.geometry.CoreGeometry.expected_cycles`), and prints the first image that does not.
-The link figures are :func:`golden.protocol.link_rate`'s.
+The link figures are :func:`golden.protocol.link_rate`'s (dense CLASSIFY), and
+:func:`golden.protocol.link_figures`' for what the driver sends by default (``"auto"``), mean
+and worst over the test images.
 
 ``--wave`` also runs the first two images (in current mode, unless ``--modes`` leaves it out)
 on a core model built with FST tracing and writes ``build/sim/wave-<mode>.fst`` (every signal
@@ -168,14 +170,44 @@ def _entry(sim: verilator.SimResult, net: model.Network, x: np.ndarray, y: np.nd
     return entry, mismatch
 
 
-def link_figures(net: model.Network, baud: int = board.BAUD) -> dict:
+def link_figures(net: model.Network, baud: int = board.BAUD, images=None) -> dict:
     """Bytes per image each way and the images/s a ``baud`` link allows (8N1), from
-    :func:`golden.protocol.link_rate`."""
+    :func:`golden.protocol.link_rate` (dense CLASSIFY); given ``images``, also ``"auto"``:
+    the same for the frames the driver sends by default (:func:`golden.protocol.link_figures`
+    with encoding ``"auto"``, the shorter of CLASSIFY and CLASSIFY_SPARSE per image), mean
+    and worst over ``images``."""
     rate = protocol.link_rate(net.inputs, net.classes, baud)
-    return {"baud": baud, "request_bytes": rate.request_bytes,
-            "response_bytes": rate.answer_bytes,
-            "images_per_s_one_at_a_time": round(rate.images_per_s_serial, 1),
-            "images_per_s_pipelined": round(rate.images_per_s_pipelined, 1)}
+    figures = {"baud": baud, "request_bytes": rate.request_bytes,
+               "response_bytes": rate.answer_bytes,
+               "images_per_s_one_at_a_time": round(rate.images_per_s_serial, 1),
+               "images_per_s_pipelined": round(rate.images_per_s_pipelined, 1)}
+    if images is not None:
+        auto = protocol.link_figures(images, net.classes, baud, "auto")
+        figures["auto"] = {
+            "images": auto.images, "request_bytes_mean": round(auto.request_bytes_mean, 1),
+            "request_bytes_max": auto.request_bytes_max,
+            "images_per_s_one_at_a_time_mean": round(auto.images_per_s_serial_mean, 1),
+            "images_per_s_one_at_a_time_worst": round(auto.images_per_s_serial_worst, 1),
+            "images_per_s_pipelined_mean": round(auto.images_per_s_pipelined_mean, 1),
+            "images_per_s_pipelined_worst": round(auto.images_per_s_pipelined_worst, 1)}
+    return figures
+
+
+def link_line(link: dict) -> str:
+    """The printed link line of :func:`link_figures`' result."""
+    line = (f"link at {link['baud']:,} baud: {link['request_bytes']} bytes per request, "
+            f"{link['response_bytes']} per answer; it allows "
+            f"{link['images_per_s_one_at_a_time']:,.0f} images/s one at a time, "
+            f"{link['images_per_s_pipelined']:,.0f} pipelined")
+    if auto := link.get("auto"):
+        line += (f"\n  as the driver sends them (auto: CLASSIFY_SPARSE where shorter), over "
+                 f"{auto['images']} test images: {auto['request_bytes_mean']:g} bytes per "
+                 f"request on average, {auto['request_bytes_max']} at most; "
+                 f"{auto['images_per_s_pipelined_mean']:,.0f} images/s pipelined "
+                 f"({auto['images_per_s_pipelined_worst']:,.0f} for the worst image), "
+                 f"{auto['images_per_s_one_at_a_time_mean']:,.0f} one at a time "
+                 f"({auto['images_per_s_one_at_a_time_worst']:,.0f})")
+    return line
 
 
 def _table(entries: list[dict]) -> str:
@@ -366,11 +398,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     entries, mismatches = ran
     print(_table(entries))
-    link = link_figures(net)
-    print(f"link at {link['baud']:,} baud: {link['request_bytes']} bytes per request, "
-          f"{link['response_bytes']} per answer; it allows "
-          f"{link['images_per_s_one_at_a_time']:,.0f} images/s one at a time, "
-          f"{link['images_per_s_pipelined']:,.0f} pipelined")
+    link = link_figures(net, images=split.x_test)
+    print(link_line(link))
     report = _report(args, net, manifest, split, x, steps, entries, build, link)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {out / 'report.json'}")

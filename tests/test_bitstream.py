@@ -256,6 +256,22 @@ def test_throughput_figures(shipped):
     rate = protocol.link_rate(net.inputs, net.classes, 3_000_000)
     assert figures["link_images_per_s"] == round(rate.images_per_s_pipelined, 1)
     assert figures["response_bytes"] == rate.answer_bytes
+    # And what the driver sends by default, mean and worst over the test digits.
+    from golden.data import load_split
+
+    auto = protocol.link_figures(load_split("digits").x_test, net.classes, 3_000_000, "auto")
+    link_auto = figures["link_auto"]
+    assert (link_auto["encoding"], link_auto["images"]) == ("auto", auto.images)
+    assert (link_auto["request_bytes_mean"], link_auto["request_bytes_max"]) == (
+        round(auto.request_bytes_mean, 1), auto.request_bytes_max)
+    assert (link_auto["images_per_s_pipelined_mean"], link_auto["images_per_s_pipelined_worst"],
+            link_auto["images_per_s_one_at_a_time_mean"],
+            link_auto["images_per_s_one_at_a_time_worst"]) == tuple(round(v, 1) for v in (
+                auto.images_per_s_pipelined_mean, auto.images_per_s_pipelined_worst,
+                auto.images_per_s_serial_mean, auto.images_per_s_serial_worst))
+    assert link_auto["request_bytes_mean"] < figures["request_bytes"]
+    assert figures["images_per_s_rate_auto"] == round(min(
+        figures["core_images_per_s_rate"], auto.images_per_s_pipelined_mean), 1)
     # The cycles are the geometry's timing model, at most its bound.
     bound = max_cycles(net.inputs, net.neurons, 16, net.classes, manifest["timesteps"], 0)
     assert figures["cycles_per_image_current_max"] <= bound

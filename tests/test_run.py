@@ -6,7 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from golden import device, model, protocol
+from golden import device, image, model, protocol
+from golden.data import load_split
 from sim import run
 
 
@@ -31,10 +32,14 @@ def test_make_sim_on_a_few_digits(tmp_path, capsys, via, shipped_dir):
     if via == "board":
         assert report["modes"]["rate"]["cycles_agreement"] == 1.0
     # The link figures of docs/PROTOCOL.md: 75 bytes out, 58 back, at 3 Mbaud.
-    assert report["link"] == {"baud": 3_000_000, "request_bytes": 75, "response_bytes": 58,
-                              "images_per_s_one_at_a_time": 2255.6,
-                              "images_per_s_pipelined": 4000.0}
+    dense = {k: v for k, v in report["link"].items() if k != "auto"}
+    assert dense == {"baud": 3_000_000, "request_bytes": 75, "response_bytes": 58,
+                     "images_per_s_one_at_a_time": 2255.6, "images_per_s_pipelined": 4000.0}
     assert "4,000 pipelined" in out
+    # And what the driver sends by default, over every test image (not only the 6 run).
+    net, _ = image.load(shipped_dir)
+    assert report["link"] == run.link_figures(net, images=load_split("digits").x_test)
+    assert run.link_line(report["link"]) in out
 
 
 def test_bad_image_is_a_clear_error(tmp_path, capsys):
@@ -62,6 +67,28 @@ def test_link_figures_are_protocol_link_rate(shipped):
         assert figures["images_per_s_one_at_a_time"] == round(rate.images_per_s_serial, 1)
         assert (figures["request_bytes"], figures["response_bytes"]) == (
             rate.request_bytes, rate.answer_bytes)
+
+
+def test_link_figures_of_the_default_encoding(shipped):
+    """make sim's link figures include golden.protocol.link_figures' for "auto", mean and
+    worst, in its report and its printed line."""
+    net, _ = shipped
+    x = load_split("digits").x_test
+    auto = protocol.link_figures(x, net.classes, 3_000_000, "auto")
+    figures = run.link_figures(net, 3_000_000, images=x)
+    assert figures["auto"] == {
+        "images": len(x), "request_bytes_mean": round(auto.request_bytes_mean, 1),
+        "request_bytes_max": auto.request_bytes_max,
+        "images_per_s_one_at_a_time_mean": round(auto.images_per_s_serial_mean, 1),
+        "images_per_s_one_at_a_time_worst": round(auto.images_per_s_serial_worst, 1),
+        "images_per_s_pipelined_mean": round(auto.images_per_s_pipelined_mean, 1),
+        "images_per_s_pipelined_worst": round(auto.images_per_s_pipelined_worst, 1)}
+    assert auto.request_bytes_mean < 75 and auto.request_bytes_max <= 75
+    line = run.link_line(figures)
+    assert line.startswith(run.link_line(run.link_figures(net, 3_000_000)))
+    assert (f"{auto.request_bytes_max} at most; {auto.images_per_s_pipelined_mean:,.0f} "
+            f"images/s pipelined ({auto.images_per_s_pipelined_worst:,.0f} for the worst "
+            "image)") in line
 
 
 def test_agreement_is_the_golden_comparison(shipped):
