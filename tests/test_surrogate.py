@@ -265,7 +265,7 @@ def test_the_command_reads_an_idx_data_set(tmp_path, digits):
     out = tmp_path / "img"
     assert main(["--out", str(out), "--dataset", "mnist", "--data", str(folder), "--neurons",
                  "16", "--epochs", "3", "--batch", "16", "--lr", "0.03", "--steps", "12",
-                 "--schedule", "constant",
+                 "--schedule", "constant", "--loss-from", "12", "--translate", "0",
                  "--timesteps", "12", "--w-bits", "4",
                  "--qat-epochs", "1", "--quiet"]) == 0
     net, manifest = image.load(out)
