@@ -241,7 +241,3 @@ def expected(device: device.ReferenceDevice, chunks: list[Chunk]) -> list[bytes]
             reply += device.idle_timeout()
         out.append(reply)
     return out
-
-
-#: The former private name, used by tests/test_fuzz.py until it calls :func:`make_item`.
-_one = make_item

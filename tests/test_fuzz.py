@@ -61,7 +61,7 @@ def test_sparse_kinds_are_what_they_say(info, shipped, kind, statuses):
     net, manifest = shipped
     rng = np.random.default_rng(7)
     for seq in range(200):
-        data, pause = fuzz._one(rng, info, kind, seq & 0xFF, 4)
+        data, pause = fuzz.make_item(rng, info, kind, seq & 0xFF, 4)
         ref = device.ReferenceDevice(net, manifest, lanes=16)
         replies = p.FrameParser().feed(ref.receive(data) + (ref.idle_timeout() if pause else b""))
         first = replies[0]
