@@ -31,7 +31,10 @@ Architecture
               of a group the two-stage ``CurrentLane`` lanes write
               ``I = sat(shift(acc + bias, s))`` (signed ``s``: left, or floor right) to
               ``cur_mem``, 7 cycles after the group's last issue. A zero input adds nothing, so
-              skipping it is exact.
+              skipping it is exact. A weight memory more than one block RAM deep (784-512,
+              P = 16: 25,088 words) is built as banks one block RAM deep, with the address and
+              each bank's output registered (``hw.geometry.CoreGeometry.weight_stages``, 2
+              more cycles of latency, 9), when the core has the 10 groups that hides.
 ``LIF``       ``G`` cycles per step, a 5-stage pipeline (register the inputs, the two-stage
               ``NeuronLane``, register its outputs, write back 4 cycles after the read): the
               lanes update ``v``, ``ref``, ``psc`` of a group per cycle and count spikes.
@@ -368,12 +371,18 @@ class LifCore(wiring.Component):
                      d1_j.eq(j)]
         d2_j = Signal(range(M))
         m.d.sync += d2_j.eq(d1_j)
-        m.d.comb += [
-            pix_rd.addr.eq(j),
-            encoder.i.valid.eq(d1_valid),
-            encoder.i.p.pixel.eq(pix_rd.data),
-            encoder.i.p.first.eq(d1_first_draw),
-        ]
+        m.d.comb += [encoder.i.valid.eq(d1_valid), encoder.i.p.first.eq(d1_first_draw)]
+        if self.geometry.pixel_read_ahead:
+            # A block-RAM pixel memory: pixel j is read a cycle early (address j + 1 while j is
+            # drawn, 0 outside DRAW, where every DRAW starts) into a register, so the RAM's
+            # slow output stays out of the encoder's compare. Same cycles.
+            ahead = Signal(range(M), name="pix_ahead")
+            m.d.comb += ahead.eq(Mux(draw_issue & (j != M - 1), j + 1, 0))
+            d1_pixel = Signal.like(pix_rd.data, name="d1_pixel")
+            m.d.sync += d1_pixel.eq(pix_rd.data)
+            m.d.comb += [pix_rd.addr.eq(ahead), encoder.i.p.pixel.eq(d1_pixel)]
+        else:
+            m.d.comb += [pix_rd.addr.eq(j), encoder.i.p.pixel.eq(pix_rd.data)]
         d2_spike = Signal()
         m.d.comb += d2_spike.eq(encoder.o.valid & (encoder.o.p.value != 0))
         b.d2_j, b.d2_spike, b.draw_issue = d2_j, d2_spike, draw_issue

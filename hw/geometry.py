@@ -303,6 +303,14 @@ class CoreGeometry:
         banks are used only with the groups to hide it (:data:`BANKED_MIN_GROUPS`)."""
         return 0 if self.weight_banks == 1 else BANK_STAGES
 
+    @property
+    def pixel_read_ahead(self) -> bool:
+        """Whether the DRAW pipeline reads each pixel a cycle early into a register (same
+        cycle count): for a pixel memory above 1,024 bits, which Yosys puts in a block RAM
+        (784 x 8 bits; its 5.6 ns output into the rate encoder's compare made 73.6 MHz), not
+        for the digits' 64 x 5 bits in LUT RAM."""
+        return self.inputs * self.pixel_bits > 1024
+
     def weight_memories(self) -> tuple[MemorySpec, ...]:
         """The input weight memory: ``w_mem``, or its banks ``w_mem0``, ``w_mem1``, ...
         (:func:`weight_bank_depth` words each, the last one the rest), word ``a`` of the

@@ -215,7 +215,8 @@ def test_run_rejects_inputs_the_core_cannot_take(sim_model):
 
 #: Where the MNIST IDX files are when the shared data folder is present.
 MNIST_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
-#: The 784-input core: 64 neurons over 8 lanes (tests/test_core.py's random_784_net).
+#: The 784-input core: 80 neurons over 8 lanes (tests/test_core.py's random_784_net), 10
+#: groups: its 7,840 weight words are banked, with the two extra INPUT stages.
 MNIST_LANES = 8
 #: Seeded subset of the MNIST test images, per mode.
 MNIST_COUNTS = {MODE_CURRENT: 40, MODE_RATE: 6}
@@ -284,6 +285,11 @@ def test_784_inputs_bit_exact_with_golden(outcomes_784, net_784, group):
     assert cycles.tolist() == expected
     print(f"{group}: {len(cycles)} images, {outcome.steps} steps, cycles per image mean "
           f"{cycles.mean():.0f}, min {cycles.min()}, max {cycles.max()}")
+
+
+def test_784_core_has_banked_weights(net_784):
+    geo = CoreGeometry.of(net_784, pixel_max=255, lanes=MNIST_LANES)
+    assert (geo.groups, geo.weight_banks, geo.weight_stages) == (10, 2, 2)
 
 
 def test_784_network_is_not_trivial(outcomes_784, net_784):

@@ -209,3 +209,12 @@ def test_banked_weights_add_no_cycles():
         assert banked.max_cycles(5, mode) == one.max_cycles(5, mode)
     assert one.expected_cycles(image, 5, MODE_CURRENT) == cycles(
         300, 160, 16, 10, 5, MODE_CURRENT, int(np.count_nonzero(image)))
+
+
+def test_pixel_read_ahead_only_for_a_block_ram_pixel_memory(shipped):
+    # The digits' pixel memory (64 x 5 bits, LUT RAM) is read as before; a 784 x 8-bit one (a
+    # block RAM) a cycle ahead into a register. Cycle counts do not change (the 784-input
+    # rate-mode tests in both simulators check them).
+    net, manifest = shipped
+    assert not CoreGeometry.of(net, pixel_max=manifest["pixel_max"], lanes=16).pixel_read_ahead
+    assert CoreGeometry.of(mnist_net(4), pixel_max=255, lanes=16).pixel_read_ahead
