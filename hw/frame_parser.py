@@ -134,6 +134,9 @@ class _FrameState:
         self.token = Signal(_Token)
         self.literals_left = Signal(8)
         self.store = Signal()                 # this byte is a nonzero pixel: an entry
+        #: The next body byte is a pixel byte (``head <= at < LEN``), registered when ``at``
+        #: moves so that the byte-index comparisons stay off the pixel-count path (timing).
+        self.pixel_zone = Signal()
         # Driven in the cycle a frame ends:
         self.done = Signal()
         self.kind = Signal(Kind)
@@ -313,7 +316,7 @@ class FrameParser(wiring.Component):
             with m.If(f.at == header_bytes - 1):
                 m.d.sync += [f.at.eq(0), f.steps.eq(0), f.mode.eq(self.info.default_mode),
                              f.mode_bad.eq(0), f.pixel_bad.eq(0), f.px.eq(0), f.over.eq(0),
-                             f.entry.eq(0), f.token.eq(_Token.ZEROS),
+                             f.entry.eq(0), f.token.eq(_Token.ZEROS), f.pixel_zone.eq(0),
                              f.no_slot.eq(self.slots_used == IMAGE_SLOTS)]
                 with m.If(wrong):
                     f.end(m, Kind.ERROR, Status.BAD_LENGTH)
@@ -327,8 +330,10 @@ class FrameParser(wiring.Component):
         with m.If(timed_out):
             m.next = "HUNT"
             f.end(m, Kind.ERROR, Status.TIMEOUT)
+        head = struct.calcsize(CLASSIFY_HEADER_FORMAT)
         with m.If(self.rx.valid):
-            m.d.sync += at.eq(at + 1)
+            m.d.sync += [at.eq(at + 1),
+                         f.pixel_zone.eq((at + 1 >= head) & (at + 1 < f.length))]
             m.d.comb += crc.valid.eq(at < f.length)
             with m.If((f.cmd == Command.CLASSIFY) | (f.cmd == Command.CLASSIFY_SPARSE)):
                 self._classify_byte(m, f)
@@ -354,9 +359,8 @@ class FrameParser(wiring.Component):
                     pass
                 with m.Default():
                     m.d.sync += f.mode_bad.eq(1)
-        head = struct.calcsize(CLASSIFY_HEADER_FORMAT)
         literal, skip = Signal(), Signal()  # this byte is a pixel; a zero-run length
-        with m.If((at >= head) & (at < f.length)):
+        with m.If(f.pixel_zone):
             with m.If(f.cmd == Command.CLASSIFY):
                 m.d.comb += literal.eq(1)
             with m.Else():
