@@ -21,6 +21,10 @@ with ``N`` neurons, ``M`` inputs, ``C`` classes, ``P`` lanes, ``G = N / P`` grou
 (0 counts as 1), ``K`` the nonzero pixels and ``K_t`` the pixels spiking at step ``t`` (from the
 golden LFSR draws). The largest count of any image (:func:`max_cycles`) has every pixel nonzero,
 or spiking at every step: ``K = K_t = M``.
+
+The same formula holds for every core: a banked weight memory's two extra INPUT stages
+(:attr:`CoreGeometry.weight_stages`) overlap LIF's start, and a block-RAM pixel memory is read
+ahead (:attr:`CoreGeometry.pixel_read_ahead`), so neither adds a cycle.
 """
 
 from __future__ import annotations
