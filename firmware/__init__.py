@@ -13,3 +13,5 @@ IMAGES_DIR = Path(__file__).resolve().parent
 DIGITS_IMAGE = IMAGES_DIR / "digits"
 #: The 64-neuron digits network for the iCE40-HX8K.
 DIGITS_SMALL_IMAGE = IMAGES_DIR / "digits-small"
+#: The MNIST network (784-512-10, 4-bit weights), trained by surrogate gradients.
+MNIST_IMAGE = IMAGES_DIR / "mnist"

@@ -570,3 +570,30 @@ def test_version_1_with_version_2_fields_refused(tmp_path):
     save_small(tmp_path / "v2", v1_net())
     edit_manifest(tmp_path / "v2", lambda m: m["formats"].update(B_BITS=20))
     assert_load_error(tmp_path / "v2", "formats differ", "B_BITS=20 vs 32")
+
+
+@pytest.mark.parametrize("name", ["digits", "digits-small", "mnist"])
+def test_every_shipped_image_loads_and_records_its_training(name):
+    from firmware import IMAGES_DIR
+
+    net, manifest = image.load(IMAGES_DIR / name)
+    meta = manifest["metadata"]
+    assert manifest["hash"] == image.content_hash(net)
+    assert {"dataset", "split", "seed", "test_accuracy"} <= set(meta)
+
+
+MNIST_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "mnist"
+
+
+@pytest.mark.skipif(not MNIST_DIR.is_dir(), reason=f"MNIST IDX files not present at {MNIST_DIR}")
+def test_the_mnist_image_classifies_mnist():
+    from firmware import MNIST_IMAGE
+    from golden import data, model
+
+    net, manifest = image.load(MNIST_IMAGE)
+    assert (net.inputs, net.neurons, net.w_bits) == (784, 512, 4)
+    split = data.load_split("mnist", MNIST_DIR)
+    x, y = split.x_test[:1000], split.y_test[:1000]
+    result = model.run(x, net, 32, 0)
+    # the manifest's figure is over all 10,000 test images; the first 1,000 are close to it
+    assert (result.classes[-1] == y).mean() > 0.96
