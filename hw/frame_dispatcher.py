@@ -119,13 +119,17 @@ class FrameDispatcher(wiring.Component):
         m.d.comb += [
             hit.eq((entry.value != 0) & (entry.index == at)),
             taken.eq(beat & self.core_i.ready),
-            read_at.eq(Mux(taken & hit, entry_at + 1, entry_at)),
+            # The address does not wait for the core's ready (timing: the core's ready, then
+            # the LUT-RAM read, was the ULX3S-85F's critical path); the read port's enable
+            # does: it holds the entry until its pixel is taken.
+            read_at.eq(Mux(beat & hit, entry_at + 1, entry_at)),
             self.slot_rd.addr.eq(Cat(read_at, self.requests.payload.slot)),
-            self.slot_rd.en.eq(1),
+            self.slot_rd.en.eq(~beat | taken),
             self.core_i.valid.eq(beat),
             self.core_i.payload.pixel.eq(Mux(hit, entry.value, 0)),
         ]
-        m.d.sync += entry_at.eq(read_at)
+        with m.If(~beat | taken):
+            m.d.sync += entry_at.eq(read_at)
         with m.If(~beat):
             # The first cycle: entry 0 is being read; pixel 0 is offered from the next.
             m.d.sync += beat.eq(1)

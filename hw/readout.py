@@ -141,8 +141,13 @@ class Readout(wiring.Component):
             paired = []
             for k in range(0, len(nodes) - 1, 2):
                 (left_c, left_s), (right_c, right_s) = nodes[k], nodes[k + 1]
-                node_c = Signal(range(classes), name=f"argmax{level + 1}_{k // 2}_class")
-                node_s = Signal(signed(SCORE_BITS), name=f"argmax{level + 1}_{k // 2}_score")
+                # Reset-less: free-running, their values matter only once the scores are
+                # final, so they need no reset; with one, Yosys drove the class bits' LSR from
+                # the 32-bit compare (the ULX3S-85F's critical path, 98.5-99.6 MHz).
+                node_c = Signal(range(classes), name=f"argmax{level + 1}_{k // 2}_class",
+                                reset_less=True)
+                node_s = Signal(signed(SCORE_BITS), name=f"argmax{level + 1}_{k // 2}_score",
+                                reset_less=True)
                 right = right_s > left_s
                 m.d.sync += [node_c.eq(Mux(right, right_c, left_c)),
                              node_s.eq(Mux(right, right_s, left_s))]
