@@ -19,6 +19,26 @@ def split():
     return load_split()
 
 
+class DeviceTransport:
+    """A byte transport with a reference device behind it, for the driver's ``_open_url``."""
+
+    def __init__(self, device):
+        self.device, self.arrived = device, b""
+
+    def write(self, data):
+        self.arrived += self.device.receive(data)
+
+    def read(self, size=1):
+        out, self.arrived = self.arrived[:size], self.arrived[size:]
+        return out
+
+    def reset_input_buffer(self):
+        self.arrived = b""
+
+    def close(self):
+        pass
+
+
 def run(capsys, *argv):
     code = main([str(a) for a in argv])
     out, err = capsys.readouterr()
@@ -379,30 +399,18 @@ def test_no_reset_for_firmware_that_predates_it(capsys, monkeypatch, shipped):
     from golden import protocol
     from golden.device import ReferenceDevice
 
-    class OldFirmware:
+    class OldFirmware(DeviceTransport):
         """Answers RESET UNKNOWN_COMMAND, as a device built before RESET does."""
-
-        def __init__(self):
-            self.device, self.arrived = ReferenceDevice(*shipped), b""
 
         def write(self, data):
             if data[2] == protocol.Command.RESET:
                 self.arrived += protocol.encode_frame(
                     0x83, data[3], bytes([protocol.Status.UNKNOWN_COMMAND]))
             else:
-                self.arrived += self.device.receive(data)
+                super().write(data)
 
-        def read(self, size=1):
-            out, self.arrived = self.arrived[:size], self.arrived[size:]
-            return out
-
-        def reset_input_buffer(self):
-            self.arrived = b""
-
-        def close(self):
-            pass
-
-    monkeypatch.setattr(firmware.driver, "_open_url", lambda *args: OldFirmware())
+    old = OldFirmware(ReferenceDevice(*shipped))
+    monkeypatch.setattr(firmware.driver, "_open_url", lambda *args: old)
     code, out, err = run(capsys, "info", "--port", "/dev/ttyOLD")
     assert code == 1 and "firmware predates RESET" in err and "--no-reset" in err
     code, out, err = run(capsys, "info", "--port", "/dev/ttyOLD", "--no-reset")
@@ -470,25 +478,9 @@ def test_encoding_option_errors(capsys, monkeypatch, shipped):
                        "--encoding", "rle")
     assert code == 2 and "--encoding" in err and "invalid choice" in err
 
-    class VersionOne:
-        def __init__(self):
-            self.device, self.arrived = ReferenceDevice(*shipped), b""
-            self.device.info = self.device.info._replace(version=1)
-
-        def write(self, data):
-            self.arrived += self.device.receive(data)
-
-        def read(self, size=1):
-            out, self.arrived = self.arrived[:size], self.arrived[size:]
-            return out
-
-        def reset_input_buffer(self):
-            self.arrived = b""
-
-        def close(self):
-            pass
-
-    monkeypatch.setattr(firmware.driver, "_open_url", lambda *args: VersionOne())
+    version_one = ReferenceDevice(*shipped)
+    version_one.info = version_one.info._replace(version=1)
+    monkeypatch.setattr(firmware.driver, "_open_url", lambda *args: DeviceTransport(version_one))
     code, _, err = run(capsys, "classify", "--port", "/dev/ttyV1", "--digits", 2,
                        "--encoding", "sparse")
     assert code == 2 and "protocol version 1, which has no CLASSIFY_SPARSE" in err
