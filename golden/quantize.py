@@ -49,6 +49,24 @@ from .constants import (
 from .reference import Decoder, FloatNetwork
 
 
+def input_shifts(peak: np.ndarray, w_bits: int = W_BITS,
+                 shift_min: int = W_SHIFT_MIN) -> tuple[np.ndarray, np.ndarray]:
+    """Per neuron the smallest shift ``>= shift_min`` that puts its largest weight ``peak``
+    (Q5.10 LSB per pixel unit) in ``w_bits``, and the half LSB its bias gets at a right shift
+    (so that the floor shift rounds to nearest): ``(shift, half)``, int64. A shift above
+    ``W_SHIFT_MAX`` is returned as found; the caller refuses or clamps it."""
+    _, w_hi = signed_range(w_bits)
+    peak = np.asarray(peak, dtype=np.float64)
+    shift = np.full(len(peak), shift_min, dtype=np.int64)
+    while True:
+        too_big = (np.round(peak / np.exp2(shift)) > w_hi) & (shift <= W_SHIFT_MAX)
+        if not too_big.any():
+            break
+        shift[too_big] += 1
+    half = np.where(shift < 0, np.left_shift(1, np.maximum(-shift - 1, 0)), 0)
+    return shift, half
+
+
 def input_stage(w_lsb: np.ndarray, bias_lsb: np.ndarray, w_bits: int = W_BITS,
                 shift_min: int = W_SHIFT_MIN):
     """Integer ``(w_in, w_shift, bias)`` of real weights and biases (the module's rule).
@@ -76,19 +94,12 @@ def input_stage(w_lsb: np.ndarray, bias_lsb: np.ndarray, w_bits: int = W_BITS,
         raise ValueError(f"shift_min must lie in {W_SHIFT_MIN} .. {W_SHIFT_MAX}")
     w_lsb = np.asarray(w_lsb, dtype=np.float64)
     w_lo, w_hi = signed_range(w_bits)
-    peak = np.abs(w_lsb).max(axis=1)
-    shift = np.full(len(peak), shift_min, dtype=np.int64)
-    while True:
-        too_big = np.round(peak / np.exp2(shift)) > w_hi
-        if not too_big.any():
-            break
-        shift[too_big] += 1
+    shift, half = input_shifts(np.abs(w_lsb).max(axis=1), w_bits, shift_min)
     if shift.max() > W_SHIFT_MAX:
         raise ValueError(
             f"a neuron's weights need a shift of {shift.max()}, beyond {W_SHIFT_MAX}")
     scale = np.exp2(shift.astype(np.float64))
     w_in = np.clip(np.round(w_lsb / scale[:, None]), w_lo, w_hi).astype(np.int64)
-    half = np.where(shift < 0, np.left_shift(1, np.maximum(-shift - 1, 0)), 0)
     bias = np.round(np.asarray(bias_lsb, dtype=np.float64) / scale).astype(np.int64) + half
     b_lo, b_hi = signed_range(B_BITS)
     if bias.min() < b_lo or bias.max() > b_hi:

@@ -64,7 +64,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from golden import data, image, model
+from golden import data, image, model, quantize
 from golden.constants import (
     B_BITS,
     D_BITS,
@@ -180,21 +180,16 @@ class Twin(torch.nn.Module):
         w_lsb = self.w.double() * (ONE / self.pixel_max)
         w_lo, w_hi = signed_range(self.config.w_bits)
         with torch.no_grad():
-            peak = w_lsb.abs().amax(dim=1)
-            shift = torch.full_like(peak, W_SHIFT_MIN)
-            while True:  # the loop of quantize.input_stage, for identical shifts
-                too_big = torch.round(peak / 2.0 ** shift) > w_hi
-                if not too_big.any() or shift.max() > W_SHIFT_MAX:
-                    break
-                shift = shift + too_big
-            shift = shift.clamp(W_SHIFT_MIN, W_SHIFT_MAX)
-            half = torch.where(shift < 0, 2.0 ** (-shift - 1), torch.zeros_like(shift))
+            shift, half = quantize.input_shifts(w_lsb.abs().amax(dim=1).numpy(),
+                                                self.config.w_bits)
+            shift = torch.from_numpy(shift.clip(W_SHIFT_MIN, W_SHIFT_MAX)).double()
+            half = torch.from_numpy(half).double()
         scale = 2.0 ** shift
         w_int = _ste(torch.round, w_lsb / scale[:, None]).clamp(w_lo, w_hi)
         b_lo, b_hi = signed_range(B_BITS)
         b_int = (_ste(torch.round, self.b.double() * ONE / scale) + half).clamp(b_lo, b_hi)
         v_th = _ste(torch.round, self.v_th.double() * ONE).clamp(1, (1 << V_TH_BITS) - 1)
-        d_scale = ((1 << (D_BITS - 1)) - 1) / self.dec.detach().abs().max().clamp_min(1e-12)
+        d_scale = self.decoder_scale()
         dec = _ste(torch.round, self.dec.double() * d_scale)
         dec_b = _ste(torch.round, self.dec_b.double() * d_scale * PSC_ONE)
         return w_int, shift, b_int, v_th, dec, dec_b
@@ -205,8 +200,11 @@ class Twin(torch.nn.Module):
         The quantised forward returns scores in integer units (up to ``~1e8``); dividing by
         this brings them back to the float twin's scale for the loss.
         """
-        d_scale = ((1 << (D_BITS - 1)) - 1) / self.dec.detach().abs().max().clamp_min(1e-12)
-        return d_scale * PSC_ONE
+        return self.decoder_scale() * PSC_ONE
+
+    def decoder_scale(self) -> torch.Tensor:
+        """The one decoder scale: the largest decoder weight maps to ``2**(D_BITS-1) - 1``."""
+        return ((1 << (D_BITS - 1)) - 1) / self.dec.detach().abs().max().clamp_min(1e-12)
 
     def to_network(self, lfsr_seed: int = LFSR_SEED_DEFAULT) -> model.Network:
         """The integer network the hardware runs."""
