@@ -12,6 +12,8 @@ from firmware import DIGITS_IMAGE
 from golden import image
 from sim.refboard import RefBoard
 
+#: The MNIST IDX files the tests and benchmarks use when present (the product never needs them).
+MNIST_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 #: The shipped digits image, the one every hardware test runs unless it builds its own.
 SHIPPED_DIR = DIGITS_IMAGE
 

@@ -11,11 +11,11 @@ count, image by image), with a message naming the first field that differs.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 import pytest
+from conftest import MNIST_DIR
 
 from golden import device, model
 from golden.constants import MODE_CURRENT, MODE_NAMES, MODE_RATE
@@ -214,7 +214,6 @@ def test_run_rejects_inputs_the_core_cannot_take(sim_model):
 # --- a 784-input network: 8-bit pixels, 4-bit weights, signed shifts ------------------------
 
 #: Where the MNIST IDX files are when the shared data folder is present.
-MNIST_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 #: The 784-input core: 80 neurons over 8 lanes (tests/test_core.py's random_784_net), 10
 #: groups: its 7,840 weight words are banked, with the two extra INPUT stages.
 MNIST_LANES = 8

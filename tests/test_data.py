@@ -7,11 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import MNIST_DIR
 
 from golden.data import IDX_PIXEL_MAX, carve_validation, load_split
 from golden.idx import IdxError
-
-MNIST = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "mnist"
 
 
 def write_idx(path: Path, array: np.ndarray, gz: bool = True) -> None:
@@ -85,8 +84,8 @@ def test_carved_validation_is_stratified_and_reproducible():
         carve_validation(split.x_train, split.y_train, 1.0)
 
 
-@pytest.mark.skipif(not MNIST.is_dir(), reason=f"MNIST IDX files not present at {MNIST}")
+@pytest.mark.skipif(not MNIST_DIR.is_dir(), reason=f"MNIST IDX files not present at {MNIST_DIR}")
 def test_mnist_standard_split():
-    split = load_split("mnist", MNIST)
+    split = load_split("mnist", MNIST_DIR)
     assert split.x_train.shape == (60_000, 784) and split.x_test.shape == (10_000, 784)
     assert split.y_test[:10].tolist() == [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]

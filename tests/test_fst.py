@@ -238,7 +238,7 @@ def test_fst_hierarchy_has_every_port(traced):
 @pytest.mark.slow
 def test_fst_reads_back_in_surfers_loader(traced):
     """pywellen (the loader of the Surfer viewer) reads the result the testbench took."""
-    pywellen = pytest.importorskip("pywellen")
+    pywellen = pytest.importorskip("pywellen", reason="pywellen (the dev extra) is not installed")
     sim_model, result, _, wave = traced
     waveform = pywellen.Waveform(str(wave))
     assert waveform.file_format == "FST"

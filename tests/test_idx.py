@@ -2,14 +2,12 @@
 
 import gzip
 import struct
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import MNIST_DIR
 
 from golden.idx import IdxError, find_idx, read_idx
-
-MNIST = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "mnist"
 
 
 def idx_bytes(array: np.ndarray, code: int) -> bytes:
@@ -89,9 +87,9 @@ def test_find_idx_errors(tmp_path):
         find_idx(tmp_path, "train-images")
 
 
-@pytest.mark.skipif(not MNIST.is_dir(), reason=f"MNIST IDX files not present at {MNIST}")
+@pytest.mark.skipif(not MNIST_DIR.is_dir(), reason=f"MNIST IDX files not present at {MNIST_DIR}")
 def test_the_published_mnist_files():
-    images = read_idx(find_idx(MNIST, "t10k-images"))
-    labels = read_idx(find_idx(MNIST, "t10k-labels"))
+    images = read_idx(find_idx(MNIST_DIR, "t10k-images"))
+    labels = read_idx(find_idx(MNIST_DIR, "t10k-labels"))
     assert images.shape == (10_000, 28, 28) and images.dtype == np.uint8
     assert labels.shape == (10_000,) and np.bincount(labels).tolist()[:2] == [980, 1135]

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import MNIST_DIR
 
 from golden import constants as c
 from golden import image, model
@@ -582,7 +583,6 @@ def test_every_shipped_image_loads_and_records_its_training(name):
     assert {"dataset", "split", "seed", "test_accuracy"} <= set(meta)
 
 
-MNIST_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "mnist"
 
 
 @pytest.mark.skipif(not MNIST_DIR.is_dir(), reason=f"MNIST IDX files not present at {MNIST_DIR}")

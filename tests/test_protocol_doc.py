@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import MNIST_DIR
 
 from golden import protocol as p
 from golden.constants import MODE_CURRENT, MODE_RATE
@@ -222,7 +223,6 @@ def link_row(images, encoding: str) -> list[str]:
 
 
 NAMES = {"dense": "CLASSIFY", "sparse": "CLASSIFY_SPARSE", "auto": "auto (shorter)"}
-MNIST_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "mnist"
 
 
 def test_link_figures_table_digits():
