@@ -3,7 +3,10 @@ PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-IMAGE  ?= firmware/digits
+# DATASET picks the shipped image (firmware/$(DATASET)); an IDX data set also needs DATA=DIR.
+DATASET ?= digits
+IMAGE  ?= firmware/$(DATASET)
+DATA   ?=
 ARGS   ?=
 
 .PHONY: all sim board test golden train train-mnist figures lint clean distclean venv
@@ -44,9 +47,12 @@ train-mnist: $(STAMP)
 	@test -n "$(DATA)" || { echo "error: make train-mnist needs DATA=DIR, the folder of the MNIST IDX files" >&2; exit 2; }
 	$(PY) -m golden.surrogate --dataset mnist --data $(DATA) --out firmware/mnist
 
-## make sim: classify the test digits through the simulated hardware (Verilator) vs golden
+## make sim: classify the test digits through the simulated hardware (Verilator) vs golden;
+## make sim DATASET=mnist DATA=DIR: the 10,000 MNIST test images (DIR: the MNIST IDX files)
 sim: $(STAMP)
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m sim.run --image $(IMAGE) $(ARGS)
+	@test "$(DATASET)" = digits -o -n "$(DATA)" || { echo "error: make sim DATASET=$(DATASET) needs DATA=DIR, the folder of its IDX files" >&2; exit 2; }
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m sim.run --image $(IMAGE) \
+		$(if $(DATA),--data $(DATA)) $(ARGS)
 
 ## make board: the virtual board: the simulated device on a TCP port, for the driver and CLI
 board: $(STAMP)

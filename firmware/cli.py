@@ -65,7 +65,7 @@ from firmware.driver import (
     PortError,
     check_port_url,
 )
-from golden import protocol
+from golden import metrics, protocol
 from golden.constants import STEPS_BITS
 from golden.protocol import MAX_WINDOW
 
@@ -305,8 +305,6 @@ def _run(board: Lifpga, images: list[np.ndarray], steps: int, mode: int,
 
 def _classify_digits(board: Lifpga, info: protocol.Info, args: argparse.Namespace,
                      mode: int) -> int:
-    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
-
     from golden.data import load_split
 
     split = load_split()
@@ -319,22 +317,19 @@ def _classify_digits(board: Lifpga, info: protocol.Info, args: argparse.Namespac
     results = _run(board, list(x), args.steps, mode, args.window)
     wall = time.monotonic() - start
     predicted = np.array([r.label for r in results])
-    labels = list(range(info.classes))
-    precision, recall, f1, support = precision_recall_fscore_support(
-        y, predicted, labels=labels, zero_division=0)
-    confusion = confusion_matrix(y, predicted, labels=labels)
-    accuracy = float(np.mean(predicted == y))
+    figures = metrics.class_report(y, predicted, info.classes)
     if args.confusion_png:
-        write_confusion_png(confusion, args.confusion_png,
-                            f"{len(y)} test digits, accuracy {100 * accuracy:.2f} %")
+        title = f"{len(y)} test digits, accuracy {100 * figures.accuracy:.2f} %"
+        try:
+            metrics.write_confusion_png(figures.confusion, args.confusion_png, title)
+        except OSError as exc:
+            raise InputError(f"cannot write {args.confusion_png}: {exc}") from exc
     report: dict[str, Any] = {
-        "images": len(y), "accuracy": accuracy,
+        "images": len(y), "accuracy": figures.accuracy,
         "steps": args.steps or info.default_steps,
         "mode": _mode_name(info.default_mode if mode == protocol.MODE_DEFAULT else mode),
         "wall_s": wall, "images_per_s": len(y) / wall if wall > 0 else None,
-        "per_class": [{"class": c, "precision": float(precision[c]), "recall": float(recall[c]),
-                       "f1": float(f1[c]), "support": int(support[c])} for c in labels],
-        "confusion": confusion.tolist(),
+        **figures.as_json(),
         "labels": y.tolist(), "predicted": predicted.tolist(),
         "spike_count": [r.spike_count for r in results], "cycles": [r.cycles for r in results],
     }
@@ -345,40 +340,10 @@ def _classify_digits(board: Lifpga, info: protocol.Info, args: argparse.Namespac
         print(json.dumps(report, indent=2))
         return _golden_verdict(equal, len(y), quiet=True)
     print(f"{len(y)} test digits, {report['steps']} steps, {report['mode']} mode: "
-          f"accuracy {100 * accuracy:.2f} % ({report['images_per_s']:.0f} images/s)")
-    print("\nclass  precision  recall     F1  support")
-    for row in report["per_class"]:
-        print(f"{row['class']:5}  {row['precision']:9.3f}  {row['recall']:6.3f}  "
-              f"{row['f1']:5.3f}  {row['support']:7}")
-    print("\nconfusion (rows: true, columns: predicted)")
-    print("      " + "".join(f"{c:5}" for c in labels))
-    for c in labels:
-        print(f"{c:5} " + "".join(f"{n:5}" for n in confusion[c]))
+          f"accuracy {100 * figures.accuracy:.2f} % ({report['images_per_s']:.0f} images/s)")
+    print()
+    print(metrics.format_class_report(figures))
     return _golden_verdict(equal, len(y), quiet=False)
-
-
-def write_confusion_png(confusion: np.ndarray, path: Path, title: str) -> None:
-    """Draw a confusion matrix (rows: true class) with its counts into a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 4.5))
-    ax.imshow(confusion, cmap="Blues")
-    for (i, j), n in np.ndenumerate(confusion):
-        if n:
-            ax.text(j, i, str(n), ha="center", va="center", fontsize=8,
-                    color="white" if n > confusion.max() / 2 else "black")
-    ticks = range(confusion.shape[0])
-    ax.set(xticks=ticks, yticks=ticks, xlabel="predicted", ylabel="true", title=title)
-    fig.tight_layout()
-    try:
-        fig.savefig(path, format="png", dpi=100)
-    except OSError as exc:
-        raise InputError(f"cannot write {path}: {exc}") from exc
-    finally:
-        plt.close(fig)
 
 
 class RawImage(NamedTuple):

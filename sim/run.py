@@ -8,6 +8,13 @@ on a TCP port, and sends the whole test split through the host driver
 socket -> UART rx pin -> frame engine -> core -> UART tx pin -> driver. Every answer is
 compared with :func:`golden.model.run`: the label, every class score and the spike count.
 
+For a network trained on an IDX data set (MNIST, Fashion-MNIST, EMNIST digits), ``--data DIR``
+names the folder of its IDX files (``make sim DATASET=mnist DATA=DIR``); it prints, per mode,
+the per-class precision, recall and F1 and the confusion matrix of the hardware's answers and
+draws the matrix into ``build/sim/confusion-<mode>.png``. ``--jobs N`` runs N virtual boards
+side by side, each on a contiguous share of the images (each board is a process: one per core
+helps; the answers are the same, every board starting from RESET).
+
 ``--via core`` instead streams the images straight into the core's ports (:mod:`sim.verilator`,
 cocotb), the tier that also checks each image's cycle count against the timing model.
 
@@ -35,9 +42,11 @@ alone: ``--wave --limit 2 --modes current``.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import functools
 import json
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -46,7 +55,7 @@ import numpy as np
 
 from firmware import DIGITS_IMAGE
 from firmware.driver import Lifpga, LifpgaError
-from golden import data, device, image, model, protocol
+from golden import data, device, idx, image, metrics, model, protocol
 from golden.constants import MODE_BY_NAME, MODE_NAMES, STEPS_BITS
 from hw.geometry import CoreGeometry
 from hw.options import positive_int
@@ -108,33 +117,64 @@ def run_mode(sim_model: verilator.SimModel, net: model.Network, x: np.ndarray, y
     return _entry(sim, net, x, y, steps, mode)
 
 
-def run_board_mode(url: str, net: model.Network, x: np.ndarray, y: np.ndarray, steps: int,
-                   mode: int, cycles_model=None) -> tuple[dict, str | None]:
-    """Run one mode over ``x`` through the virtual board at ``url``, like :func:`run_mode`.
+def _board_answers(board_model: board.BoardModel, x: np.ndarray, steps: int, mode: int,
+                   update) -> list[protocol.Classification]:
+    """Every answer for ``x`` from a virtual board of its own, started for this call."""
+    answers = []
+    with board_model.start() as running, Lifpga(running.url, timeout=BOARD_TIMEOUT_S) as lifpga:
+        for answer in lifpga.classify_many(x, steps=steps, mode=mode):
+            answers.append(answer)
+            update()
+    return answers
+
+
+def board_answers(board_model: board.BoardModel, x: np.ndarray, steps: int, mode: int,
+                  jobs: int = 1, progress=None) -> list[protocol.Classification]:
+    """The answers for ``x`` in order, from ``jobs`` virtual boards run side by side, each
+    given a contiguous share of the images (one process each; the answers do not depend on
+    how the images are shared out, every board starting from RESET).
+
+    ``progress(done)`` is called after each answer, with the count so far."""
+    lock = threading.Lock()
+    done = [0]
+
+    def update() -> None:
+        with lock:
+            done[0] += 1
+            if progress is not None:
+                progress(done[0])
+
+    shares = [share for share in np.array_split(x, min(jobs, len(x))) if len(share)]
+    with concurrent.futures.ThreadPoolExecutor(len(shares)) as pool:
+        futures = [pool.submit(_board_answers, board_model, share, steps, mode, update)
+                   for share in shares]
+        return [a for future in futures for a in future.result()]
+
+
+def run_board_mode(board_model: board.BoardModel, net: model.Network, x: np.ndarray,
+                   y: np.ndarray, steps: int, mode: int, cycles_model=None,
+                   jobs: int = 1) -> tuple[dict, str | None]:
+    """Run one mode over ``x`` through ``jobs`` virtual boards, like :func:`run_mode`.
 
     ``cycles_model(pixels, steps, mode)`` (``CoreGeometry.expected_cycles``) is what each answer's
     ``cycles`` field must equal; the entry's ``cycles_agreement`` says how many did.
     """
     name = MODE_NAMES[mode]
     update, close = _progress(name, len(x))
-    label, scores, spikes, cycles = [], [], [], []
     start = time.perf_counter()
     try:
-        with Lifpga(url, timeout=BOARD_TIMEOUT_S) as lifpga:
-            for k, answer in enumerate(lifpga.classify_many(x, steps=steps, mode=mode)):
-                label.append(answer.label)
-                scores.append(answer.scores)
-                spikes.append(answer.spike_count)
-                cycles.append(answer.cycles)
-                update(k + 1)
+        answers = board_answers(board_model, x, steps, mode, jobs, update)
     finally:
         close()
     wall = time.perf_counter() - start
-    cycles_arr = np.array(cycles, dtype=np.int64)
+    cycles_arr = np.array([a.cycles for a in answers], dtype=np.int64)
     # The device reports no latency of its own: its cycle count stands in for it.
-    sim = verilator.SimResult(np.array(label, dtype=np.int64), np.array(scores, dtype=np.int64),
-                              np.array(spikes, dtype=np.int64), cycles_arr, cycles_arr, wall)
+    sim = verilator.SimResult(np.array([a.label for a in answers], dtype=np.int64),
+                              np.array([a.scores for a in answers], dtype=np.int64),
+                              np.array([a.spike_count for a in answers], dtype=np.int64),
+                              cycles_arr, cycles_arr, wall)
     entry, mismatch = _entry(sim, net, x, y, steps, mode)
+    entry["jobs"] = jobs
     if cycles_model is not None:
         expected = np.array([cycles_model(image, steps, mode) for image in x])
         entry["cycles_agreement"] = float(np.mean(expected == cycles_arr))
@@ -164,6 +204,7 @@ def _entry(sim: verilator.SimResult, net: model.Network, x: np.ndarray, y: np.nd
         "wall_s": round(sim.wall_s, 3),
         "images_per_s": round(len(x) / sim.wall_s, 2),
     }
+    entry.update(metrics.class_report(y, sim.label, net.classes).as_json())
     bad = np.flatnonzero(~agree)
     mismatch = _describe_mismatch(int(bad[0]), sim, golden, y) if bad.size else None
     entry["first_mismatch"] = int(bad[0]) if bad.size else None
@@ -220,6 +261,20 @@ def _table(entries: list[dict]) -> str:
     return "\n".join("  ".join(c.rjust(w) if i else c.ljust(w)
                                for i, (c, w) in enumerate(zip(r, widths, strict=True)))
                      for r in rows)
+
+
+def _class_figures(entries: list[dict], dataset: str, out: Path) -> None:
+    """Print each mode's per-class figures and confusion matrix (of the hardware's answers)
+    and draw the matrix into ``out/confusion-<mode>.png``."""
+    for e in entries:
+        report = metrics.ClassReport.from_json(e)
+        print(f"\n{e['mode']} mode, the hardware's answers on {e['images']} test images of "
+              f"{dataset}:")
+        print(metrics.format_class_report(report))
+        png = out / f"confusion-{e['mode']}.png"
+        metrics.write_confusion_png(report.confusion, png, f"{dataset}, {e['mode']} mode, "
+                                    f"{e['timesteps']} steps: {e['accuracy']:.2%}")
+        print(f"wrote {png}")
 
 
 def _build(net: model.Network, manifest: dict, lanes: int,
@@ -282,6 +337,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--wave", action="store_true",
                         help=f"also dump a waveform of the first {WAVE_IMAGES} images "
                              "(current mode if listed, else the first mode)")
+    parser.add_argument("--jobs", type=positive_int, default=1,
+                        help="with --via board: virtual boards run side by side, each on a "
+                             "share of the images (one per core helps; default 1)")
+    parser.add_argument("--data", metavar="DIR",
+                        help="folder of the IDX files, for an image trained on an IDX data set "
+                             "(MNIST, Fashion-MNIST, EMNIST digits); the digits need none")
     parser.add_argument("--out", default="build/sim", help="output directory")
     parser.add_argument("--via", choices=("board", "core"), default="board",
                         help="board: through the driver, a socket and the UART of the virtual "
@@ -310,8 +371,7 @@ def _prepare(args, net: model.Network, manifest: dict) -> tuple[Any, dict]:
     print(f"virtual board {built} in {board_model.build_s:.1f} s: {board_model.executable}")
 
     def runner(x, y, steps, mode):
-        with board_model.start() as running:
-            return run_board_mode(running.url, net, x, y, steps, mode, cycles_model)
+        return run_board_mode(board_model, net, x, y, steps, mode, cycles_model, args.jobs)
 
     return runner, {"build_s": round(board_model.build_s, 3),
                     "build_cached": board_model.cached, "design_key": board_model.key,
@@ -383,7 +443,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     steps = args.steps if args.steps is not None else manifest["timesteps"]
-    split = data.load_split(manifest["metadata"].get("dataset", "digits"))
+    try:
+        split = data.load_split(manifest["metadata"].get("dataset", "digits"), args.data)
+    except (idx.IdxError, ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     x, y = split.x_test[:args.limit], split.y_test[:args.limit]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -398,6 +462,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     entries, mismatches = ran
     print(_table(entries))
+    _class_figures(entries, split.name, out)
     link = link_figures(net, images=split.x_test)
     print(link_line(link))
     report = _report(args, net, manifest, split, x, steps, entries, build, link)

@@ -15,8 +15,10 @@ from sim import run
 def test_make_sim_on_a_few_digits(tmp_path, capsys, via, shipped_dir):
     # Same designs as tests/test_core_verilator.py and tests/test_board.py (shipped image, 16
     # lanes): the models are reused.
+    # Through the board, two boards share the images out: their answers come back in order.
+    jobs = ["--jobs", "2"] if via == "board" else []
     code = run.main(["--image", str(shipped_dir), "--limit", "6", "--steps", "8",
-                     "--out", str(tmp_path), "--via", via])
+                     "--out", str(tmp_path), "--via", via, *jobs])
     out = capsys.readouterr().out
     assert code == 0, out
     assert "agreement" in out and "current" in out and "rate" in out
@@ -29,8 +31,19 @@ def test_make_sim_on_a_few_digits(tmp_path, capsys, via, shipped_dir):
     assert set(report["modes"]) == {"current", "rate"}
     assert report["modes"]["rate"]["agreement"] == 1.0
     assert report["via"] == via
+    # Per-class figures of the hardware's answers, and the drawn confusion matrix.
+    for mode in ("current", "rate"):
+        entry = report["modes"][mode]
+        labels = load_split("digits").y_test[:6]
+        assert np.sum(entry["confusion"]) == 6 and len(entry["per_class"]) == 10
+        support = [r["support"] for r in entry["per_class"]]
+        assert support == np.bincount(labels, minlength=10).tolist()
+        assert np.trace(entry["confusion"]) == round(entry["accuracy"] * 6)
+        assert (tmp_path / f"confusion-{mode}.png").read_bytes()[:4] == b"\x89PNG"
+    assert "confusion (rows: true, columns: predicted)" in out
     if via == "board":
         assert report["modes"]["rate"]["cycles_agreement"] == 1.0
+        assert report["modes"]["rate"]["jobs"] == 2
     # The link figures of docs/PROTOCOL.md: 75 bytes out, 58 back, at 3 Mbaud.
     dense = {k: v for k, v in report["link"].items() if k != "auto"}
     assert dense == {"baud": 3_000_000, "request_bytes": 75, "response_bytes": 58,
@@ -40,6 +53,18 @@ def test_make_sim_on_a_few_digits(tmp_path, capsys, via, shipped_dir):
     net, _ = image.load(shipped_dir)
     assert report["link"] == run.link_figures(net, images=load_split("digits").x_test)
     assert run.link_line(report["link"]) in out
+
+
+def test_idx_image_without_data_is_a_clear_error(tmp_path, capsys):
+    from firmware import MNIST_IMAGE
+
+    code = run.main(["--image", str(MNIST_IMAGE), "--out", str(tmp_path)])
+    assert code == 2
+    assert "is read from IDX files" in capsys.readouterr().err
+    code = run.main(["--image", str(MNIST_IMAGE), "--data", str(tmp_path / "none"),
+                     "--out", str(tmp_path)])
+    assert code == 2
+    assert str(tmp_path / "none") in capsys.readouterr().err
 
 
 def test_bad_image_is_a_clear_error(tmp_path, capsys):
