@@ -9,7 +9,7 @@ IMAGE  ?= firmware/$(DATASET)
 DATA   ?=
 ARGS   ?=
 
-.PHONY: all sim board test golden train train-mnist figures lint clean distclean venv
+.PHONY: all sim board test golden train train-seed train-mnist figures lint clean distclean venv
 
 all: test
 
@@ -37,9 +37,13 @@ golden: $(STAMP)
 figures: $(STAMP)
 	$(PY) -m golden.evaluate --image $(IMAGE) --out build/golden --docs docs
 
-## make train: retrain and rewrite the shipped network image (firmware/digits)
+## make train: retrain firmware/digits by surrogate gradients (about 2 minutes on one core)
 train: $(STAMP)
-	$(PY) -m golden.train --out $(IMAGE)
+	$(PY) -m golden.surrogate --out firmware/digits --refit
+
+## make train-seed: retrain the seed network firmware/digits-seed (about 10 s)
+train-seed: $(STAMP)
+	$(PY) -m golden.train --out firmware/digits-seed
 
 ## make train-mnist DATA=DIR: retrain firmware/mnist by surrogate gradients from the MNIST IDX
 ## files in DIR (about 11 minutes on 2 cores); DATA is required

@@ -9,9 +9,13 @@ from pathlib import Path
 
 #: Folder of the shipped network images.
 IMAGES_DIR = Path(__file__).resolve().parent
-#: The digits network (256 neurons), every command's default image.
+#: The digits network (64-256-10, 8-bit weights), trained by surrogate gradients (``make
+#: train``), every command's default image.
 DIGITS_IMAGE = IMAGES_DIR / "digits"
-#: The 64-neuron digits network for the iCE40-HX8K.
+#: The seed digits network (256 neurons: random hypersphere encoders, ridge readout; ``make
+#: train-seed``), the reference for its published accuracy curve.
+DIGITS_SEED_IMAGE = IMAGES_DIR / "digits-seed"
+#: The 64-neuron seed digits network for the iCE40-HX8K.
 DIGITS_SMALL_IMAGE = IMAGES_DIR / "digits-small"
 #: The MNIST network (784-512-10, 4-bit weights), trained by surrogate gradients.
 MNIST_IMAGE = IMAGES_DIR / "mnist"

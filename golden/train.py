@@ -1,8 +1,10 @@
 """Train the seed network, quantise it and write a network image.
 
-``python -m golden.train --out firmware/digits`` (what ``make train`` runs) rebuilds the shipped
-image; ``--check`` retrains and compares the content hash with the image on disk instead of
-writing it. Training is deterministic: the same configuration and seed give the same hash.
+``python -m golden.train --out firmware/digits-seed`` (what ``make train-seed`` runs) rebuilds
+the shipped seed image (the shipped ``firmware/digits`` is trained by surrogate gradients,
+:mod:`golden.surrogate`); ``--check`` retrains and compares the content hash with the image on
+disk instead of writing it. Training is deterministic: the same configuration and seed give the
+same hash.
 
 Steps
 -----
@@ -149,7 +151,7 @@ def manifest_metadata(config: TrainConfig, split: data.Split, metrics: dict) -> 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m golden.train", description=__doc__.split(
         "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default="firmware/digits", help="image directory to write")
+    parser.add_argument("--out", default="firmware/digits-seed", help="image directory to write")
     # The seed network is defined on the digits; the IDX data sets are for trained networks.
     parser.add_argument("--dataset", default="digits", choices=["digits"])
     parser.add_argument("--seed", type=int, default=0)

@@ -708,8 +708,9 @@ def test_a_timeout_on_a_socket_mentions_the_virtual_boards_speed(shipped, digits
 
 def test_a_timeout_with_default_steps_uses_the_images_default(shipped, digits):
     driver, _ = held_board(shipped, 100_000_000)
-    with pytest.raises(LinkTimeout, match=f"64 steps in current mode takes at most "
-                                          f"{max_cycles(64, 256, 16, 10, 64, 0):,}"):
+    steps = shipped[1]["timesteps"]
+    with pytest.raises(LinkTimeout, match=f"{steps} steps in current mode takes at most "
+                                          f"{max_cycles(64, 256, 16, 10, steps, 0):,}"):
         driver.classify(digits[0])
 
 

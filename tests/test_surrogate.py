@@ -297,3 +297,33 @@ def test_bad_options_are_usage_errors(tmp_path, bad):
 def test_twin_shapes(digits):
     net = Twin(64, 10, 16, SMALL, rate_bits=4)
     assert net(torch.zeros(3, 64), 7).shape == (7, 3, 10)
+
+
+def test_make_train_reproduces_the_shipped_digits_image(capsys):
+    """``make train`` (``--out firmware/digits --refit``) retrains the shipped image to its
+    hash on this machine (about 2 minutes); ``--check`` writes nothing."""
+    from firmware import DIGITS_IMAGE
+
+    assert main(["--out", str(DIGITS_IMAGE), "--refit", "--check", "--quiet"]) == 0
+    assert "ok: retraining reproduces" in capsys.readouterr().out
+
+
+def test_shipped_digits_image_meets_the_targets(digits):
+    """Issue 9's targets on the 599 test digits, integer model (= hardware): >= 98.0 % at
+    <= 32 steps in constant-current mode, >= 97.5 % in rate mode, >= 90 % within 10 steps; the
+    manifest records the figures the golden model gives."""
+    from firmware import DIGITS_IMAGE
+
+    net, manifest = image.load(DIGITS_IMAGE)
+    recorded = manifest["metadata"]["test_accuracy"]
+    steps = manifest["timesteps"]
+    assert steps <= 32
+    by_mode = {}
+    for mode, name in ((0, "current"), (1, "rate")):
+        result = model.run(digits.x_test, net, steps, mode)
+        by_mode[name] = (result.classes == digits.y_test).mean(axis=1)
+        assert by_mode[name][-1] == recorded[f"integer_{name}_accuracy"]
+        assert np.round(by_mode[name], 4).tolist() == recorded[
+            f"integer_{name}_accuracy_by_step"]
+    assert by_mode["current"][-1] >= 0.98 and by_mode["rate"][-1] >= 0.975
+    assert by_mode["current"][9] >= 0.90  # the accuracy after 10 steps

@@ -1,9 +1,17 @@
-"""Training flow: a seeded run reproduces the shipped image, and the targets hold."""
+"""Training flow of the seed network: a seeded run reproduces the shipped seed image
+(``firmware/digits-seed``), and the targets hold."""
 
 import numpy as np
 import pytest
 
+from firmware import DIGITS_SEED_IMAGE
 from golden import image, train
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    """The shipped seed image, ``(net, manifest)`` (this file's image, not conftest's)."""
+    return image.load(DIGITS_SEED_IMAGE)
 
 
 @pytest.fixture(scope="module")
