@@ -29,13 +29,17 @@ test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest
 
-## make golden: golden-model evaluation, report and plots under build/golden/
+## make golden: golden-model evaluation, report and plots under build/golden/ (DATASET=mnist
+## DATA=DIR for the MNIST image)
 golden: $(STAMP)
-	$(PY) -m golden.evaluate --image $(IMAGE) --out build/golden
+	$(PY) -m golden.evaluate --image $(IMAGE) --out build/golden $(if $(DATA),--data $(DATA))
 
-## make figures: regenerate docs/accuracy_vs_time.png (the curve shown in the README)
+## make figures: regenerate the README's accuracy curves, docs/accuracy_vs_time_<image>.png, of
+## firmware/digits and firmware/digits-seed, and of firmware/mnist too given DATA=DIR (MNIST IDX)
 figures: $(STAMP)
-	$(PY) -m golden.evaluate --image $(IMAGE) --out build/golden --docs docs
+	$(PY) -m golden.evaluate --image firmware/digits --out build/golden/digits --docs docs
+	$(PY) -m golden.evaluate --image firmware/digits-seed --out build/golden/digits-seed --docs docs
+	$(if $(DATA),$(PY) -m golden.evaluate --image firmware/mnist --data $(DATA) --out build/golden/mnist --docs docs)
 
 ## make train: retrain firmware/digits by surrogate gradients (about 2 minutes on one core)
 train: $(STAMP)

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from firmware import DIGITS_IMAGE
+
 from . import data, image, model, reference
 from .constants import MODE_BY_NAME, MODE_CURRENT, MODE_RATE, V_FRAC
 from .train import TrainConfig, accuracy, float_network
@@ -177,7 +179,8 @@ def plot(report: dict, traces: dict, out: Path) -> list[Path]:
                 style, label=f"{label} ({acc[-1]:.1%} at {len(acc)})", lw=1.5)
     ax.axhline(0.9, color="0.5", ls=":", lw=1)
     if report["steps_to_90"]:
-        ax.annotate(f"90 % after {report['steps_to_90']} steps",
+        n = report["steps_to_90"]
+        ax.annotate(f"90 % after {n} step{'s' if n != 1 else ''}",
                     (report["steps_to_90"], 0.9), (12, 0.55),
                     arrowprops={"arrowstyle": "->", "color": "0.3"})
     ax.set(xlabel="time after presentation (steps of 1 ms)", ylabel="test accuracy",
@@ -231,13 +234,20 @@ def plot(report: dict, traces: dict, out: Path) -> list[Path]:
     return paths
 
 
+def docs_figure(docs: str | Path, image_dir: str | Path) -> Path:
+    """Where ``--docs`` copies an image's accuracy curve: ``accuracy_vs_time_<name>.png``, the
+    name of the image's folder (``digits``, ``digits-seed``, ``mnist``)."""
+    return Path(docs) / f"accuracy_vs_time_{Path(image_dir).resolve().name}.png"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m golden.evaluate",
                                      description=__doc__.split("\n\n")[0])
-    parser.add_argument("--image", default="firmware/digits", help="network image directory")
+    parser.add_argument("--image", default=str(DIGITS_IMAGE), help="network image directory")
     parser.add_argument("--out", default="build/golden", help="output directory")
     parser.add_argument("--timesteps", type=int, help="override the image's step count")
-    parser.add_argument("--docs", help="also copy accuracy_vs_time.png into this directory")
+    parser.add_argument("--docs", help="also copy accuracy_vs_time.png into this directory, as "
+                                       "accuracy_vs_time_<image folder name>.png")
     parser.add_argument("--data", help="folder of the IDX files, for images trained on MNIST")
     args = parser.parse_args(argv)
     try:
@@ -251,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     if args.docs:
         Path(args.docs).mkdir(parents=True, exist_ok=True)
-        shutil.copy(paths[0], Path(args.docs) / paths[0].name)
+        shutil.copy(paths[0], docs_figure(args.docs, args.image))
     acc = report["accuracy_per_step"]
     print(f"{report['dataset']}: {report['split']['test']} test images, "
           f"{report['timesteps']} steps, image {report['image_hash'][:19]}...")

@@ -29,6 +29,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from firmware import DIGITS_SEED_IMAGE
+
 from . import data, image, model, quantize, reference
 from .constants import MODE_CURRENT, MODE_NAMES, MODE_RATE, PSC_ONE
 
@@ -151,7 +153,7 @@ def manifest_metadata(config: TrainConfig, split: data.Split, metrics: dict) -> 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m golden.train", description=__doc__.split(
         "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default="firmware/digits-seed", help="image directory to write")
+    parser.add_argument("--out", default=str(DIGITS_SEED_IMAGE), help="image directory to write")
     # The seed network is defined on the digits; the IDX data sets are for trained networks.
     parser.add_argument("--dataset", default="digits", choices=["digits"])
     parser.add_argument("--seed", type=int, default=0)
