@@ -308,7 +308,12 @@ class LifCore(wiring.Component):
         cur_rd, cur_wr = cur_mem.read_port(), cur_mem.write_port()
         st_rd, st_wr = st_mem.read_port(), st_mem.write_port()
         pix_rd, pix_wr = pix_mem.read_port(), pix_mem.write_port()
-        lst_rd, lst_wr = lst_mem.read_port(), lst_mem.write_port()
+        lst_wr = lst_mem.write_port()
+        # A list read ahead (``_input_pipeline``) reads entry 0 in the cycle before INPUT, in
+        # which it may be written (a list of one entry, the last pixel's): the read port sees
+        # that write.
+        lst_rd = lst_mem.read_port(
+            transparent_for=(lst_wr,) if self.geometry.list_read_ahead else ())
 
         m.submodules.readout = readout = Readout(net.dec, net.dec_bias)
         m.submodules.encoder = encoder = RateEncoder(
@@ -391,7 +396,7 @@ class LifCore(wiring.Component):
         """The INPUT pipeline: the lanes' W.x + b, then their currents into ``cur_mem``."""
         P, G, M = self.lanes, self.groups, self.net.inputs
         count, cp_rd, cur_wr, current_lanes, g = b.count, b.cp_rd, b.cur_wr, b.current_lanes, b.g
-        g_base, k, lst_rd, spec = b.g_base, b.k, b.lst_rd, b.spec
+        g_base, k, spec = b.g_base, b.k, b.spec
         # --- INPUT pipeline: stage 0 reads list entry k; stage 1 reads the weights of input j
         # for group g; stage 2 registers them (the block RAM's output is slow); stages 3 and 4
         # multiply them by x; stage 5 accumulates, starting from the group's bias; stages 6 and
@@ -400,18 +405,18 @@ class LifCore(wiring.Component):
         # every group gets its current. A banked weight memory (``e`` = BANK_STAGES extra
         # stages, see ``_weight_read``) delays every stage from 2 on by ``e``.
         e = self.geometry.weight_stages
-        in_issue = Signal()
+        in_issue = b.in_issue = Signal()
         s1_valid, s1_first, s1_last, s1_empty = Signal(), Signal(), Signal(), Signal()
         s1_g, s1_base = Signal(range(G)), Signal(range(G * M))
         m.d.sync += [
             s1_valid.eq(in_issue), s1_first.eq(k == 0), s1_g.eq(g), s1_base.eq(g_base),
             s1_last.eq((k == count - 1) | (count == 0)), s1_empty.eq(count == 0),
         ]
-        m.d.comb += lst_rd.addr.eq(k)
+        entry = self._list_read(m, b)
         if M & (M - 1):
-            w_data = self._weight_read(m, b, s1_base + lst_rd.data.j)
+            w_data = self._weight_read(m, b, s1_base + entry.j)
         else:  # g * M + j without an adder
-            w_data = self._weight_read(m, b, Cat(lst_rd.data.j, s1_g))
+            w_data = self._weight_read(m, b, Cat(entry.j, s1_g))
 
         # The group's control bits travel with its entries: stage s has valid[s], first[s],
         # last[s], grp[s] (stage 1's are the registers above).
@@ -424,7 +429,7 @@ class LifCore(wiring.Component):
                          last[stage].eq(last[stage - 1]), grp[stage].eq(grp[stage - 1])]
         # x travels with its weights: xs[s] is the entry's x in stage s, to stage 3 + e.
         xs = {s: Signal(self.x_bits, name=f"s{s}_x") for s in range(2, 4 + e)}
-        m.d.sync += xs[2].eq(Mux(s1_empty, 0, lst_rd.data.x))
+        m.d.sync += xs[2].eq(Mux(s1_empty, 0, entry.x))
         m.d.sync += [xs[s].eq(xs[s - 1]) for s in range(3, 4 + e)]
         s3_x = xs[3 + e]
         w_bits = self.geometry.w_bits
@@ -475,7 +480,28 @@ class LifCore(wiring.Component):
                 cur_wr.data[p].eq(current_lanes[p].current),
             ]
         m.d.comb += [cur_wr.addr.eq(s7_g), cur_wr.en.eq(s7_valid)]
-        b.in_issue, = in_issue,
+
+    def _list_read(self, m: Module, b: SimpleNamespace):
+        """Read list entry ``k`` (INPUT's stage 0); return it, a value of stage 1.
+
+        A list in LUT RAM (the digits' 64 x 11 bits) is read at ``k``. A block-RAM list
+        (:attr:`hw.geometry.CoreGeometry.list_read_ahead`; 784 x 19 bits, whose 5.8 ns output
+        into the ``g * M + j`` adder limited the 784-512 core to 82.8 MHz) is read a cycle
+        early, at the next cycle's ``k`` (``k + 1``, or 0 at a group's last entry and outside
+        INPUT, where every INPUT starts), into a register: same cycles, and the adder starts
+        from a register.
+        """
+        M, count, in_issue, k, lst_rd = self.net.inputs, b.count, b.in_issue, b.k, b.lst_rd
+        if not self.geometry.list_read_ahead:
+            m.d.comb += lst_rd.addr.eq(k)
+            return lst_rd.data
+        wrap = (k == count - 1) | (count == 0)
+        ahead = Signal(range(M), name="lst_ahead")
+        m.d.comb += ahead.eq(Mux(in_issue & ~wrap, k + 1, 0))
+        entry = Signal.like(lst_rd.data, name="s1_entry")
+        m.d.sync += entry.eq(lst_rd.data)
+        m.d.comb += lst_rd.addr.eq(ahead)
+        return entry
 
     def _weight_read(self, m: Module, b: SimpleNamespace, addr):
         """Read the weight word ``addr`` (``g * M + j``, a value of INPUT's stage 1); return

@@ -23,8 +23,9 @@ golden LFSR draws). The largest count of any image (:func:`max_cycles`) has ever
 or spiking at every step: ``K = K_t = M``.
 
 The same formula holds for every core: a banked weight memory's two extra INPUT stages
-(:attr:`CoreGeometry.weight_stages`) overlap LIF's start, and a block-RAM pixel memory is read
-ahead (:attr:`CoreGeometry.pixel_read_ahead`), so neither adds a cycle.
+(:attr:`CoreGeometry.weight_stages`) overlap LIF's start, and a block-RAM pixel memory and
+input list are read ahead (:attr:`CoreGeometry.pixel_read_ahead`,
+:attr:`CoreGeometry.list_read_ahead`), so none of them adds a cycle.
 """
 
 from __future__ import annotations
@@ -314,6 +315,14 @@ class CoreGeometry:
         (784 x 8 bits; its 5.6 ns output into the rate encoder's compare made 73.6 MHz), not
         for the digits' 64 x 5 bits in LUT RAM."""
         return self.inputs * self.pixel_bits > 1024
+
+    @property
+    def list_read_ahead(self) -> bool:
+        """Whether the INPUT pipeline reads each input-list entry a cycle early into a
+        register (same cycle count): for a list above 1,024 bits, which Yosys puts in a block
+        RAM (784 x 19 bits; its 5.8 ns output into the ``g * M + j`` weight address adder made
+        82.8 MHz), not for the digits' 64 x 11 bits in LUT RAM."""
+        return self.inputs * self.memory("lst_mem").width > 1024
 
     def weight_memories(self) -> tuple[MemorySpec, ...]:
         """The input weight memory: ``w_mem``, or its banks ``w_mem0``, ``w_mem1``, ...

@@ -122,6 +122,37 @@ def test_784_inputs_four_bit_weights_equals_golden(mode):
     assert (net.w_shift < 0).mean() > 0.5
 
 
+@pytest.mark.parametrize("mode", [c.MODE_CURRENT, c.MODE_RATE])
+def test_784_list_read_ahead_sees_the_last_write(mode):
+    # The 784-input list (a block RAM) is read a cycle ahead: entry 0 is read in the cycle
+    # before INPUT, when a one-entry list (only the last pixel nonzero, or spiking) writes it.
+    # The read port is transparent for that write; read as before it, group 0 would take the
+    # previous entry 0 at the first step. The network makes that show: pixel 0 weighs -8,
+    # pixel 783 +7, no shift, no bias, a low threshold, so that one spike of either input
+    # decides whether a neuron spikes at the first step.
+    rng = np.random.default_rng(19)
+    base = random_784_net(rng)
+    w_in = base.w_in.copy()
+    w_in[:, 0], w_in[:, -1] = c.signed_range(4)
+    zeros = np.zeros(base.neurons, np.int64)
+    net = base._replace(w_in=w_in, w_shift=zeros, bias=zeros, v_th=np.full(base.neurons, 300))
+    core = LifCore(net, pixel_max=255, lanes=8)
+    assert core.geometry.list_read_ahead
+    first, last = np.zeros((2, 784), np.int64), np.zeros((2, 784), np.int64)
+    first[:, 0] = 255  # entry 0 is (0, x): the next image must not see it
+    last[:, -1] = [255, 254]
+    if mode == c.MODE_RATE:
+        # LOAD lists the nonzero pixels in either mode, so entry 0 holds (0, 1) until the
+        # last pixel's spike replaces it in DRAW's last cycle; pixel 0 never spikes.
+        last[:, 0] = 1
+    images = np.stack([first[0], last[0], first[1], last[1]])
+    steps = 3
+    got = check(core, images, steps, mode)
+    if mode == c.MODE_RATE:  # the last pixel spikes at every step: a one-entry list each time
+        assert [core.geometry.list_lengths(px, steps, mode) for px in last] == [[1] * steps] * 2
+    assert [r["cycles"] for r in got] == [core.expected_cycles(px, steps, mode) for px in images]
+
+
 def test_banked_core_with_nine_groups_would_be_wrong(monkeypatch):
     # Why a banked core needs 10 groups: INPUT's latency is 9, so with 9 groups and one list
     # entry per group (a blank image) LIF reads each group's current in the cycle it is
