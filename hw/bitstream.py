@@ -239,9 +239,27 @@ def check_fit(board: Board, net, manifest: dict[str, Any], lanes: int) -> dict[s
 
 # --- performance figures -------------------------------------------------------------------------
 
+def report_images(net, manifest: dict[str, Any],
+                data_dir: str | Path | None = None) -> tuple[np.ndarray, str]:
+    """The images the report's figures are taken over, and what they are: the test split of
+    the image's data set (``metadata.dataset``; the IDX ones, MNIST's, are read from
+    ``data_dir``), or, for an IDX data set without ``data_dir``, the worst case alone, one
+    image with every pixel at ``pixel_max`` (every pixel listed, the longest request), so
+    that a build of such an image needs no data folder."""
+    from golden.data import DATASETS, load_split
+
+    name = manifest.get("metadata", {}).get("dataset", "digits")
+    if DATASETS.get(name, "idx") is None or data_dir is not None:
+        return load_split(name, data_dir).x_test, f"{name} test split"
+    worst = np.full((1, net.inputs), int(manifest["pixel_max"]), np.int64)
+    return worst, (f"worst case (every pixel {manifest['pixel_max']}): the {name} test "
+                   f"split needs --data DIR")
+
+
 def throughput(net, manifest: dict[str, Any], lanes: int, clk_hz: int,
-               baud: int) -> dict[str, Any]:
-    """Cycles per image (mean over the test digits) and images per second, core and link.
+               baud: int, data_dir: str | Path | None = None) -> dict[str, Any]:
+    """Cycles per image (mean over the test images, :func:`report_images`) and images per
+    second, core and link.
 
     The core figure is ``clk_hz / mean cycles`` (the geometry's timing model,
     :meth:`hw.geometry.CoreGeometry.expected_cycles`, at the image's default steps, both encoder
@@ -251,15 +269,14 @@ def throughput(net, manifest: dict[str, Any], lanes: int, clk_hz: int,
     ``"auto"``: the shorter of CLASSIFY and CLASSIFY_SPARSE per image), mean and worst over
     the test images, and ``images_per_s_<mode>_auto`` the system's rate with it.
     """
-    from golden.data import load_split
-
     core = geometry(net, manifest, lanes)
-    x_test = load_split(manifest.get("metadata", {}).get("dataset", "digits")).x_test
+    x_test, images = report_images(net, manifest, data_dir)
     steps = int(manifest["timesteps"])
     rate = protocol.link_rate(net.inputs, net.classes, baud)
     link = rate.images_per_s_pipelined
     auto = protocol.link_figures(x_test, net.classes, baud, "auto")
-    out: dict[str, Any] = {"steps": steps, "request_bytes": rate.request_bytes,
+    out: dict[str, Any] = {"images": images, "steps": steps,
+                           "request_bytes": rate.request_bytes,
                            "response_bytes": rate.answer_bytes,
                            "link_images_per_s": round(link, 1),
                            "link_auto": _auto_link(auto)}
@@ -409,7 +426,7 @@ def _run_build(platform, top, build_dir: Path, env: dict[str, str],
 
 
 def _report(board: Board, parsed: dict[str, Any], *, need, net, manifest, image_dir, lanes,
-            clk_hz, top, seed, env, wall, bitstream) -> dict[str, Any]:
+            clk_hz, top, seed, env, wall, bitstream, figures) -> dict[str, Any]:
     """The contents of ``report.json``."""
     return {
         "board": board.name,
@@ -436,16 +453,18 @@ def _report(board: Board, parsed: dict[str, Any], *, need, net, manifest, image_
                   "nextpnr": tool_version(env[next(k for k in env if k.startswith("NEXTPNR"))],
                                           "--version")},
         "wall_s": round(wall, 1),
-        "throughput": throughput(net, manifest, lanes, clk_hz, board.baud),
+        "throughput": figures,
     }
 
 
 def build(board: Board, image_dir: str | Path, *, lanes: int | None = None,
           target_mhz: float | None = None, seed: int = 1, build_dir: str | Path | None = None,
-          system=None, log=print) -> dict[str, Any]:
+          data_dir: str | Path | None = None, system=None, log=print) -> dict[str, Any]:
     """Fit-check, build, and write ``report.json``; returns the report.
 
-    ``lanes`` and ``target_mhz`` default (``None``) to the board's.
+    ``lanes`` and ``target_mhz`` default (``None``) to the board's. ``data_dir`` is the
+    folder of an IDX data set's files, for the report's figures (:func:`report_images`); they
+    are taken before synthesis, so a wrong folder fails at once.
 
     Raises
     ------
@@ -460,6 +479,7 @@ def build(board: Board, image_dir: str | Path, *, lanes: int | None = None,
     lanes = board.lanes if lanes is None else lanes
     clk_hz = int(round((board.clk_hz / 1e6 if target_mhz is None else target_mhz) * 1e6))
     need = check_fit(board, net, manifest, lanes)
+    figures = throughput(net, manifest, lanes, clk_hz, board.baud, data_dir)
     top = BoardTop(board, net, manifest, lanes=lanes, clk_hz=clk_hz, system=system)
     build_dir = Path(build_dir or Path("build") / board.name)
     build_dir.mkdir(parents=True, exist_ok=True)
@@ -482,7 +502,7 @@ def build(board: Board, image_dir: str | Path, *, lanes: int | None = None,
         parsed["ffs"] = yosys_flip_flops((build_dir / f"{NAME}.rpt").read_text(errors="replace"))
     report = _report(board, parsed, need=need, net=net, manifest=manifest, image_dir=image_dir,
                      lanes=lanes, clk_hz=clk_hz, top=top, seed=seed, env=env, wall=wall,
-                     bitstream=bitstream)
+                     bitstream=bitstream, figures=figures)
     (build_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     log(f"{board.name}: fmax {report['fmax_mhz']} MHz (target {report['target_mhz']:g}), "
         f"{report['luts']}/{report['luts_available']} LUTs, {report['ffs']} FFs, "
@@ -586,6 +606,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="UART baud rate (default: the board's, 3000000 on every board; "
                              "115200 for a terminal-friendly link)")
     parser.add_argument("--build-dir", help="default: build/<board>")
+    parser.add_argument("--data", metavar="DIR",
+                        help="folder of the image's IDX data set (MNIST) for the report's "
+                             "figures over its test split (without it: the worst case)")
     parser.add_argument("--check", action="store_true", help="fit check only, build nothing")
     parser.add_argument("--program", action="store_true",
                         help="load the built bitstream with openFPGALoader (build nothing)")
@@ -610,8 +633,10 @@ def main(argv: list[str] | None = None, system=None) -> int:
                   f"{need['bram']} block RAMs, {need['dsp']} DSPs")
         else:
             build(board, args.image or board.image, lanes=lanes, target_mhz=args.target_mhz,
-                  seed=args.seed, build_dir=args.build_dir, system=system)
-    except (FitError, TimingError, ToolError, image_io.NetworkImageError, ValueError) as e:
+                  seed=args.seed, build_dir=args.build_dir, data_dir=args.data,
+                  system=system)
+    except (FitError, TimingError, ToolError, image_io.NetworkImageError, ValueError,
+            OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0

@@ -4,22 +4,24 @@ A CLASSIFY request streams its image slot into the core, one pixel per cycle as 
 core takes a new image, then frees the slot. The slot holds the image's nonzero pixels as
 entries (index, value) in increasing index order, ended by an entry of value 0
 (:func:`hw.frame_parser.slot_entry_layout`); the dispatcher expands them, so the core sees all
-M pixels, zeros included, one per cycle: pixel ``j`` is the value of the entry the read port
-holds if that entry's index is ``j`` (and its value nonzero), else 0, and a matched entry is
-replaced by the next one in the cycle it is taken (the read port is addressed with the next
-entry then, so its data is there at the next edge). every request then goes on, in order, as a reply
+M pixels, zeros included, one per cycle: pixel ``j`` is the value of the entry held in a
+register if that entry's index is ``j`` (and its value nonzero), else 0, and a matched entry is
+replaced, in the cycle it is taken, by the next one, which the read port holds (it is then
+addressed with the one after, so its data is there at the next edge). Every request then goes
+on, in order, as a reply
 (:data:`REPLY_LAYOUT`) to the responder. The request is taken only when its reply is passed on,
 so ``steps`` and ``mode`` stay on ``core_i`` for the whole image.
 
 Timing: a request other than CLASSIFY passes in the cycle it is offered (when ``replies`` is
 ready). For a CLASSIFY of ``M`` pixels with a ready core, the first pixel transfers 2 cycles
-after the request is first offered, one pixel per cycle follows, and the request passes in the
-cycle after the last pixel: ``M + 2`` cycles in all.
+after the request is first offered (entry 0 is read in the first, entry 1 in the second), one
+pixel per cycle follows, and the request passes in the cycle after the last pixel: ``M + 2``
+cycles in all.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Shape, Signal
+from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
@@ -90,7 +92,10 @@ class FrameDispatcher(wiring.Component):
 
         with m.FSM(name="dispatcher"):
             with m.State("TAKE"):
-                m.d.comb += self.idle.eq(1)
+                # The slot's entry 0 is read here, so LOAD starts with it on the read port.
+                m.d.comb += [
+                    self.idle.eq(1), self.slot_rd.en.eq(1),
+                    self.slot_rd.addr.eq(Cat(Const(0, self.index_bits), request.slot))]
                 with m.If(request.kind == Kind.CLASSIFY):
                     with m.If(self.requests.valid):
                         m.next = "LOAD"
@@ -107,35 +112,46 @@ class FrameDispatcher(wiring.Component):
 
     def _load(self, m: Module) -> Signal:
         """Stream the request's slot into the core, zeros between its entries; returns high
-        when the last pixel is taken."""
-        at = Signal(range(self.inputs))      # index of the pixel on core_i
-        entry_at = Signal(self.index_bits)   # the entry the read port holds
-        read_at = Signal(self.index_bits)    # the entry it is addressed with
+        when the last pixel is taken.
+
+        The entry of the next nonzero pixel is held in a register (``held``), the one after
+        it on the read port's output: a matched entry is replaced by the port's output in
+        the cycle it is taken, while the port reads the next one. Nothing but that register
+        takes the read port's output (the slot memory is a block RAM for MNIST, 2,048 x 18
+        bits, whose 5.8 ns output into the index compare and back into its own address made
+        57.9 MHz on the ULX3S-85F). Entry 0 is read in TAKE, entry 1 in LOAD's first cycle.
+        """
+        at = Signal(range(self.inputs))        # index of the pixel on core_i
+        held = Signal(self.entry_layout)       # the next nonzero pixel's entry
+        next_at = Signal(self.index_bits)      # the entry the read port holds (after held's)
+        read_at = Signal(self.index_bits)      # the entry it is addressed with
         beat = Signal()  # core_i holds a pixel
-        entry = self.slot_rd.data
         hit = Signal()   # the pixel on core_i is the held entry's
         taken = Signal()
         done = Signal()
         m.d.comb += [
-            hit.eq((entry.value != 0) & (entry.index == at)),
+            hit.eq(beat & (held.value != 0) & (held.index == at)),
             taken.eq(beat & self.core_i.ready),
             # The address does not wait for the core's ready (timing: the core's ready, then
             # the LUT-RAM read, was the ULX3S-85F's critical path); the read port's enable
-            # does: it holds the entry until its pixel is taken.
-            read_at.eq(Mux(beat & hit, entry_at + 1, entry_at)),
+            # does: it holds the entry until the held one is taken.
+            read_at.eq(Mux(~beat | hit, next_at + 1, next_at)),
             self.slot_rd.addr.eq(Cat(read_at, self.requests.payload.slot)),
             self.slot_rd.en.eq(~beat | taken),
             self.core_i.valid.eq(beat),
-            self.core_i.payload.pixel.eq(Mux(hit, entry.value, 0)),
+            self.core_i.payload.pixel.eq(Mux(hit, held.value, 0)),
         ]
         with m.If(~beat | taken):
-            m.d.sync += entry_at.eq(read_at)
+            m.d.sync += next_at.eq(read_at)
+        with m.If(~beat | (hit & taken)):
+            m.d.sync += held.eq(self.slot_rd.data)
         with m.If(~beat):
-            # The first cycle: entry 0 is being read; pixel 0 is offered from the next.
+            # The first cycle: entry 0 (read in TAKE) into held; pixel 0 is offered from the
+            # next.
             m.d.sync += beat.eq(1)
         with m.Elif(taken):
             with m.If(at == self.inputs - 1):
-                m.d.sync += [beat.eq(0), at.eq(0), entry_at.eq(0)]
+                m.d.sync += [beat.eq(0), at.eq(0), next_at.eq(0)]
                 m.d.comb += [done.eq(1), self.slot_freed.eq(1)]
             with m.Else():
                 m.d.sync += at.eq(at + 1)

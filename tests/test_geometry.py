@@ -218,3 +218,14 @@ def test_pixel_read_ahead_only_for_a_block_ram_pixel_memory(shipped):
     net, manifest = shipped
     assert not CoreGeometry.of(net, pixel_max=manifest["pixel_max"], lanes=16).pixel_read_ahead
     assert CoreGeometry.of(mnist_net(4), pixel_max=255, lanes=16).pixel_read_ahead
+
+
+def test_list_read_ahead_only_for_a_block_ram_input_list(shipped):
+    # The digits' input list (64 x 11 bits, LUT RAM) is read as before; a 784 x 19-bit one (a
+    # block RAM) a cycle ahead into a register. Cycle counts do not change (the 784-input
+    # tests in both simulators check them; tests/test_core.py the one-entry lists).
+    net, manifest = shipped
+    digits = CoreGeometry.of(net, pixel_max=manifest["pixel_max"], lanes=16)
+    mnist = CoreGeometry.of(mnist_net(4), pixel_max=255, lanes=16)
+    assert (digits.memory("lst_mem").width, mnist.memory("lst_mem").width) == (11, 19)
+    assert not digits.list_read_ahead and mnist.list_read_ahead
