@@ -336,7 +336,7 @@ class LifCore(wiring.Component):
         P, G, N, M = self.lanes, self.groups, self.net.neurons, self.net.inputs
         readout, = b.readout,
         # --- per-image registers ----------------------------------------------------------
-        steps = Signal(STEPS_BITS)
+        last_t = Signal(STEPS_BITS)  # the image's last step, steps - 1 (steps 0 counts as 1)
         rate = Signal()
         cycles = Signal(COUNT_BITS)
         spike_count = Signal(COUNT_BITS)
@@ -345,11 +345,18 @@ class LifCore(wiring.Component):
         with m.If(counting & ~readout.o.valid):
             m.d.sync += cycles.eq(cycles + 1)
 
-        # Loop counters: pixel j, list entry k (list length `count`), group g with `g_base`
-        # = g * M kept without a multiplier, step t, readout neuron n (group rg, lane rp).
+        # Loop counters: pixel j, list entry k, group g with `g_base` = g * M kept without a
+        # multiplier, step t, readout neuron n (group rg, lane rp). The list's last entry
+        # `last_k` (0 for an empty list, `empty`) and the last step `last_t` are registered
+        # when the list and the image begin, so the phase decisions compare with registers
+        # (an equality, no subtraction: ``k == count - 1`` and ``t == steps - 1`` were carry
+        # chains on the ULX3S-85F's critical path into k, 91.4 MHz).
         j = Signal(range(M))
         k = Signal(range(M + 1))
-        count = Signal(range(M + 1))
+        last_k = Signal(range(M))
+        empty = Signal()
+        wrap = Signal()  # entry k is the list's last: the group's last issue
+        m.d.comb += wrap.eq(k == last_k)
         g = Signal(range(G))
         g_base = Signal(range(G * M))
         t = Signal(STEPS_BITS)
@@ -358,10 +365,18 @@ class LifCore(wiring.Component):
         rp = Signal(range(P))
         drain = Signal(range(DRAW_DRAIN + 1))
         last_step = Signal()
-        m.d.comb += last_step.eq(t == steps - 1)
-        b.count, b.counting, b.cycles, b.drain, b.g = count, counting, cycles, drain, g
-        b.g_base, b.j, b.k, b.last_step, b.n, b.rate, b.rg = g_base, j, k, last_step, n, rate, rg
-        b.rp, b.spike_count, b.steps, b.t = rp, spike_count, steps, t
+        m.d.comb += last_step.eq(t == last_t)
+        b.counting, b.cycles, b.drain, b.empty, b.g = counting, cycles, drain, empty, g
+        b.g_base, b.j, b.k, b.last_k, b.last_step = g_base, j, k, last_k, last_step
+        b.n, b.rate, b.rg = n, rate, rg
+        b.rp, b.spike_count, b.last_t, b.t, b.wrap = rp, spike_count, last_t, t, wrap
+
+    @staticmethod
+    def _list_ends(m: Module, b: SimpleNamespace, entries, added) -> None:
+        """Register the list's length, ``entries + added`` (``added`` a bit), as ``last_k``
+        and ``empty``: the list is complete."""
+        m.d.sync += [b.last_k.eq(Mux(added, entries, Mux(entries == 0, 0, entries - 1))),
+                     b.empty.eq((entries == 0) & ~added)]
 
     def _draw_pipeline(self, m: Module, b: SimpleNamespace) -> None:
         """The DRAW pipeline (rate mode): pixels through the rate encoder into the input list."""
@@ -395,8 +410,8 @@ class LifCore(wiring.Component):
     def _input_pipeline(self, m: Module, b: SimpleNamespace) -> None:
         """The INPUT pipeline: the lanes' W.x + b, then their currents into ``cur_mem``."""
         P, G, M = self.lanes, self.groups, self.net.inputs
-        count, cp_rd, cur_wr, current_lanes, g = b.count, b.cp_rd, b.cur_wr, b.current_lanes, b.g
-        g_base, k, spec = b.g_base, b.k, b.spec
+        cp_rd, cur_wr, current_lanes, g, empty = b.cp_rd, b.cur_wr, b.current_lanes, b.g, b.empty
+        g_base, k, spec, wrap = b.g_base, b.k, b.spec, b.wrap
         # --- INPUT pipeline: stage 0 reads list entry k; stage 1 reads the weights of input j
         # for group g; stage 2 registers them (the block RAM's output is slow); stages 3 and 4
         # multiply them by x; stage 5 accumulates, starting from the group's bias; stages 6 and
@@ -410,7 +425,7 @@ class LifCore(wiring.Component):
         s1_g, s1_base = Signal(range(G)), Signal(range(G * M))
         m.d.sync += [
             s1_valid.eq(in_issue), s1_first.eq(k == 0), s1_g.eq(g), s1_base.eq(g_base),
-            s1_last.eq((k == count - 1) | (count == 0)), s1_empty.eq(count == 0),
+            s1_last.eq(wrap), s1_empty.eq(empty),
         ]
         entry = self._list_read(m, b)
         if M & (M - 1):
@@ -491,11 +506,10 @@ class LifCore(wiring.Component):
         INPUT, where every INPUT starts), into a register: same cycles, and the adder starts
         from a register.
         """
-        M, count, in_issue, k, lst_rd = self.net.inputs, b.count, b.in_issue, b.k, b.lst_rd
+        M, in_issue, k, lst_rd, wrap = self.net.inputs, b.in_issue, b.k, b.lst_rd, b.wrap
         if not self.geometry.list_read_ahead:
             m.d.comb += lst_rd.addr.eq(k)
             return lst_rd.data
-        wrap = (k == count - 1) | (count == 0)
         ahead = Signal(range(M), name="lst_ahead")
         m.d.comb += ahead.eq(Mux(in_issue & ~wrap, k + 1, 0))
         entry = Signal.like(lst_rd.data, name="s1_entry")
@@ -610,10 +624,9 @@ class LifCore(wiring.Component):
         """The LOAD state: pixels into ``pix_mem`` (and, constant current, the nonzero ones into
         the input list); ``steps`` and ``mode`` from an image's first pixel."""
         M = self.net.inputs
-        count, counting, cycles, g, g_base, j, k = (b.count, b.counting, b.cycles, b.g, b.g_base,
-                                                    b.j, b.k)
-        lst_wr, pix_wr, rate, spike_count, steps, t = (b.lst_wr, b.pix_wr, b.rate, b.spike_count,
-                                                       b.steps, b.t)
+        counting, cycles, g, g_base, j, k = b.counting, b.cycles, b.g, b.g_base, b.j, b.k
+        lst_wr, pix_wr, rate, spike_count, last_t, t = (b.lst_wr, b.pix_wr, b.rate,
+                                                        b.spike_count, b.last_t, b.t)
         m.d.comb += [
             self.i.ready.eq(1),
             pix_wr.addr.eq(j),
@@ -633,7 +646,7 @@ class LifCore(wiring.Component):
             m.d.sync += [j.eq(j + 1), k.eq(slot + nonzero)]
             with m.If(j == 0):
                 m.d.sync += [
-                    steps.eq(Mux(self.i.p.steps == 0, 1, self.i.p.steps)),
+                    last_t.eq(Mux(self.i.p.steps == 0, 0, self.i.p.steps - 1)),
                     rate.eq(self.i.p.mode == MODE_RATE),
                     cycles.eq(1), counting.eq(1), spike_count.eq(0),
                 ]
@@ -643,13 +656,14 @@ class LifCore(wiring.Component):
                     m.d.sync += k.eq(0)
                     m.next = "DRAW"
                 with m.Else():
-                    m.d.sync += [count.eq(slot + nonzero), k.eq(0)]
+                    self._list_ends(m, b, slot, nonzero)
+                    m.d.sync += k.eq(0)
                     m.next = "INPUT"
 
     def _controller(self, m: Module, b: SimpleNamespace) -> None:
         """The spikes appended to the input list, and the phase controller."""
         P, G, N, M = self.lanes, self.groups, self.net.neurons, self.net.inputs
-        count, counting, d2_j, d2_spike = b.count, b.counting, b.d2_j, b.d2_spike
+        counting, d2_j, d2_spike, wrap = b.counting, b.d2_j, b.d2_spike, b.wrap
         drain, draw_issue, encoder, g, g_base = b.drain, b.draw_issue, b.encoder, b.g, b.g_base
         in_issue, j, k, last_step, lif_issue = b.in_issue, b.j, b.k, b.last_step, b.lif_issue
         lst_wr, n, rate, rg, ro_issue, rp, t = b.lst_wr, b.n, b.rate, b.rg, b.ro_issue, b.rp, b.t
@@ -676,13 +690,14 @@ class LifCore(wiring.Component):
                 m.d.sync += drain.eq(drain - 1)
                 with m.If(drain == 1):
                     # The last draw is being appended: the list is then complete.
-                    m.d.sync += [count.eq(k + d2_spike), k.eq(0)]
+                    self._list_ends(m, b, k, d2_spike)
+                    m.d.sync += k.eq(0)
                     m.next = "INPUT"
 
             with m.State("INPUT"):
                 m.d.comb += in_issue.eq(1)
                 m.d.sync += k.eq(k + 1)
-                with m.If((k == count - 1) | (count == 0)):
+                with m.If(wrap):
                     m.d.sync += [k.eq(0), g.eq(g + 1), g_base.eq(g_base + M)]
                     with m.If(g == G - 1):
                         # LIF starts at once: it reads group g's current g + 1 cycles from
@@ -704,7 +719,8 @@ class LifCore(wiring.Component):
                         m.d.sync += t.eq(t + 1)
                         with m.If(rate):
                             # The next step's draws share nothing with the LIF pipeline's tail.
-                            m.d.sync += [j.eq(0), k.eq(0)]
+                            # j and k are 0 already (DRAW and INPUT end with them at 0; LIF
+                            # changes neither), so k's logic does not wait for g.
                             m.next = "DRAW"
 
             with m.State("READOUT"):
