@@ -58,7 +58,6 @@ train-mnist: $(STAMP)
 ## make sim: classify the test digits through the simulated hardware (Verilator) vs golden;
 ## make sim DATASET=mnist DATA=DIR: the 10,000 MNIST test images (DIR: the MNIST IDX files)
 sim: $(STAMP)
-	@test "$(DATASET)" = digits -o -n "$(DATA)" || { echo "error: make sim DATASET=$(DATASET) needs DATA=DIR, the folder of its IDX files" >&2; exit 2; }
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m sim.run --image $(IMAGE) \
 		$(if $(DATA),--data $(DATA)) $(ARGS)
 
@@ -74,7 +73,7 @@ BOARD ?= ulx3s
 # does not fit). IMAGE defaults to the board's image; ARGS e.g. "--lanes 8 --seed 2 --check".
 bitstream: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m hw.bitstream --board $(BOARD) \
-		$(if $(filter-out file,$(origin IMAGE)),--image $(IMAGE)) $(ARGS)
+		$(if $(filter-out file,$(origin IMAGE) $(origin DATASET)),--image $(IMAGE)) $(ARGS)
 
 ## make prog: load build/$(BOARD)/'s bitstream into a connected board with openFPGALoader
 prog: $(STAMP)

@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         report, traces = evaluate(args.image, args.timesteps, args.data)
-    except (image.NetworkImageError, data.IdxError) as e:
+    except (image.NetworkImageError, data.IdxError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     out = Path(args.out)

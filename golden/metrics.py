@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # arrays: no elementwise == for the whole record
 class ClassReport:
     """The figures of one run over ``classes`` classes.
 

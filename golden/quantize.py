@@ -18,7 +18,7 @@ instead of down (an exact left shift needs none).
 
 The seed network (:func:`quantize_input_stage`, ``shift_min = 0``, 8-bit weights) keeps the
 left shifts it was published with: a single weight scale shared by all neurons would waste the
-8-bit weights (gains span a wide range: 3.4 to 54 in the shipped network, thousands for
+8-bit weights (gains span a wide range: 3.4 to 54 in the seed network, thousands for
 intercepts near 1), hence the per-neuron shift.
 
 Readout

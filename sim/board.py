@@ -46,7 +46,8 @@ board, and then blocks again.
 Speed
 -----
 Measured on the 2-core development machine while a synthesis job kept the other core busy, so
-wall-clock figures vary by some 30 % from run to run; shipped image, 16 lanes, the default
+wall-clock figures vary by some 30 % from run to run; the seed image (``firmware/digits-seed``),
+16 lanes, the default
 12 MHz and 3 Mbaud (``D`` = 4). The executable reports its own figures on stderr when it stops.
 
 * Simulated clock cycles per second: about 0.8 to 0.95 million per second of CPU time.

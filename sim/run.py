@@ -9,11 +9,11 @@ socket -> UART rx pin -> frame engine -> core -> UART tx pin -> driver. Every an
 compared with :func:`golden.model.run`: the label, every class score and the spike count.
 
 For a network trained on an IDX data set (MNIST, Fashion-MNIST, EMNIST digits), ``--data DIR``
-names the folder of its IDX files (``make sim DATASET=mnist DATA=DIR``); it prints, per mode,
-the per-class precision, recall and F1 and the confusion matrix of the hardware's answers and
-draws the matrix into ``build/sim/confusion-<mode>.png``. ``--jobs N`` runs N virtual boards
-side by side, each on a contiguous share of the images (each board is a process: one per core
-helps; the answers are the same, every board starting from RESET).
+names the folder of its IDX files (``make sim DATASET=mnist DATA=DIR``). For every data set
+it prints, per mode, the per-class precision, recall and F1 and the confusion matrix of the
+hardware's answers and draws the matrix into ``build/sim/confusion-<mode>.png``. ``--jobs N``
+runs N virtual boards side by side, each on a contiguous share of the images (each board is a
+process: one per core helps; the answers are the same, every board starting from RESET).
 
 ``--via core`` instead streams the images straight into the core's ports (:mod:`sim.verilator`,
 cocotb), the tier that also checks each image's cycle count against the timing model.
@@ -118,13 +118,16 @@ def run_mode(sim_model: verilator.SimModel, net: model.Network, x: np.ndarray, y
 
 
 def _board_answers(board_model: board.BoardModel, x: np.ndarray, steps: int, mode: int,
-                   update) -> list[protocol.Classification]:
-    """Every answer for ``x`` from a virtual board of its own, started for this call."""
+                   update, stop: threading.Event) -> list[protocol.Classification]:
+    """The answers for ``x`` from a virtual board of its own, started for this call; stops
+    early (with the answers so far) once ``stop`` is set."""
     answers = []
     with board_model.start() as running, Lifpga(running.url, timeout=BOARD_TIMEOUT_S) as lifpga:
         for answer in lifpga.classify_many(x, steps=steps, mode=mode):
             answers.append(answer)
             update()
+            if stop.is_set():
+                break  # another board failed: leaving stops this one as well
     return answers
 
 
@@ -134,8 +137,11 @@ def board_answers(board_model: board.BoardModel, x: np.ndarray, steps: int, mode
     given a contiguous share of the images (one process each; the answers do not depend on
     how the images are shared out, every board starting from RESET).
 
-    ``progress(done)`` is called after each answer, with the count so far."""
-    lock = threading.Lock()
+    ``progress(done)`` is called after each answer, with the count so far. The first board
+    to fail stops the others (at their next answer) and its error is raised."""
+    if not len(x):
+        return []
+    lock, stop = threading.Lock(), threading.Event()
     done = [0]
 
     def update() -> None:
@@ -144,10 +150,15 @@ def board_answers(board_model: board.BoardModel, x: np.ndarray, steps: int, mode
             if progress is not None:
                 progress(done[0])
 
-    shares = [share for share in np.array_split(x, min(jobs, len(x))) if len(share)]
+    shares = np.array_split(x, min(jobs, len(x)))
     with concurrent.futures.ThreadPoolExecutor(len(shares)) as pool:
-        futures = [pool.submit(_board_answers, board_model, share, steps, mode, update)
+        futures = [pool.submit(_board_answers, board_model, share, steps, mode, update, stop)
                    for share in shares]
+        concurrent.futures.wait(futures, return_when=concurrent.futures.FIRST_EXCEPTION)
+        stop.set()
+        for future in futures:
+            if future.exception() is not None:
+                raise future.exception()
         return [a for future in futures for a in future.result()]
 
 
@@ -157,7 +168,8 @@ def run_board_mode(board_model: board.BoardModel, net: model.Network, x: np.ndar
     """Run one mode over ``x`` through ``jobs`` virtual boards, like :func:`run_mode`.
 
     ``cycles_model(pixels, steps, mode)`` (``CoreGeometry.expected_cycles``) is what each answer's
-    ``cycles`` field must equal; the entry's ``cycles_agreement`` says how many did.
+    ``cycles`` field must equal; the entry's ``cycles_agreement`` says how many did. The wall
+    time (and images/s) includes starting the boards, a fraction of a second each.
     """
     name = MODE_NAMES[mode]
     update, close = _progress(name, len(x))
@@ -174,7 +186,7 @@ def run_board_mode(board_model: board.BoardModel, net: model.Network, x: np.ndar
                               np.array([a.spike_count for a in answers], dtype=np.int64),
                               cycles_arr, cycles_arr, wall)
     entry, mismatch = _entry(sim, net, x, y, steps, mode)
-    entry["jobs"] = jobs
+    entry["jobs"] = min(jobs, len(x))
     if cycles_model is not None:
         expected = np.array([cycles_model(image, steps, mode) for image in x])
         entry["cycles_agreement"] = float(np.mean(expected == cycles_arr))
@@ -204,7 +216,8 @@ def _entry(sim: verilator.SimResult, net: model.Network, x: np.ndarray, y: np.nd
         "wall_s": round(sim.wall_s, 3),
         "images_per_s": round(len(x) / sim.wall_s, 2),
     }
-    entry.update(metrics.class_report(y, sim.label, net.classes).as_json())
+    if ((sim.label >= 0) & (sim.label < net.classes)).all():  # else a mismatch says why
+        entry.update(metrics.class_report(y, sim.label, net.classes).as_json())
     bad = np.flatnonzero(~agree)
     mismatch = _describe_mismatch(int(bad[0]), sim, golden, y) if bad.size else None
     entry["first_mismatch"] = int(bad[0]) if bad.size else None
@@ -266,14 +279,18 @@ def _table(entries: list[dict]) -> str:
 def _class_figures(entries: list[dict], dataset: str, out: Path) -> None:
     """Print each mode's per-class figures and confusion matrix (of the hardware's answers)
     and draw the matrix into ``out/confusion-<mode>.png``."""
-    for e in entries:
+    for e in (e for e in entries if "confusion" in e):
         report = metrics.ClassReport.from_json(e)
         print(f"\n{e['mode']} mode, the hardware's answers on {e['images']} test images of "
               f"{dataset}:")
         print(metrics.format_class_report(report))
         png = out / f"confusion-{e['mode']}.png"
-        metrics.write_confusion_png(report.confusion, png, f"{dataset}, {e['mode']} mode, "
-                                    f"{e['timesteps']} steps: {e['accuracy']:.2%}")
+        try:
+            metrics.write_confusion_png(report.confusion, png, f"{dataset}, {e['mode']} mode, "
+                                        f"{e['timesteps']} steps: {e['accuracy']:.2%}")
+        except OSError as exc:
+            print(f"warning: cannot write {png}: {exc}", file=sys.stderr)
+            continue
         print(f"wrote {png}")
 
 
@@ -437,6 +454,8 @@ def main(argv: list[str] | None = None) -> int:
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     if not modes or any(m not in MODE_BY_NAME for m in modes):
         parser.error(f"--modes takes a comma-separated list of {', '.join(MODE_BY_NAME)}")
+    if args.jobs > 1 and args.via != "board":
+        parser.error("--jobs runs several virtual boards: it needs --via board")
     try:
         net, manifest = image.load(args.image)
     except image.NetworkImageError as e:

@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import MNIST_DIR
 
 from golden import device, image, model, protocol
 from golden.data import load_split
@@ -53,6 +54,24 @@ def test_make_sim_on_a_few_digits(tmp_path, capsys, via, shipped_dir):
     net, _ = image.load(shipped_dir)
     assert report["link"] == run.link_figures(net, images=load_split("digits").x_test)
     assert run.link_line(report["link"]) in out
+
+
+def test_make_sim_on_the_shipped_mnist_image(tmp_path, capsys):
+    """``make sim DATASET=mnist DATA=DIR`` on its first test images: the 784-512-10 image on the
+    virtual board (its own build), bit-exact in both modes, cycles as the timing model says."""
+    from firmware import MNIST_IMAGE
+
+    if not MNIST_DIR.is_dir():
+        pytest.skip(f"no MNIST data at {MNIST_DIR} (the shared data folder is absent)")
+    code = run.main(["--image", str(MNIST_IMAGE), "--data", str(MNIST_DIR), "--limit", "6",
+                     "--steps", "4", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["dataset"] == "mnist" and report["images"] == 6 and report["neurons"] == 512
+    for entry in report["modes"].values():
+        assert entry["agreement"] == entry["cycles_agreement"] == 1.0
+    assert report["link"]["request_bytes"] == 795
 
 
 def test_idx_image_without_data_is_a_clear_error(tmp_path, capsys):
@@ -130,3 +149,49 @@ def test_agreement_is_the_golden_comparison(shipped):
     assert run.sim_agreement(sim, golden).tolist() == [True, False]
     assert run.sim_agreement(sim, golden).tolist() == device.agreement(
         sim.label, sim.scores, sim.spike_count, golden).tolist()
+
+
+class _RefBoardModel:
+    """A stand-in for :class:`sim.board.BoardModel` serving the reference device (no
+    Verilator): ``start()`` gives a context with ``url``; the ``fail``-th board started
+    refuses to start."""
+
+    def __init__(self, image_dir, fail: int | None = None):
+        self.image_dir, self.fail, self.started = image_dir, fail, 0
+
+    def start(self):
+        import contextlib
+
+        from sim.refboard import RefBoard
+
+        number, self.started = self.started, self.started + 1
+
+        @contextlib.contextmanager
+        def running():
+            if number == self.fail:
+                raise run.board.BoardError("board refused to start (test)")
+            with RefBoard(self.image_dir) as url:
+                yield type("Running", (), {"url": url})()
+
+        return running()
+
+
+@pytest.mark.parametrize("jobs", [1, 2, 3, 50])
+def test_board_answers_come_back_in_order_from_every_share(shipped_dir, shipped, jobs):
+    x = load_split("digits").x_test[:7]
+    seen = []
+    answers = run.board_answers(_RefBoardModel(shipped_dir), x, 4, 0, jobs, seen.append)
+    golden = model.run(x, shipped[0], 4, 0)
+    assert [a.label for a in answers] == golden.classes[-1].tolist()
+    assert [list(a.scores) for a in answers] == golden.scores[-1].tolist()
+    assert sorted(seen) == list(range(1, 8))
+    assert run.board_answers(_RefBoardModel(shipped_dir), x[:0], 4, 0, jobs) == []
+
+
+def test_a_failing_board_stops_the_others(shipped_dir):
+    # Board 1 of 2 fails at once; board 0, with 300 images to go, stops at its next answer.
+    x = np.repeat(load_split("digits").x_test[:1], 600, axis=0)
+    seen = []
+    with pytest.raises(run.board.BoardError, match="refused to start"):
+        run.board_answers(_RefBoardModel(shipped_dir, fail=1), x, 64, 1, 2, seen.append)
+    assert len(seen) < 300
