@@ -62,6 +62,7 @@ __all__ = [
     "MemorySpec",
     "cycles",
     "max_cycles",
+    "WIDE_WORD_SHAPE_BITS",
     "weight_bank_depth",
     "weight_banks",
 ]
@@ -88,19 +89,31 @@ BANK_STAGES = 2
 BANKED_MIN_GROUPS = 10
 
 
-def weight_bank_depth(w_bits: int) -> int:
-    """Words of one weight bank: the deepest block-RAM shape whose width holds a ``w_bits``
-    weight (4 bits: 4,096 words; 5 to 9 bits: 2,048), so that each bank is one block RAM
-    deep and its output goes straight into a register."""
-    return max(depth for width, depth in BRAM_SHAPES if width >= w_bits)
+#: The narrowest block-RAM shape Yosys (0.70) reads a word of several weights in: a 4,096 x
+#: 64-bit bank (P = 16, 4-bit weights) became two rows of 2,048 x 9-bit block RAMs joined by a
+#: LUT mux, whose two sources pulled each bank register away from one of them (that block
+#: RAM's output routed 4.6 ns: 94.8 MHz on the ULX3S-85F).
+WIDE_WORD_SHAPE_BITS = 9
 
 
-def weight_banks(depth: int, w_bits: int, groups: int) -> int:
-    """Banks of a weight memory of ``depth`` words for a core of ``groups`` groups: one per
-    :func:`weight_bank_depth` words when it is more than one block RAM deep and the core has
-    the :data:`BANKED_MIN_GROUPS` groups the extra stages need; else 1, the memory as one
-    (the digits' 1,024 words; any core of 8 or 9 groups)."""
-    bank = weight_bank_depth(w_bits)
+def weight_bank_depth(w_bits: int, lanes: int) -> int:
+    """Words of one weight bank, so that each bank is one block RAM deep and its output goes
+    straight into a register: a word of one ``w_bits`` weight (``lanes`` 1) in the deepest
+    block-RAM shape whose width holds it (4 bits: 4,096 words; 5 to 9 bits: 2,048); a word
+    of ``lanes`` weights in the deepest shape at least :data:`WIDE_WORD_SHAPE_BITS` wide, the
+    one Yosys uses (2,048 words up to 9-bit weights). The block RAMs are as many (a 64-bit
+    word takes 8 block RAMs per 2,048 words, 16 per 4,096) except for an odd lane count
+    with weights below 5 bits (3 x 4 bits: 2 per 2,048 words, 3 per 4,096)."""
+    narrowest = w_bits if lanes == 1 else max(w_bits, WIDE_WORD_SHAPE_BITS)
+    return max(depth for width, depth in BRAM_SHAPES if width >= narrowest)
+
+
+def weight_banks(depth: int, w_bits: int, groups: int, lanes: int) -> int:
+    """Banks of a weight memory of ``depth`` words for a core of ``groups`` groups of
+    ``lanes``: one per :func:`weight_bank_depth` words when it is more than one block RAM
+    deep and the core has the :data:`BANKED_MIN_GROUPS` groups the extra stages need; else 1,
+    the memory as one (the digits' 1,024 words; any core of 8 or 9 groups)."""
+    bank = weight_bank_depth(w_bits, lanes)
     if depth <= bank or groups < BANKED_MIN_GROUPS:
         return 1
     return -(-depth // bank)
@@ -297,8 +310,8 @@ class CoreGeometry:
     @property
     def weight_banks(self) -> int:
         """Banks of the input weights, ``G * M`` words (:func:`weight_banks`): 1 for the digits
-        (``w_mem``), 7 for 784-512 with 4-bit weights and P = 16 (``w_mem0`` .. ``w_mem6``)."""
-        return weight_banks(self.groups * self.inputs, self.w_bits, self.groups)
+        (``w_mem``), 13 for 784-512 with 4-bit weights and P = 16 (``w_mem0`` .. ``w_mem12``)."""
+        return weight_banks(self.groups * self.inputs, self.w_bits, self.groups, self.lanes)
 
     @property
     def weight_stages(self) -> int:
@@ -332,7 +345,7 @@ class CoreGeometry:
         element = (Field("", self.w_bits, True),)
         if banks == 1:
             return (MemorySpec("w_mem", total, element, self.lanes, "input weights", True),)
-        depth = weight_bank_depth(self.w_bits)
+        depth = weight_bank_depth(self.w_bits, self.lanes)
         return tuple(
             MemorySpec(f"w_mem{k}", min(depth, total - k * depth), element, self.lanes,
                        f"input weights {k * depth}..{min(total, (k + 1) * depth) - 1}", True)

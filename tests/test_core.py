@@ -107,8 +107,10 @@ def test_784_inputs_four_bit_weights_equals_golden(mode):
     rng = np.random.default_rng(784 + mode)
     net = random_784_net(rng)
     core = LifCore(net, pixel_max=255, lanes=8)
-    # 7,840 words of weights: two banks, the extra INPUT stages, the fewest groups for them.
-    assert [w.width for w in core.geometry.weight_memories()] == [8 * 4] * 2
+    # 7,840 words of weights: four banks of 2,048, the extra INPUT stages, the fewest groups
+    # for them.
+    assert [w.depth for w in core.geometry.weight_memories()] == [2048] * 3 + [1696]
+    assert {w.width for w in core.geometry.weight_memories()} == {8 * 4}
     assert core.geometry.weight_stages == 2 and core.groups == min_groups(2) == 10
     images = mnist_like_images(rng, 2)
     steps = 12 if mode == c.MODE_CURRENT else 4
@@ -261,4 +263,4 @@ def test_weights_banked_only_with_the_groups_for_it():
     net = random_784_net(np.random.default_rng(0), neurons=72)
     nine, eighteen = LifCore(net, pixel_max=255, lanes=8), LifCore(net, pixel_max=255, lanes=4)
     assert (nine.geometry.weight_banks, nine.geometry.weight_stages) == (1, 0)
-    assert (eighteen.geometry.weight_banks, eighteen.geometry.weight_stages) == (4, BANK_STAGES)
+    assert (eighteen.geometry.weight_banks, eighteen.geometry.weight_stages) == (7, BANK_STAGES)

@@ -288,7 +288,7 @@ def test_784_inputs_bit_exact_with_golden(outcomes_784, net_784, group):
 
 def test_784_core_has_banked_weights(net_784):
     geo = CoreGeometry.of(net_784, pixel_max=255, lanes=MNIST_LANES)
-    assert (geo.groups, geo.weight_banks, geo.weight_stages) == (10, 2, 2)
+    assert (geo.groups, geo.weight_banks, geo.weight_stages) == (10, 4, 2)
 
 
 def test_784_network_is_not_trivial(outcomes_784, net_784):

@@ -140,11 +140,12 @@ def test_max_cycles_of_a_784_input_core():
     assert max_cycles(784, 512, 16, 10, 32, MODE_CURRENT) == 784 + 32 * 784 + 32 * 32 + 512 + 4 + 4
 
 
-@pytest.mark.parametrize(("w_bits", "banks", "last"), [(4, 2, 3744), (8, 4, 1696)])
+@pytest.mark.parametrize(("w_bits", "banks", "last"), [(4, 4, 1696), (8, 4, 1696)])
 def test_memory_list_of_a_banked_core(w_bits, banks, last):
     # 80 neurons over 8 lanes, 784 inputs: 7,840 words of weights, more than one block RAM
-    # deep, so banked: 4,096-word banks for 4-bit weights, 2,048-word banks for 8-bit ones.
-    # (With 784 inputs every core the lanes allow, G >= 8, is banked.)
+    # deep, so banked: 2,048-word banks (a word of 8 weights is read in 2,048 x 9 block RAMs,
+    # 4-bit weights or 8-bit). (With 784 inputs every core the lanes allow, G >= 8, is
+    # banked.)
     from hw.core import LifCore, built_memories
 
     net = mnist_net(w_bits, neurons=80)
@@ -154,8 +155,8 @@ def test_memory_list_of_a_banked_core(w_bits, banks, last):
     assert geo.weight_banks == banks and geo.weight_stages == BANK_STAGES
     names = [f"w_mem{k}" for k in range(banks)]
     assert [w.name for w in geo.weight_memories()] == names
-    assert [built[name][1] for name in names] == [weight_bank_depth(w_bits)] * (banks - 1) + [
-        last]
+    assert [built[name][1] for name in names] == [weight_bank_depth(w_bits, 8)] * (
+        banks - 1) + [last]
     assert {built[name][0] for name in names} == {8 * w_bits}
 
 
@@ -176,18 +177,28 @@ def test_digits_weights_stay_one_memory(shipped):
 @pytest.mark.parametrize(("w_bits", "depth"), [(1, 16384), (2, 8192), (3, 4096), (4, 4096),
                                                (5, 2048), (8, 2048), (9, 2048), (10, 1024)])
 def test_weight_bank_depth_is_one_block_ram(w_bits, depth):
-    assert weight_bank_depth(w_bits) == depth
+    # One lane: a word is one weight, in the deepest shape that holds it.
+    assert weight_bank_depth(w_bits, 1) == depth
+
+
+@pytest.mark.parametrize(("w_bits", "depth"), [(1, 2048), (4, 2048), (9, 2048), (10, 1024),
+                                               (18, 1024), (19, 512)])
+def test_weight_bank_depth_of_a_word_of_weights(w_bits, depth):
+    # Several lanes: Yosys reads the word in columns at least 9 bits wide (4,096 x 64 bits
+    # became two rows of 2,048 x 9 and a mux), so a bank is at most 2,048 words.
+    assert weight_bank_depth(w_bits, 16) == weight_bank_depth(w_bits, 2) == depth
 
 
 def test_weight_banks():
-    assert weight_banks(1024, 8, 16) == 1  # the digits, P = 16
-    assert weight_banks(2048, 8, 16) == 1 and weight_banks(2049, 8, 16) == 2
-    assert weight_banks(32 * 784, 4, 32) == 7  # 784-512, P = 16: 6 x 4,096 + 512
-    assert weight_banks(32 * 784, 8, 32) == 13
+    assert weight_banks(1024, 8, 16, 16) == 1  # the digits, P = 16
+    assert weight_banks(2048, 8, 16, 16) == 1 and weight_banks(2049, 8, 16, 16) == 2
+    assert weight_banks(32 * 784, 4, 32, 16) == 13  # 784-512, P = 16: 12 x 2,048 + 512
+    assert weight_banks(32 * 784, 8, 32, 16) == 13
+    assert weight_banks(32 * 784, 4, 32, 1) == 7  # one lane: 4,096 x 4 bits per block RAM
     # Too few groups to hide the extra stages: one memory, as before.
-    assert weight_banks(9 * 784, 4, 9) == 1 and weight_banks(10 * 784, 4, 10) == 2
+    assert weight_banks(9 * 784, 4, 9, 16) == 1 and weight_banks(10 * 784, 4, 10, 16) == 4
     geo = CoreGeometry.of(mnist_net(4), pixel_max=255, lanes=16)
-    assert [w.depth for w in geo.weight_memories()] == [4096] * 6 + [512]
+    assert [w.depth for w in geo.weight_memories()] == [2048] * 12 + [512]
 
 
 def test_banked_weights_add_no_cycles():
@@ -195,9 +206,10 @@ def test_banked_weights_add_no_cycles():
     # the timing model is the same formula with or without banks (checked against both
     # simulators on a banked 784-input core in tests/test_core.py and
     # tests/test_core_verilator.py).
-    # 300 inputs, 10 groups: 3,000 words, one block RAM deep at 4 bits, two banks at 8.
+    # 300 inputs, one lane, 10 groups: 3,000 words, one block RAM deep at 4 bits, two banks
+    # at 8.
     def geo(w_bits):
-        return CoreGeometry(inputs=300, neurons=160, classes=10, lanes=16, pixel_bits=8,
+        return CoreGeometry(inputs=300, neurons=10, classes=10, lanes=1, pixel_bits=8,
                             rate_bits=8, lfsr_seed=1, w_bits=w_bits)
 
     one, banked = geo(4), geo(8)
@@ -208,7 +220,7 @@ def test_banked_weights_add_no_cycles():
         assert banked.expected_cycles(image, 5, mode) == one.expected_cycles(image, 5, mode)
         assert banked.max_cycles(5, mode) == one.max_cycles(5, mode)
     assert one.expected_cycles(image, 5, MODE_CURRENT) == cycles(
-        300, 160, 16, 10, 5, MODE_CURRENT, int(np.count_nonzero(image)))
+        300, 10, 1, 10, 5, MODE_CURRENT, int(np.count_nonzero(image)))
 
 
 def test_pixel_read_ahead_only_for_a_block_ram_pixel_memory(shipped):
