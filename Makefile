@@ -73,7 +73,8 @@ BOARD ?= ulx3s
 # does not fit). IMAGE defaults to the board's image; ARGS e.g. "--lanes 8 --seed 2 --check".
 bitstream: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m hw.bitstream --board $(BOARD) \
-		$(if $(filter-out file,$(origin IMAGE) $(origin DATASET)),--image $(IMAGE)) $(ARGS)
+		$(if $(filter-out file,$(origin IMAGE) $(origin DATASET)),--image $(IMAGE)) \
+		$(if $(DATA),--data $(DATA)) $(ARGS)
 
 ## make prog: load build/$(BOARD)/'s bitstream into a connected board with openFPGALoader
 prog: $(STAMP)
