@@ -391,8 +391,7 @@ def tool_environment(family: str) -> dict[str, str]:
 
 # --- build ----------------------------------------------------------------------------------------
 
-def _overrides(board: Board, need: dict[str, Any], clk_hz: int, seed: int,
-               geometry_: CoreGeometry) -> dict[str, Any]:
+def _overrides(board: Board, need: dict[str, Any], clk_hz: int, seed: int) -> dict[str, Any]:
     """Amaranth build options: nextpnr's, and where the multipliers go."""
     nextpnr_opts = ["--freq", f"{clk_hz / 1e6:g}", "--seed", str(seed), "--report",
                     NEXTPNR_REPORT, "--timing-allow-fail"]
@@ -404,28 +403,25 @@ def _overrides(board: Board, need: dict[str, Any], clk_hz: int, seed: int,
             overrides["synth_opts"] = "-dsp"
     if board.family == "ecp5":
         overrides["ecppack_opts"] = "--compress"
-        overrides["script_after_read"] = collision_script(geometry_)
+        overrides["script_after_read"] = COLLISION_SCRIPT
     return overrides
 
 
-def collision_script(geometry: CoreGeometry) -> str:
-    """ECP5, before synthesis: the read ports whose data on a collision (the entry read is
-    written in the same cycle) is never used are marked as returning anything then (Yosys'
-    ``COLLISION_X_MASK``): the image slots and the core's pixels, never read so
-    (:mod:`hw.frame_engine` "Image slots", ``LifCore._draw_pipeline``; both tested at every
-    cycle in the Amaranth simulator), and a list read ahead, whose collision ``LifCore``
-    passes on itself (``LifCore._list_read``). By default Yosys keeps the old data, which a
-    ``DP16KD`` does not guarantee between its two ports, so it adds a bypass (the written data
-    and an address compare, in registers) and a mux behind the block RAM; that mux kept the
-    register behind it out of the RAM's output register (:mod:`hw.bram_outreg`), and the
-    RAM's 5.8 ns output then routed 4 to 4.9 ns (90, 95 and 98.3 MHz, MNIST, ULX3S-85F).
-    Each memory must be found once."""
-    names = ("slots", "pix_mem") + (("lst_mem",) if geometry.list_read_ahead else ())
-    return "\n".join(
-        line for name in names for line in (
-            f"select -assert-count 1 t:$memrd_v2 r:MEMID=\\\\{name} %i",
-            f"setparam -set COLLISION_X_MASK 1'1 t:$memrd_v2 r:MEMID=\\\\{name} %i"))
-
+#: Memories whose reads are never of the entry written in the same cycle (by construction:
+#: the image slots, :mod:`hw.frame_engine` "Image slots"; the core's pixels,
+#: ``LifCore._draw_pipeline``; both tested at every cycle in the Amaranth simulator).
+NO_COLLISION_MEMORIES = ("slots", "pix_mem")
+#: ECP5, before synthesis: those memories' read ports are marked as returning anything on a
+#: collision (Yosys' ``COLLISION_X_MASK``). By default Yosys keeps the old data, which a
+#: ``DP16KD`` does not guarantee between its two ports, so it adds a bypass (the written data
+#: and an address compare, in registers) and a mux behind the block RAM; that mux kept the
+#: register behind it out of the RAM's output register (:mod:`hw.bram_outreg`), and the RAM's
+#: 5.8 ns output then routed 4.3 to 4.9 ns (90 and 95 MHz, MNIST, ULX3S-85F). As no collision
+#: happens, the marking changes nothing but the logic. Each memory must be found once.
+COLLISION_SCRIPT = "\n".join(
+    line for name in NO_COLLISION_MEMORIES for line in (
+        f"select -assert-count 1 t:$memrd_v2 r:MEMID=\\\\{name} %i",
+        f"setparam -set COLLISION_X_MASK 1'1 t:$memrd_v2 r:MEMID=\\\\{name} %i"))
 
 #: The build script's step between Yosys and nextpnr on ECP5 (see :mod:`hw.bram_outreg`).
 BRAM_OUTREG_STEP = (f'"{sys.executable}" "{Path(bram_outreg.__file__).resolve()}" '
@@ -549,7 +545,7 @@ def build(board: Board, image_dir: str | Path, *, lanes: int | None = None,
         f"{board.baud} baud; estimate: about {need['luts']} LUTs, {need['bram']} block RAMs, "
         f"{need['dsp']} DSPs; building in {build_dir}/ ...")
     wall = _run_build(make_platform(board), top, build_dir, env,
-                      _overrides(board, need, clk_hz, seed, geometry(net, manifest, lanes)))
+                      _overrides(board, need, clk_hz, seed))
     if not report_file.exists():
         raise ToolError(f"nextpnr wrote no report ({report_file}); see {build_dir}/{NAME}.tim")
     parsed = parse_report(json.loads(report_file.read_text()), board.family)

@@ -312,11 +312,11 @@ class LifCore(wiring.Component):
         # the same cycle (see _draw_pipeline): set by each elaboration.
         self.pixel_ports = (pix_wr, pix_rd)
         lst_wr = lst_mem.write_port()
-        # A list read ahead reads entry 0 in the cycle before INPUT, in which it may be
-        # written (a list of one entry, the last pixel's): ``_list_read`` passes that write on
-        # itself, after the registers (not the read port: Yosys' bypass sat between the block
-        # RAM and its output register).
-        lst_rd = lst_mem.read_port()
+        # A list read ahead (``_input_pipeline``) reads entry 0 in the cycle before INPUT, in
+        # which it may be written (a list of one entry, the last pixel's): the read port sees
+        # that write.
+        lst_rd = lst_mem.read_port(
+            transparent_for=(lst_wr,) if self.geometry.list_read_ahead else ())
 
         m.submodules.readout = readout = Readout(net.dec, net.dec_bias)
         m.submodules.encoder = encoder = RateEncoder(
@@ -406,7 +406,7 @@ class LifCore(wiring.Component):
             m.d.comb += [pix_rd.addr.eq(ahead), encoder.i.p.pixel.eq(d1_pixel)]
             # Never a read of the entry written in the same cycle (LOAD writes, reads are at 0
             # outside DRAW, DRAW writes nothing): the ECP5 build lets such a read return
-            # anything (hw.bitstream.collision_script), so that no collision logic sits
+            # anything (hw.bitstream.COLLISION_SCRIPT), so that no collision logic sits
             # between the block RAM and d1_pixel, its output register (hw/bram_outreg.py).
             # A read disabled in LOAD's first cycle is never used: pixel 0 for DRAW is read in
             # LOAD's last (M >= 2).
@@ -519,33 +519,16 @@ class LifCore(wiring.Component):
         early, at the next cycle's ``k`` (``k + 1``, or 0 at a group's last entry and outside
         INPUT, where every INPUT starts), into a register: same cycles, and the adder starts
         from a register.
-
-        The entry read ahead may be written in the cycle it is read (entry 0, a list of one
-        entry, the last pixel's or the last spike's): the write is passed on explicitly. The
-        read port is not transparent; its output goes straight into a register (the block
-        RAM's output register on ECP5, hw/bram_outreg.py), and beside it two registers carry
-        "this read collided with a write" and the written entry, which then replaces it. So
-        what the read port returns on a collision is never used, and the ECP5 build lets it
-        return anything (``hw.bitstream.collision_script``), which keeps Yosys' own bypass
-        logic off the block RAM's output.
         """
         M, in_issue, k, lst_rd, wrap = self.net.inputs, b.in_issue, b.k, b.lst_rd, b.wrap
         if not self.geometry.list_read_ahead:
             m.d.comb += lst_rd.addr.eq(k)
             return lst_rd.data
-        lst_wr = b.lst_wr
         ahead = Signal(range(M), name="lst_ahead")
-        m.d.comb += [ahead.eq(Mux(in_issue & ~wrap, k + 1, 0)), lst_rd.addr.eq(ahead)]
-        read = Signal.like(lst_rd.data, name="lst_read", reset_less=True)
-        m.d.sync += read.eq(lst_rd.data)
-        collided = [Signal(name=f"lst_collided{s}") for s in (1, 2)]
-        written = [Signal.like(lst_wr.data, name=f"lst_written{s}", reset_less=True)
-                   for s in (1, 2)]
-        m.d.sync += [collided[0].eq(lst_wr.en & (lst_wr.addr == ahead)),
-                     written[0].eq(lst_wr.data), collided[1].eq(collided[0]),
-                     written[1].eq(written[0])]
+        m.d.comb += ahead.eq(Mux(in_issue & ~wrap, k + 1, 0))
         entry = Signal.like(lst_rd.data, name="s1_entry")
-        m.d.comb += entry.eq(Mux(collided[1], written[1], read))
+        m.d.sync += entry.eq(lst_rd.data)
+        m.d.comb += lst_rd.addr.eq(ahead)
         return entry
 
     def _weight_read(self, m: Module, b: SimpleNamespace, addr):

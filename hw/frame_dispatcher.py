@@ -14,10 +14,10 @@ so ``steps`` and ``mode`` stay on ``core_i`` for the whole image.
 
 Timing: a request other than CLASSIFY passes in the cycle it is offered (when ``replies`` is
 ready). For a CLASSIFY of ``M`` pixels with a ready core, the first pixel enters the output
-register slice (:class:`hw.stream_register.StreamRegister`) 3 cycles after the request is
-first offered (entries 0, 1 and 2 are read in the first three) and reaches ``core_i`` one
+register slice (:class:`hw.stream_register.StreamRegister`) 2 cycles after the request is
+first offered (entry 0 is read in the first, entry 1 in the second) and reaches ``core_i`` one
 cycle later; one pixel per cycle follows, and the request passes in the cycle after the last
-pixel entered the slice: ``M + 3`` cycles in all, the core's last pixel one cycle after that.
+pixel entered the slice: ``M + 2`` cycles in all, the core's last pixel one cycle after that.
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ class FrameDispatcher(wiring.Component):
                 # The slot's entry 0 is read here, so LOAD starts with it on the read port.
                 # Only for a request at the head: the slot of a stale head may be the one the
                 # parser fills, and no read may be of an entry written in the same cycle (the
-                # ECP5 build lets such a read return anything: hw.bitstream.collision_script).
+                # ECP5 build lets such a read return anything: hw.bitstream.COLLISION_SCRIPT).
                 m.d.comb += [
                     self.idle.eq(~to_core.o.valid), self.slot_rd.en.eq(self.requests.valid),
                     self.slot_rd.addr.eq(Cat(Const(0, self.index_bits), request.slot))]
@@ -124,28 +124,22 @@ class FrameDispatcher(wiring.Component):
         """Stream the request's slot into the core, zeros between its entries; returns high
         when the last pixel is taken.
 
-        The entry of the next nonzero pixel is held in a register (``held``), the one after it
-        in another (``ahead``), the one after that on the read port's output: a matched entry
-        is replaced, in the cycle it is taken, by ``ahead``, ``ahead`` by the port's output,
-        while the port reads the next one. Nothing but ``ahead`` takes the read port's output,
-        and nothing but ``held`` takes ``ahead``: on ECP5 ``ahead`` is the slot block RAM's
-        output register (hw/bram_outreg.py), and ``held``, which the index compare and the
-        next address start from, a register in the fabric beside them. (The slot memory is a
-        block RAM for MNIST, 2,048 x 18 bits. Its 5.8 ns output into the index compare and
-        back into its own address made 57.9 MHz on the ULX3S-85F; with one register, the RAM's
-        output routed 4.9 ns to it (90 MHz); with that register in the RAM, the loop from it
-        through the compare back to the RAM's address routed 6.4 ns (94.3 MHz).) Entry 0 is
-        read in TAKE, entries 1 and 2 in LOAD's first two cycles.
+        The entry of the next nonzero pixel is held in a register (``held``), the one after
+        it on the read port's output: a matched entry is replaced by the port's output in
+        the cycle it is taken, while the port reads the next one. Nothing but that register
+        takes the read port's output (the slot memory is a block RAM for MNIST, 2,048 x 18
+        bits, whose 5.8 ns output into the index compare and back into its own address made
+        57.9 MHz on the ULX3S-85F); the ECP5 build moves that register into the block RAM
+        (its output register, hw/bram_outreg.py), which the 5.8 ns output routed 4.9 ns to it
+        otherwise (90 MHz). Entry 0 is read in TAKE, entry 1 in LOAD's first cycle.
         """
         at = Signal(range(self.inputs))        # index of the pixel on core_i
-        # No reset: LOAD's first two cycles load them (and on ECP5 ``ahead`` is the block
-        # RAM's output register, which has none).
-        held = Signal(self.entry_layout, reset_less=True)   # the next nonzero pixel's entry
-        ahead = Signal(self.entry_layout, reset_less=True)  # the entry after it
-        next_at = Signal(self.index_bits)      # the entry the read port holds (after ahead's)
+        # The next nonzero pixel's entry. No reset: LOAD's first cycle loads it, and on ECP5
+        # it becomes the slot block RAM's output register (hw/bram_outreg.py).
+        held = Signal(self.entry_layout, reset_less=True)
+        next_at = Signal(self.index_bits)      # the entry the read port holds (after held's)
         read_at = Signal(self.index_bits)      # the entry it is addressed with
         beat = Signal()  # core_i holds a pixel
-        warm = Signal()  # LOAD's first cycle is over (entry 0 in ahead)
         hit = Signal()   # the pixel on core_i is the held entry's
         taken = Signal()
         done = Signal()
@@ -164,11 +158,11 @@ class FrameDispatcher(wiring.Component):
         with m.If(~beat | taken):
             m.d.sync += next_at.eq(read_at)
         with m.If(~beat | (hit & taken)):
-            m.d.sync += [ahead.eq(self.slot_rd.data), held.eq(ahead)]
+            m.d.sync += held.eq(self.slot_rd.data)
         with m.If(~beat):
-            # The first two cycles: entry 0 (read in TAKE) into ahead, then into held, entry 1
-            # into ahead; pixel 0 is offered from the third.
-            m.d.sync += [warm.eq(~warm), beat.eq(warm)]
+            # The first cycle: entry 0 (read in TAKE) into held; pixel 0 is offered from the
+            # next.
+            m.d.sync += beat.eq(1)
         with m.Elif(taken):
             with m.If(at == self.inputs - 1):
                 m.d.sync += [beat.eq(0), at.eq(0), next_at.eq(0)]

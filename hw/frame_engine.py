@@ -49,7 +49,7 @@ distributed RAM, 30 TRELLIS_DPR16X4 for the whole engine (22). For MNIST (M = 78
 pixels), 2,048 x 18 bits take 2 DP16KD where 2,048 x 8 took 1.
 
 No read of the slot memory is of the entry the parser writes in the same cycle, so the ECP5
-build lets such a read return anything (``hw.bitstream.collision_script``: a ``DP16KD`` does not
+build lets such a read return anything (``hw.bitstream.COLLISION_SCRIPT``: a ``DP16KD`` does not
 keep the old data between its ports, and emulating it put logic behind the block RAM). The
 dispatcher reads only a slot whose request is at the queue's head (TAKE reads nothing without
 one), and that slot is complete and not the parser's: a request is queued only after its

@@ -139,13 +139,6 @@ class _FrameState:
         #: The next body byte is a pixel byte (``head <= at < LEN``), registered when ``at``
         #: moves so that the byte-index comparisons stay off the pixel-count path (timing).
         self.pixel_zone = Signal()
-        #: ``at == LEN`` (the first CRC byte), ``at == LEN + 1`` (the last byte) and
-        #: ``at < LEN`` (a payload byte), registered in the same way, so that no adder or
-        #: compare of LEN lies between the byte count and the verdict (the judge's
-        #: ``at == LEN + 1`` was the digits ULX3S-85F's critical path, 97.98 MHz).
-        self.at_length = Signal()
-        self.at_last = Signal()
-        self.in_payload = Signal()
         #: CMD is CLASSIFY or CLASSIFY_SPARSE (``classify``), CLASSIFY (``dense``): registered
         #: with the header's last byte, so that the CMD compares stay off the pixel-count
         #: path (the MNIST ULX3S-85F's critical path, 89.4 MHz).
@@ -321,8 +314,6 @@ class FrameParser(wiring.Component):
         # f.dense and f.classify are taken from CMD at the header's last byte.
         assert sum(field_offsets(HEADER_FORMAT, HEADER_FIELDS)["cmd"]) < header_bytes
         wrong = self._wrong_length(m, f)
-        length = Cat(f.length[:-8], byte)  # LEN, at the header's last byte (LEN's high byte)
-        assert sum(field_offsets(HEADER_FORMAT, HEADER_FIELDS)["length"]) == header_bytes
         with m.If(timed_out):
             m.next = "HUNT"
             with m.If(f.at >= f.seq_known):
@@ -335,8 +326,6 @@ class FrameParser(wiring.Component):
                 m.d.sync += [f.at.eq(0), f.steps.eq(0), f.mode.eq(self.info.default_mode),
                              f.mode_bad.eq(0), f.pixel_bad.eq(0), f.px.eq(0), f.over.eq(0),
                              f.entry.eq(0), f.token.eq(_Token.ZEROS), f.pixel_zone.eq(0),
-                             f.at_length.eq(length == 0), f.at_last.eq(0),
-                             f.in_payload.eq(length != 0),
                              f.no_slot.eq(self.slots_used == IMAGE_SLOTS),
                              f.dense.eq(f.cmd == Command.CLASSIFY),
                              f.classify.eq((f.cmd == Command.CLASSIFY)
@@ -355,17 +344,14 @@ class FrameParser(wiring.Component):
             f.end(m, Kind.ERROR, Status.TIMEOUT)
         head = struct.calcsize(CLASSIFY_HEADER_FORMAT)
         with m.If(self.rx.valid):
-            assert CRC_BYTES == 2  # at_last follows at_length by one byte
             m.d.sync += [at.eq(at + 1),
-                         f.pixel_zone.eq((at + 1 >= head) & (at + 1 < f.length)),
-                         f.at_length.eq(at + 1 == f.length), f.at_last.eq(f.at_length),
-                         f.in_payload.eq(f.in_payload & (at + 1 != f.length))]
-            m.d.comb += crc.valid.eq(f.in_payload)
+                         f.pixel_zone.eq((at + 1 >= head) & (at + 1 < f.length))]
+            m.d.comb += crc.valid.eq(at < f.length)
             with m.If(f.classify):
                 self._classify_byte(m, f)
-            with m.If(f.at_length):
+            with m.If(at == f.length):
                 m.d.sync += f.crc_lo.eq(byte)
-            with m.If(f.at_last):
+            with m.If(at == f.length + CRC_BYTES - 1):
                 self._judge(m, f, crc_ok=Cat(f.crc_lo, byte) == crc.crc)
                 m.next = "HUNT"
 
@@ -394,7 +380,7 @@ class FrameParser(wiring.Component):
         self._describe(m, f, literal, skip)
         # A nonzero literal is the next entry; the first CRC byte ends the slot's list
         # (unless all M entries are used).
-        last = f.at_length & (f.entry != self.info.inputs)
+        last = (at == f.length) & (f.entry != self.info.inputs)
         m.d.comb += [self.slot_wr.addr.eq(Cat(f.entry[:self.index_bits], f.slot_at)),
                      self.slot_wr.data.value.eq(Mux(last, 0, byte)),
                      self.slot_wr.data.index.eq(f.px[:self.index_bits]),

@@ -387,23 +387,4 @@ def test_ulx3s_weight_memory_uses_the_block_rams_output_registers(ulx3s_build):
     assert packed["ports"] >= 8 and packed["flip_flops"] >= 64
     assert '/hw/bram_outreg.py" top.json' in (build_dir / "build_top.sh").read_text()
     # The slot and pixel reads, allowed to return anything on a collision, before synthesis.
-    script = (build_dir / "top.ys").read_text()
-    assert "COLLISION_X_MASK 1'1 t:$memrd_v2 r:MEMID=\\\\slots" in script
-    assert "COLLISION_X_MASK 1'1 t:$memrd_v2 r:MEMID=\\\\pix_mem" in script
-    assert "lst_mem" not in script  # the digits' list is LUT RAM, read at k: not marked
-
-
-def test_collision_script_marks_the_lists_read_ahead_only(shipped):
-    """The slots and pixels always; the input list only where it is read ahead (a block RAM:
-    MNIST), whose collision the core passes on itself."""
-    from firmware import MNIST_IMAGE
-
-    digits = bitstream.geometry(*shipped, 16)
-    mnist = bitstream.geometry(*image_io.load(MNIST_IMAGE), 16)
-    assert not digits.list_read_ahead and mnist.list_read_ahead
-    for geometry, names in ((digits, ["slots", "pix_mem"]),
-                            (mnist, ["slots", "pix_mem", "lst_mem"])):
-        lines = bitstream.collision_script(geometry).splitlines()
-        assert [line.split("\\\\")[-1].split()[0] for line in lines[1::2]] == names
-        assert all(line.startswith("select -assert-count 1 t:$memrd_v2 r:MEMID=\\\\")
-                   for line in lines[::2])
+    assert bitstream.COLLISION_SCRIPT in (build_dir / "top.ys").read_text()

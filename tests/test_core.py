@@ -52,7 +52,7 @@ def simulate_core(core: LifCore, images, steps, mode, ready_gaps=0.0, idle=0.0, 
 def pixel_collisions(core: LifCore):
     """A background testbench: fails if the pixel memory is ever read at the address written
     in the same cycle (the ECP5 build lets such a read return anything:
-    ``hw.bitstream.collision_script``)."""
+    ``hw.bitstream.COLLISION_SCRIPT``)."""
     async def watch(ctx):
         wr, rd = core.pixel_ports
         async for _, _, w_en, w_addr, r_en, r_addr in ctx.tick().sample(

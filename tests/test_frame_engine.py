@@ -201,7 +201,7 @@ def run(env, chunks: list[fuzz.Chunk], bench: Bench, *, settle: int = 20_000,
 
     async def slot_collisions(ctx):
         # The ECP5 build lets a slot read of the entry written in the same cycle return
-        # anything (hw.bitstream.collision_script): there must be none.
+        # anything (hw.bitstream.COLLISION_SCRIPT): there must be none.
         wr, rd = dut.parser.slot_wr, dut.dispatcher.slot_rd
         async for _, _, w_en, w_addr, r_en, r_addr in ctx.tick().sample(
                 wr.en, wr.addr, rd.en, rd.addr):
