@@ -50,7 +50,6 @@ from golden import image as image_io
 from golden import protocol
 from golden.constants import D_BITS, MODE_CURRENT, MODE_RATE, PSC_BITS, W_BITS
 
-from . import bram_outreg
 from .boards import BOARDS, Board, BoardTop
 from .frame_engine import engine_memories
 from .geometry import CoreGeometry
@@ -403,44 +402,7 @@ def _overrides(board: Board, need: dict[str, Any], clk_hz: int, seed: int) -> di
             overrides["synth_opts"] = "-dsp"
     if board.family == "ecp5":
         overrides["ecppack_opts"] = "--compress"
-        overrides["script_after_read"] = COLLISION_SCRIPT
     return overrides
-
-
-#: Memories whose reads are never of the entry written in the same cycle (by construction:
-#: the image slots, :mod:`hw.frame_engine` "Image slots"; the core's pixels,
-#: ``LifCore._draw_pipeline``; both tested at every cycle in the Amaranth simulator).
-NO_COLLISION_MEMORIES = ("slots", "pix_mem")
-#: ECP5, before synthesis: those memories' read ports are marked as returning anything on a
-#: collision (Yosys' ``COLLISION_X_MASK``). By default Yosys keeps the old data, which a
-#: ``DP16KD`` does not guarantee between its two ports, so it adds a bypass (the written data
-#: and an address compare, in registers) and a mux behind the block RAM; that mux kept the
-#: register behind it out of the RAM's output register (:mod:`hw.bram_outreg`), and the RAM's
-#: 5.8 ns output then routed 4.3 to 4.9 ns (90 and 95 MHz, MNIST, ULX3S-85F). As no collision
-#: happens, the marking changes nothing but the logic. Each memory must be found once.
-COLLISION_SCRIPT = "\n".join(
-    line for name in NO_COLLISION_MEMORIES for line in (
-        f"select -assert-count 1 t:$memrd_v2 r:MEMID=\\\\{name} %i",
-        f"setparam -set COLLISION_X_MASK 1'1 t:$memrd_v2 r:MEMID=\\\\{name} %i"))
-
-#: The build script's step between Yosys and nextpnr on ECP5 (see :mod:`hw.bram_outreg`).
-BRAM_OUTREG_STEP = (f'"{sys.executable}" "{Path(bram_outreg.__file__).resolve()}" '
-                    '{{name}}.json')
-
-
-def make_platform(board: Board):
-    """The board's platform; on ECP5 its build script packs the flip-flops behind block RAMs
-    into their output registers (:mod:`hw.bram_outreg`) between Yosys and nextpnr."""
-    platform = board.make_platform()
-    if board.family != "ecp5":
-        return platform
-    templates = list(platform.command_templates)
-    if not templates or 'invoke_tool("yosys")' not in templates[0]:
-        raise ToolError("Amaranth's ECP5 build script does not start with Yosys; "
-                        "hw.bitstream cannot add the block RAM output register step")
-    templates.insert(1, BRAM_OUTREG_STEP)
-    cls = type(platform)
-    return type(cls.__name__, (cls,), {"command_templates": templates})()
 
 
 def _run_build(platform, top, build_dir: Path, env: dict[str, str],
@@ -463,17 +425,6 @@ def _run_build(platform, top, build_dir: Path, env: dict[str, str],
     return time.monotonic() - started
 
 
-def _outreg_record(build_dir: Path) -> dict[str, Any]:
-    """What the build's :mod:`hw.bram_outreg` step packed: ports, flip-flops, ports left."""
-    path = build_dir / bram_outreg.RECORD
-    if not path.exists():
-        raise ToolError(f"the build wrote no {path}: the block RAM output register step "
-                        f"did not run (see {build_dir}/build_{NAME}.sh)")
-    record = json.loads(path.read_text())
-    return {"ports": len(record["ports"]), "flip_flops": record["flip_flops"],
-            "ports_left": record["skipped"]}
-
-
 def _report(board: Board, parsed: dict[str, Any], *, need, net, manifest, image_dir, lanes,
             clk_hz, top, seed, env, wall, bitstream, figures) -> dict[str, Any]:
     """The contents of ``report.json``."""
@@ -490,7 +441,6 @@ def _report(board: Board, parsed: dict[str, Any], *, need, net, manifest, image_
         "bram": parsed["bram"], "bram_available": parsed["bram_available"],
         "dsp": parsed["dsp"], "dsp_available": parsed["dsp_available"],
         "clocks": parsed["clocks"],
-        "bram_output_registers": parsed.get("bram_output_registers"),
         "estimate": {k: need[k] for k in ("luts", "bram", "dsp")},
         "network_image": {"path": str(image_dir), "hash": manifest["hash"],
                           "neurons": net.neurons, "inputs": net.inputs, "classes": net.classes},
@@ -536,22 +486,20 @@ def build(board: Board, image_dir: str | Path, *, lanes: int | None = None,
     report_file = build_dir / NEXTPNR_REPORT
     bitstream = build_dir / f"{NAME}.{board.bitstream_ext}"
     # Nothing of an earlier build may pass for this one's.
-    for stale in (report_file, build_dir / "report.json", bitstream,
-                  build_dir / bram_outreg.RECORD):
+    for stale in (report_file, build_dir / "report.json", bitstream):
         stale.unlink(missing_ok=True)
 
     env = tool_environment(board.family)
     log(f"{board.name}: {board.device}, {lanes} lanes, {clk_hz / 1e6:g} MHz, "
         f"{board.baud} baud; estimate: about {need['luts']} LUTs, {need['bram']} block RAMs, "
         f"{need['dsp']} DSPs; building in {build_dir}/ ...")
-    wall = _run_build(make_platform(board), top, build_dir, env,
+    wall = _run_build(board.make_platform(), top, build_dir, env,
                       _overrides(board, need, clk_hz, seed))
     if not report_file.exists():
         raise ToolError(f"nextpnr wrote no report ({report_file}); see {build_dir}/{NAME}.tim")
     parsed = parse_report(json.loads(report_file.read_text()), board.family)
     if parsed["ffs"] is None:
         parsed["ffs"] = yosys_flip_flops((build_dir / f"{NAME}.rpt").read_text(errors="replace"))
-    parsed["bram_output_registers"] = _outreg_record(build_dir) if board.family == "ecp5" else None
     report = _report(board, parsed, need=need, net=net, manifest=manifest, image_dir=image_dir,
                      lanes=lanes, clk_hz=clk_hz, top=top, seed=seed, env=env, wall=wall,
                      bitstream=bitstream, figures=figures)

@@ -308,9 +308,6 @@ class LifCore(wiring.Component):
         cur_rd, cur_wr = cur_mem.read_port(), cur_mem.write_port()
         st_rd, st_wr = st_mem.read_port(), st_mem.write_port()
         pix_rd, pix_wr = pix_mem.read_port(), pix_mem.write_port()
-        # For the tests, which check at every cycle that no read is of the pixel written in
-        # the same cycle (see _draw_pipeline): set by each elaboration.
-        self.pixel_ports = (pix_wr, pix_rd)
         lst_wr = lst_mem.write_port()
         # A list read ahead (``_input_pipeline``) reads entry 0 in the cycle before INPUT, in
         # which it may be written (a list of one entry, the last pixel's): the read port sees
@@ -401,20 +398,11 @@ class LifCore(wiring.Component):
             # slow output stays out of the encoder's compare. Same cycles.
             ahead = Signal(range(M), name="pix_ahead")
             m.d.comb += ahead.eq(Mux(draw_issue & (j != M - 1), j + 1, 0))
-            d1_pixel = Signal.like(pix_rd.data, name="d1_pixel", reset_less=True)
+            d1_pixel = Signal.like(pix_rd.data, name="d1_pixel")
             m.d.sync += d1_pixel.eq(pix_rd.data)
             m.d.comb += [pix_rd.addr.eq(ahead), encoder.i.p.pixel.eq(d1_pixel)]
-            # Never a read of the entry written in the same cycle (LOAD writes, reads are at 0
-            # outside DRAW, DRAW writes nothing): the ECP5 build lets such a read return
-            # anything (hw.bitstream.COLLISION_SCRIPT), so that no collision logic sits
-            # between the block RAM and d1_pixel, its output register (hw/bram_outreg.py).
-            # A read disabled in LOAD's first cycle is never used: pixel 0 for DRAW is read in
-            # LOAD's last (M >= 2).
-            m.d.comb += pix_rd.en.eq(~(b.pix_wr.en & (j == 0)))
         else:
             m.d.comb += [pix_rd.addr.eq(j), encoder.i.p.pixel.eq(pix_rd.data)]
-            # As above: DRAW reads pixel j in its own cycle, so no read in LOAD is used.
-            m.d.comb += pix_rd.en.eq(~b.pix_wr.en)
         d2_spike = Signal()
         m.d.comb += d2_spike.eq(encoder.o.valid & (encoder.o.p.value != 0))
         b.d2_j, b.d2_spike, b.draw_issue = d2_j, d2_spike, draw_issue
@@ -460,9 +448,7 @@ class LifCore(wiring.Component):
         m.d.sync += [xs[s].eq(xs[s - 1]) for s in range(3, 4 + e)]
         s3_x = xs[3 + e]
         w_bits = self.geometry.w_bits
-        # No reset (as the banks' registers): behind a one-bank weight memory these are the
-        # block RAM's output register on ECP5 (hw/bram_outreg.py).
-        weights = [Signal(signed(w_bits), name=f"weight{p}", reset_less=True) for p in range(P)]
+        weights = [Signal(signed(w_bits), name=f"weight{p}") for p in range(P)]
         m.d.sync += [weights[p].eq(w_data[p]) for p in range(P)]
         # W * x in logic, in two stages: W times each 2-bit digit of x (a choice of 0, W, 2W
         # and 3W), then the sum of the shifted digit products. (A DSP multiplier fed by one x
@@ -558,9 +544,7 @@ class LifCore(wiring.Component):
         held = []
         for n, rd in enumerate(w_rds):
             m.d.comb += rd.addr.eq(a2[:offset_bits])
-            # No reset: the ECP5 build moves these into the block RAMs' output registers
-            # (hw/bram_outreg.py), which have none; the data is used only when valid.
-            held.append(Signal.like(rd.data, name=f"w_bank_data{n}", reset_less=True))
+            held.append(Signal.like(rd.data, name=f"w_bank_data{n}"))
             m.d.sync += held[n].eq(rd.data)
         return Array(held)[sel[4]]
 

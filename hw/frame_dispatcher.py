@@ -13,11 +13,10 @@ on, in order, as a reply
 so ``steps`` and ``mode`` stay on ``core_i`` for the whole image.
 
 Timing: a request other than CLASSIFY passes in the cycle it is offered (when ``replies`` is
-ready). For a CLASSIFY of ``M`` pixels with a ready core, the first pixel enters the output
-register slice (:class:`hw.stream_register.StreamRegister`) 2 cycles after the request is
-first offered (entry 0 is read in the first, entry 1 in the second) and reaches ``core_i`` one
-cycle later; one pixel per cycle follows, and the request passes in the cycle after the last
-pixel entered the slice: ``M + 2`` cycles in all, the core's last pixel one cycle after that.
+ready). For a CLASSIFY of ``M`` pixels with a ready core, the first pixel transfers 2 cycles
+after the request is first offered (entry 0 is read in the first, entry 1 in the second), one
+pixel per cycle follows, and the request passes in the cycle after the last pixel: ``M + 2``
+cycles in all.
 """
 
 from __future__ import annotations
@@ -28,7 +27,6 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from .frame_parser import REQUEST_LAYOUT, SLOT_BITS, Kind, slot_entry_layout
-from .stream_register import StreamRegister
 
 __all__ = ["FrameDispatcher", "REPLY_LAYOUT"]
 
@@ -60,9 +58,9 @@ class FrameDispatcher(wiring.Component):
         Synchronous read port of the slot memory (one cycle of latency), addressed
         ``slot << index_bits | entry`` as the parser writes it.
     slot_freed : :py:`Out(1)`
-        Pulse: the last pixel of a slot has left it (into the output register slice).
+        Pulse: the last pixel of a slot has been taken by the core.
     idle : :py:`Out(1)`
-        High while no request is being worked on and no pixel waits for the core.
+        High while no request is being worked on.
     """
 
     def __init__(self, *, inputs: int, i_layout: data.StructLayout):
@@ -82,15 +80,10 @@ class FrameDispatcher(wiring.Component):
 
     def elaborate(self, platform) -> Module:
         m = Module()
-        # The pixels leave through a register slice (hw/stream_register.py): the pixel mux
-        # reads the slot's block RAM, the core writes its own block RAMs with the pixel.
-        m.submodules.to_core = to_core = StreamRegister(self.i_layout)
-        wiring.connect(m, to_core.o, wiring.flipped(self.core_i))
-        core_i = to_core.i
         request = self.requests.payload
         m.d.comb += [self.replies.payload[name].eq(request[name]) for name in REPLY_LAYOUT.members]
-        m.d.comb += [core_i.payload.steps.eq(request.steps),
-                     core_i.payload.mode.eq(request.mode)]
+        m.d.comb += [self.core_i.payload.steps.eq(request.steps),
+                     self.core_i.payload.mode.eq(request.mode)]
 
         def pass_on():
             # The request leaves as its reply (the responder's queue applies back-pressure).
@@ -100,11 +93,8 @@ class FrameDispatcher(wiring.Component):
         with m.FSM(name="dispatcher"):
             with m.State("TAKE"):
                 # The slot's entry 0 is read here, so LOAD starts with it on the read port.
-                # Only for a request at the head: the slot of a stale head may be the one the
-                # parser fills, and no read may be of an entry written in the same cycle (the
-                # ECP5 build lets such a read return anything: hw.bitstream.COLLISION_SCRIPT).
                 m.d.comb += [
-                    self.idle.eq(~to_core.o.valid), self.slot_rd.en.eq(self.requests.valid),
+                    self.idle.eq(1), self.slot_rd.en.eq(1),
                     self.slot_rd.addr.eq(Cat(Const(0, self.index_bits), request.slot))]
                 with m.If(request.kind == Kind.CLASSIFY):
                     with m.If(self.requests.valid):
@@ -112,7 +102,7 @@ class FrameDispatcher(wiring.Component):
                 with m.Else():
                     pass_on()
             with m.State("LOAD"):
-                with m.If(self._load(m, core_i)):
+                with m.If(self._load(m)):
                     m.next = "PASS"
             with m.State("PASS"):
                 pass_on()
@@ -120,7 +110,7 @@ class FrameDispatcher(wiring.Component):
                     m.next = "TAKE"
         return m
 
-    def _load(self, m: Module, core_i) -> Signal:
+    def _load(self, m: Module) -> Signal:
         """Stream the request's slot into the core, zeros between its entries; returns high
         when the last pixel is taken.
 
@@ -129,14 +119,10 @@ class FrameDispatcher(wiring.Component):
         the cycle it is taken, while the port reads the next one. Nothing but that register
         takes the read port's output (the slot memory is a block RAM for MNIST, 2,048 x 18
         bits, whose 5.8 ns output into the index compare and back into its own address made
-        57.9 MHz on the ULX3S-85F); the ECP5 build moves that register into the block RAM
-        (its output register, hw/bram_outreg.py), which the 5.8 ns output routed 4.9 ns to it
-        otherwise (90 MHz). Entry 0 is read in TAKE, entry 1 in LOAD's first cycle.
+        57.9 MHz on the ULX3S-85F). Entry 0 is read in TAKE, entry 1 in LOAD's first cycle.
         """
         at = Signal(range(self.inputs))        # index of the pixel on core_i
-        # The next nonzero pixel's entry. No reset: LOAD's first cycle loads it, and on ECP5
-        # it becomes the slot block RAM's output register (hw/bram_outreg.py).
-        held = Signal(self.entry_layout, reset_less=True)
+        held = Signal(self.entry_layout)       # the next nonzero pixel's entry
         next_at = Signal(self.index_bits)      # the entry the read port holds (after held's)
         read_at = Signal(self.index_bits)      # the entry it is addressed with
         beat = Signal()  # core_i holds a pixel
@@ -145,15 +131,15 @@ class FrameDispatcher(wiring.Component):
         done = Signal()
         m.d.comb += [
             hit.eq(beat & (held.value != 0) & (held.index == at)),
-            taken.eq(beat & core_i.ready),
+            taken.eq(beat & self.core_i.ready),
             # The address does not wait for the core's ready (timing: the core's ready, then
             # the LUT-RAM read, was the ULX3S-85F's critical path); the read port's enable
             # does: it holds the entry until the held one is taken.
             read_at.eq(Mux(~beat | hit, next_at + 1, next_at)),
             self.slot_rd.addr.eq(Cat(read_at, self.requests.payload.slot)),
             self.slot_rd.en.eq(~beat | taken),
-            core_i.valid.eq(beat),
-            core_i.payload.pixel.eq(Mux(hit, held.value, 0)),
+            self.core_i.valid.eq(beat),
+            self.core_i.payload.pixel.eq(Mux(hit, held.value, 0)),
         ]
         with m.If(~beat | taken):
             m.d.sync += next_at.eq(read_at)

@@ -48,14 +48,6 @@ for the digits, 128 x 11 bits (was 128 x 5): still one SB_RAM40_4K on the iCE40;
 distributed RAM, 30 TRELLIS_DPR16X4 for the whole engine (22). For MNIST (M = 784, 8-bit
 pixels), 2,048 x 18 bits take 2 DP16KD where 2,048 x 8 took 1.
 
-No read of the slot memory is of the entry the parser writes in the same cycle, so the ECP5
-build lets such a read return anything (``hw.bitstream.COLLISION_SCRIPT``: a ``DP16KD`` does not
-keep the old data between its ports, and emulating it put logic behind the block RAM). The
-dispatcher reads only a slot whose request is at the queue's head (TAKE reads nothing without
-one), and that slot is complete and not the parser's: a request is queued only after its
-frame's last entry is written, and its slot returns to the parser only after its last pixel is
-taken. The engine's tests check it at every cycle.
-
 RESET
 -----
 A complete, CRC-good RESET frame (LEN 0) abandons every request received before it whose answer

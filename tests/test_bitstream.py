@@ -369,22 +369,3 @@ def test_ulx3s_report_says_timing_met(ulx3s_build):
     assert 11 <= report["bram"] <= report["estimate"]["bram"]
     assert report["timing_met"], report.get("error")
     assert report["fmax_mhz"] >= report["target_mhz"]
-
-
-@pytest.mark.slow
-def test_ulx3s_weight_memory_uses_the_block_rams_output_registers(ulx3s_build):
-    """The build script's hw/bram_outreg.py step moved the weight registers into the weight
-    memory's 8 DP16KD (1,024 words of 18 bits each: 16 lanes of 8-bit weights)."""
-    report, build_dir = ulx3s_build
-    packed = report["bram_output_registers"]
-    netlist = json.loads((build_dir / "top.json").read_text())
-    cells = bitstream.bram_outreg._top(netlist)["cells"]
-    weight_rams = {name: c for name, c in cells.items()
-                   if c["type"] == "DP16KD" and ".w_mem." in name}
-    assert len(weight_rams) == 8
-    assert all("OUTREG" in (c["parameters"]["REGMODE_A"], c["parameters"]["REGMODE_B"])
-               for c in weight_rams.values())
-    assert packed["ports"] >= 8 and packed["flip_flops"] >= 64
-    assert '/hw/bram_outreg.py" top.json' in (build_dir / "build_top.sh").read_text()
-    # The slot and pixel reads, allowed to return anything on a collision, before synthesis.
-    assert bitstream.COLLISION_SCRIPT in (build_dir / "top.ys").read_text()

