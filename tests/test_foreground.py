@@ -105,10 +105,14 @@ def test_sigint_during_the_default_wait(capsys):
         return calls.start()()
 
     began = time.monotonic()
+    # A shell without job control starts background commands with SIGINT ignored, and Python
+    # then installs no KeyboardInterrupt handler: the test sets it, so it cannot hang there.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         assert run_in_foreground("board", start, calls.stop) == 0
     finally:
         timer.cancel()
+        signal.signal(signal.SIGINT, previous)
     assert 0.3 <= time.monotonic() - began < 3
     assert calls.log == ["start", "stop"]
     assert capsys.readouterr().out == "socket://127.0.0.1:1234\n"
@@ -116,9 +120,11 @@ def test_sigint_during_the_default_wait(capsys):
 
 def test_refboard_command_serves_until_sigint(shipped_dir):
     """``python -m sim.refboard``: the URL on stdout, a working board, exit 0 on Ctrl-C."""
+    # SIGINT at its default in the child, whatever this process inherited (see above).
     process = subprocess.Popen([sys.executable, "-m", "sim.refboard", "--image", str(shipped_dir)],
                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
+                               text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         url = process.stdout.readline().strip()
         assert url.startswith("socket://127.0.0.1:"), process.stderr.read()
