@@ -52,6 +52,7 @@ from golden.constants import D_BITS, MODE_CURRENT, MODE_RATE, PSC_BITS, W_BITS
 
 from .boards import BOARDS, Board, BoardTop
 from .frame_engine import engine_memories
+from .geometry import BRAM_SHAPES as GEOMETRY_BRAM_SHAPES
 from .geometry import CoreGeometry
 from .options import positive_float, positive_int
 
@@ -69,9 +70,10 @@ RESOURCE_NAMES = {
     "ice40": {"luts": "ICESTORM_LC", "bram": "ICESTORM_RAM", "dsp": "ICESTORM_DSP"},
 }
 
-#: Block RAM aspect ratios (depth, width) usable for one read and one write port.
+#: Block RAM aspect ratios (depth, width) usable for one read and one write port (ECP5:
+#: :data:`hw.geometry.BRAM_SHAPES`, the same DP16KD shapes the core's banks are cut to).
 BRAM_SHAPES = {
-    "ecp5": ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36)),
+    "ecp5": tuple((depth, width) for width, depth in GEOMETRY_BRAM_SHAPES),
     "ice40": ((2048, 2), (1024, 4), (512, 8), (256, 16)),
 }
 #: Memories this shallow become LUT RAM / LUT ROM (ECP5) or flip-flops (iCE40), not block RAM.

@@ -53,6 +53,7 @@ __all__ = [
     "BANKED_MIN_GROUPS",
     "BANK_STAGES",
     "BRAM_SHAPES",
+    "LUT_RAM_MAX_BITS",
     "CURRENT_FIELDS",
     "DRAW_DRAIN",
     "READOUT_DRAIN",
@@ -80,6 +81,10 @@ READOUT_DRAIN = 4
 #: whose elements fit one of these widths and whose depth is at most that shape's is one block
 #: RAM deep, so Yosys joins no banks behind its output.
 BRAM_SHAPES = ((1, 16384), (2, 8192), (4, 4096), (9, 2048), (18, 1024), (36, 512))
+#: The largest pixel memory or input list (bits) that Yosys 0.70 keeps in LUT RAM; a larger
+#: one is a block RAM, whose slow output is read a cycle ahead (``pixel_read_ahead``,
+#: ``list_read_ahead``).
+LUT_RAM_MAX_BITS = 1024
 #: Extra INPUT pipeline stages of a banked weight memory: the weight address registered before
 #: the banks, and every bank's output registered before the bank select.
 BANK_STAGES = 2
@@ -327,7 +332,7 @@ class CoreGeometry:
         cycle count): for a pixel memory above 1,024 bits, which Yosys puts in a block RAM
         (784 x 8 bits; its 5.6 ns output into the rate encoder's compare made 73.6 MHz), not
         for the digits' 64 x 5 bits in LUT RAM."""
-        return self.inputs * self.pixel_bits > 1024
+        return self.inputs * self.pixel_bits > LUT_RAM_MAX_BITS
 
     @property
     def list_read_ahead(self) -> bool:
@@ -335,7 +340,7 @@ class CoreGeometry:
         register (same cycle count): for a list above 1,024 bits, which Yosys puts in a block
         RAM (784 x 19 bits; its 5.8 ns output into the ``g * M + j`` weight address adder made
         82.8 MHz), not for the digits' 64 x 11 bits in LUT RAM."""
-        return self.inputs * self.memory("lst_mem").width > 1024
+        return self.inputs * self.memory("lst_mem").width > LUT_RAM_MAX_BITS
 
     def weight_memories(self) -> tuple[MemorySpec, ...]:
         """The input weight memory: ``w_mem``, or its banks ``w_mem0``, ``w_mem1``, ...
