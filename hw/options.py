@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-__all__ = ["positive_int", "positive_float", "port_number"]
+__all__ = ["positive_int", "positive_float", "port_number", "seed_list"]
 
 
 def _number(text: str, kind: type, accept: Callable[[float], bool], wanted: str):
@@ -36,3 +36,12 @@ def positive_float(text: str) -> float:
 def port_number(text: str) -> int:
     """A TCP port, 0 (pick a free one) to 65535, for ``argparse``'s ``type=``."""
     return _number(text, int, lambda v: 0 <= v <= 65535, "0 to 65535")
+
+
+def seed_list(text: str) -> tuple[int, ...]:
+    """Placement seeds, ``1,7``: whole numbers of at least 0, each once, for ``argparse``."""
+    seeds = tuple(_number(part.strip(), int, lambda v: v >= 0, "at least 0")
+                  for part in text.split(","))
+    if len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"a seed is given twice in {text!r}")
+    return seeds

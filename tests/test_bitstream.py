@@ -230,6 +230,93 @@ def test_parse_report_without_clocks_is_an_error():
         bitstream.parse_report({"utilization": {}, "fmax": {}}, "ecp5")
 
 
+# --- placement seeds -----------------------------------------------------------------------------
+
+@pytest.fixture
+def fake_tools(monkeypatch):
+    """The build without the tools: nextpnr's report says the fmax of each seed in ``fmax``
+    (MHz by seed); returns the list of seeds placed, in order."""
+    fmax, placed = {}, []
+
+    def run_build(platform, top, build_dir, env, overrides):
+        opts = overrides["nextpnr_opts"].split()
+        seed = int(opts[opts.index("--seed") + 1])
+        placed.append(seed)
+        top._MustUse__used = True  # this stands in for the build that elaborates it
+        report = json.loads(json.dumps(NEXTPNR_ECP5_REPORT))
+        report["fmax"]["$glbnet$clk"] = {"achieved": fmax[seed], "constraint": 100.0}
+        (build_dir / bitstream.NEXTPNR_REPORT).write_text(json.dumps(report))
+        (build_dir / "top.bit").write_bytes(b"bits")
+        return 1.0
+
+    monkeypatch.setattr(bitstream, "_run_build", run_build)
+    monkeypatch.setattr(bitstream, "tool_environment",
+                        lambda family: {"YOSYS": "yosys", "NEXTPNR_ECP5": "nextpnr-ecp5"})
+    monkeypatch.setattr(bitstream, "tool_version", lambda path, flag: f"{path} 0")
+    return fmax, placed
+
+
+def test_build_places_again_at_the_next_seed_until_timing_is_met(fake_tools, shipped_dir,
+                                                                  tmp_path):
+    fmax, placed = fake_tools
+    fmax.update({1: 97.8, 7: 100.68, 9: 101.0})
+    report = bitstream.build(BOARDS["ulx3s"], shipped_dir, seeds=(1, 7, 9), build_dir=tmp_path,
+                             log=lambda *_: None)
+    assert placed == [1, 7]  # seed 9 is not tried: seed 7 meets timing
+    assert report["seed"] == 7 and report["fmax_mhz"] == 100.68 and report["timing_met"]
+    assert report["seeds_tried"] == [{"seed": 1, "fmax_mhz": 97.8},
+                                     {"seed": 7, "fmax_mhz": 100.68}]
+    assert json.loads((tmp_path / "report.json").read_text()) == report
+
+
+def test_build_that_meets_timing_at_the_first_seed_places_once(fake_tools, shipped_dir,
+                                                                tmp_path):
+    fmax, placed = fake_tools
+    fmax.update({1: 103.4, 7: 90.0})
+    report = bitstream.build(BOARDS["ulx3s"], shipped_dir, build_dir=tmp_path,
+                             log=lambda *_: None)
+    assert bitstream.DEFAULT_SEEDS[0] == 1 and placed == [1] and report["seed"] == 1
+
+
+def test_build_fails_with_every_seed_tried_named(fake_tools, shipped_dir, tmp_path):
+    fmax, placed = fake_tools
+    fmax.update({3: 95.6, 4: 98.68})
+    with pytest.raises(bitstream.TimingError,
+                       match=r"95\.6 MHz \(seed 3\), 98\.68 MHz \(seed 4\), below the 100 MHz"):
+        bitstream.build(BOARDS["ulx3s"], shipped_dir, seeds=(3, 4), build_dir=tmp_path,
+                        log=lambda *_: None)
+    assert placed == [3, 4]
+    # The report is the last seed's, and says so; its bitstream must not pass for a good one.
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["seed"] == 4 and not report["timing_met"]
+    assert [t["seed"] for t in report["seeds_tried"]] == [3, 4]
+
+
+def test_build_refuses_no_seed(shipped_dir, tmp_path):
+    with pytest.raises(ValueError, match="no placement seed"):
+        bitstream.build(BOARDS["ulx3s"], shipped_dir, seeds=(), build_dir=tmp_path)
+
+
+@pytest.mark.parametrize("text, error", [("1,1", "given twice"), ("x", "not a whole number"),
+                                         ("1,-2", "at least 0"), ("", "not a whole number")])
+def test_command_line_refuses_bad_seeds(capsys, text, error):
+    with pytest.raises(SystemExit) as info:
+        bitstream.main(["--board", "ulx3s", "--check", "--seed", text])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --seed" in err and error in err
+
+
+def test_command_line_passes_the_seeds_in_order(fake_tools, shipped_dir, tmp_path, capsys):
+    fmax, placed = fake_tools
+    fmax.update({5: 99.0, 2: 104.0})
+    assert bitstream.main(["--board", "ulx3s", "--image", str(shipped_dir), "--seed", "5,2",
+                           "--build-dir", str(tmp_path)]) == 0
+    assert placed == [5, 2]
+    out = capsys.readouterr().out
+    assert "seed 5: fmax 99.0 MHz" in out and "seed 2: fmax 104.0 MHz" in out
+
+
 def test_yosys_flip_flop_count():
     # As Yosys 0.70 prints it after synth_ice40: the top module, then the same totals again.
     section = "       12 cells\n        3   SB_DFF\n        4   SB_DFFER\n        5   SB_LUT4\n"

@@ -9,7 +9,7 @@ import argparse
 
 import pytest
 
-from hw.options import port_number, positive_float, positive_int
+from hw.options import port_number, positive_float, positive_int, seed_list
 
 ACCEPTED = [
     (positive_int, "1", 1), (positive_int, "16", 16), (positive_int, " 7 ", 7),
@@ -18,6 +18,8 @@ ACCEPTED = [
     (positive_float, "3000000", 3e6),
     (port_number, "0", 0), (port_number, "1", 1), (port_number, "8023", 8023),
     (port_number, "65535", 65535),
+    (seed_list, "1", (1,)), (seed_list, "1,7", (1, 7)), (seed_list, "7, 1", (7, 1)),
+    (seed_list, "0", (0,)),
 ]
 
 REFUSED = [
@@ -37,6 +39,10 @@ REFUSED = [
     (port_number, "65536", "must be 0 to 65535, not 65536"),
     (port_number, "http", "'http' is not a whole number"),
     (port_number, "80.0", "'80.0' is not a whole number"),
+    (seed_list, "1,1", "a seed is given twice in '1,1'"),
+    (seed_list, "-1", "must be at least 0, not -1"),
+    (seed_list, "1,,2", "'' is not a whole number"),
+    (seed_list, "1;2", "'1;2' is not a whole number"),
 ]
 
 
