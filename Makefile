@@ -70,7 +70,8 @@ BOARD ?= ulx3s
 
 ## make bitstream: FPGA bitstream and build/$(BOARD)/report.json; fails if timing is not met
 # BOARD: ulx3s (85F), ulx3s-12f, ulx3s-25f, ulx3s-45f, ecpix5, ice40-hx8k, icebreaker (refused:
-# does not fit). IMAGE defaults to the board's image; ARGS e.g. "--lanes 8 --seed 2 --check".
+# does not fit). IMAGE defaults to the board's image; ARGS e.g. "--lanes 8 --check" or
+# "--seed 1,2,3" (placement seeds, tried in order until one meets timing).
 bitstream: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m hw.bitstream --board $(BOARD) \
 		$(if $(filter-out file,$(origin IMAGE) $(origin DATASET)),--image $(IMAGE)) \

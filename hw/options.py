@@ -39,8 +39,9 @@ def port_number(text: str) -> int:
 
 
 def seed_list(text: str) -> tuple[int, ...]:
-    """Placement seeds, ``1,7``: whole numbers of at least 0, each once, for ``argparse``."""
-    seeds = tuple(_number(part.strip(), int, lambda v: v >= 0, "at least 0")
+    """Placement seeds, ``1,7``: whole numbers 0 to 2**31 - 1 (nextpnr's ``int``), each once,
+    for ``argparse``."""
+    seeds = tuple(_number(part.strip(), int, lambda v: 0 <= v < 2**31, "0 to 2147483647")
                   for part in text.split(","))
     if len(set(seeds)) != len(seeds):
         raise argparse.ArgumentTypeError(f"a seed is given twice in {text!r}")

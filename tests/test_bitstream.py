@@ -235,14 +235,18 @@ def test_parse_report_without_clocks_is_an_error():
 @pytest.fixture
 def fake_tools(monkeypatch):
     """The build without the tools: nextpnr's report says the fmax of each seed in ``fmax``
-    (MHz by seed); returns the list of seeds placed, in order."""
+    (MHz by seed; ``None``: no report); returns ``fmax`` and the list of seeds placed."""
     fmax, placed = {}, []
 
     def run_build(platform, top, build_dir, env, overrides):
         opts = overrides["nextpnr_opts"].split()
         seed = int(opts[opts.index("--seed") + 1])
         placed.append(seed)
-        top._MustUse__used = True  # this stands in for the build that elaborates it
+        # The board top is never elaborated: that is what the faked build would do (Amaranth
+        # 0.5's flag; a warning filter does not reach a warning raised when it is collected).
+        top._MustUse__used = True
+        if fmax[seed] is None:  # nextpnr failed: no report, no bitstream
+            return 1.0
         report = json.loads(json.dumps(NEXTPNR_ECP5_REPORT))
         report["fmax"]["$glbnet$clk"] = {"achieved": fmax[seed], "constraint": 100.0}
         (build_dir / bitstream.NEXTPNR_REPORT).write_text(json.dumps(report))
@@ -264,8 +268,9 @@ def test_build_places_again_at_the_next_seed_until_timing_is_met(fake_tools, shi
                              log=lambda *_: None)
     assert placed == [1, 7]  # seed 9 is not tried: seed 7 meets timing
     assert report["seed"] == 7 and report["fmax_mhz"] == 100.68 and report["timing_met"]
-    assert report["seeds_tried"] == [{"seed": 1, "fmax_mhz": 97.8},
-                                     {"seed": 7, "fmax_mhz": 100.68}]
+    assert [(t["seed"], t["fmax_mhz"]) for t in report["seeds_tried"]] == [(1, 97.8),
+                                                                            (7, 100.68)]
+    assert report["wall_s"] == sum(t["wall_s"] for t in report["seeds_tried"]) == 2.0
     assert json.loads((tmp_path / "report.json").read_text()) == report
 
 
@@ -290,6 +295,63 @@ def test_build_fails_with_every_seed_tried_named(fake_tools, shipped_dir, tmp_pa
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["seed"] == 4 and not report["timing_met"]
     assert [t["seed"] for t in report["seeds_tried"]] == [3, 4]
+    with pytest.raises(bitstream.TimingError, match=r"95\.6 MHz \(seed 3\), 98\.68 MHz \(seed 4\)"
+                                                    r"; target 100\.0 MHz\); refusing"):
+        bitstream.program(BOARDS["ulx3s"], tmp_path)
+
+
+def test_timing_met_is_nextpnrs_figure_not_the_rounded_one(fake_tools, shipped_dir, tmp_path):
+    fmax, _ = fake_tools
+    fmax.update({1: 99.996, 2: 100.0})
+    with pytest.raises(bitstream.TimingError):
+        bitstream.build(BOARDS["ulx3s"], shipped_dir, seeds=(1,), build_dir=tmp_path,
+                        log=lambda *_: None)
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["fmax_mhz"] == 100.0 and not report["timing_met"]
+    assert bitstream.build(BOARDS["ulx3s"], shipped_dir, seeds=(2,), build_dir=tmp_path,
+                           log=lambda *_: None)["timing_met"]
+
+
+def test_a_failed_seed_leaves_nothing_of_the_one_before(fake_tools, shipped_dir, tmp_path):
+    fmax, placed = fake_tools
+    fmax.update({1: 97.8, 7: None})
+    with pytest.raises(bitstream.ToolError, match=r"seed 7: nextpnr wrote no report .*"
+                                                  r"tried before: 97\.8 MHz \(seed 1\)"):
+        bitstream.build(BOARDS["ulx3s"], shipped_dir, build_dir=tmp_path, log=lambda *_: None)
+    assert placed == [1, 7]
+    assert not (tmp_path / "report.json").exists() and not (tmp_path / "top.bit").exists()
+    assert not (tmp_path / bitstream.NEXTPNR_REPORT).exists()
+
+
+def test_a_malformed_nextpnr_report_is_a_tool_error(fake_tools, shipped_dir, tmp_path,
+                                                     monkeypatch):
+    def run_build(platform, top, build_dir, env, overrides):
+        top._MustUse__used = True
+        (build_dir / bitstream.NEXTPNR_REPORT).write_text('{"fmax": {"clk": {}}}')
+        return 1.0
+
+    monkeypatch.setattr(bitstream, "_run_build", run_build)
+    with pytest.raises(bitstream.ToolError, match="seed 1: nextpnr's report .* is malformed"):
+        bitstream.build(BOARDS["ulx3s"], shipped_dir, build_dir=tmp_path, log=lambda *_: None)
+
+
+def test_command_line_says_interrupted_without_a_traceback(shipped_dir, monkeypatch, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bitstream, "build", interrupted)
+    assert bitstream.main(["--board", "ulx3s", "--image", str(shipped_dir)]) == 130
+    assert capsys.readouterr().err == "interrupted\n"
+
+
+def test_command_line_fails_when_no_seed_meets_timing(fake_tools, shipped_dir, tmp_path, capsys):
+    fmax, _ = fake_tools
+    fmax.update({1: 97.8, 7: 99.0})
+    assert bitstream.main(["--board", "ulx3s", "--image", str(shipped_dir),
+                           "--build-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: timing not met on the ulx3s at any seed tried: fmax 97.8 MHz "
+                          "(seed 1), 99.0 MHz (seed 7)")
 
 
 def test_build_refuses_no_seed(shipped_dir, tmp_path):
@@ -298,7 +360,7 @@ def test_build_refuses_no_seed(shipped_dir, tmp_path):
 
 
 @pytest.mark.parametrize("text, error", [("1,1", "given twice"), ("x", "not a whole number"),
-                                         ("1,-2", "at least 0"), ("", "not a whole number")])
+                                         ("1,-2", "0 to 2147483647"), ("", "not a whole number")])
 def test_command_line_refuses_bad_seeds(capsys, text, error):
     with pytest.raises(SystemExit) as info:
         bitstream.main(["--board", "ulx3s", "--check", "--seed", text])
@@ -391,6 +453,7 @@ def test_program_without_a_bitstream_says_what_to_do(tmp_path):
 
 def test_program_says_when_no_board_is_attached(tmp_path, monkeypatch):
     (tmp_path / "top.bit").write_bytes(b"\xff" * 16)
+    (tmp_path / "report.json").write_text(json.dumps({"timing_met": True}))
     monkeypatch.setenv("OPENFPGALOADER", "true")
     monkeypatch.setattr(bitstream, "usb_devices", lambda: {"1d6b:0002"})
     with pytest.raises(bitstream.ToolError, match="no ulx3s found: no USB device 0403:6015"):
@@ -401,8 +464,23 @@ def test_program_refuses_a_bitstream_that_failed_timing(tmp_path):
     (tmp_path / "top.bit").write_bytes(b"\xff" * 16)
     (tmp_path / "report.json").write_text(json.dumps(
         {"timing_met": False, "fmax_mhz": 90.0, "target_mhz": 100.0}))
-    with pytest.raises(bitstream.TimingError, match="refusing"):
+    with pytest.raises(bitstream.TimingError, match=r"fmax 90.0 MHz; target 100.0 MHz.*refusing"):
         bitstream.program(BOARDS["ulx3s"], tmp_path)
+
+
+@pytest.mark.parametrize("report", [None, "not json", "[1, 2]"])
+def test_program_refuses_a_bitstream_without_a_report(tmp_path, monkeypatch, report):
+    # A build that stopped after ecppack wrote the bitstream (a report that failed to parse).
+    (tmp_path / "top.bit").write_bytes(b"\xff" * 16)
+    if report is not None:
+        (tmp_path / "report.json").write_text(report)
+    with pytest.raises(bitstream.TimingError, match="timing .*unknown|unknown.*refusing"):
+        bitstream.program(BOARDS["ulx3s"], tmp_path)
+    # --force loads it anyway: here it gets as far as looking for the board.
+    monkeypatch.setenv("OPENFPGALOADER", "true")
+    monkeypatch.setattr(bitstream, "usb_devices", lambda: set())
+    with pytest.raises(bitstream.ToolError, match="no ulx3s found"):
+        bitstream.program(BOARDS["ulx3s"], tmp_path, force=True)
 
 
 # --- the real build ------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ ACCEPTED = [
     (port_number, "0", 0), (port_number, "1", 1), (port_number, "8023", 8023),
     (port_number, "65535", 65535),
     (seed_list, "1", (1,)), (seed_list, "1,7", (1, 7)), (seed_list, "7, 1", (7, 1)),
-    (seed_list, "0", (0,)),
+    (seed_list, "0", (0,)), (seed_list, "2147483647", (2147483647,)),
 ]
 
 REFUSED = [
@@ -40,7 +40,8 @@ REFUSED = [
     (port_number, "http", "'http' is not a whole number"),
     (port_number, "80.0", "'80.0' is not a whole number"),
     (seed_list, "1,1", "a seed is given twice in '1,1'"),
-    (seed_list, "-1", "must be at least 0, not -1"),
+    (seed_list, "-1", "must be 0 to 2147483647, not -1"),
+    (seed_list, "2147483648", "must be 0 to 2147483647, not 2147483648"),
     (seed_list, "1,,2", "'' is not a whole number"),
     (seed_list, "1;2", "'1;2' is not a whole number"),
 ]
