@@ -50,7 +50,7 @@ train-seed: $(STAMP)
 	$(PY) -m golden.train --out firmware/digits-seed
 
 ## make train-mnist DATA=DIR: retrain firmware/mnist by surrogate gradients from the MNIST IDX
-## files in DIR (about 11 minutes on 2 cores); DATA is required
+## files in DIR (about 5 minutes on an idle machine); DATA is required
 train-mnist: $(STAMP)
 	@test -n "$(DATA)" || { echo "error: make train-mnist needs DATA=DIR, the folder of the MNIST IDX files" >&2; exit 2; }
 	$(PY) -m golden.surrogate --dataset mnist --data $(DATA) --out firmware/mnist
