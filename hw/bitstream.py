@@ -517,7 +517,7 @@ def build(board: Board, image_dir: str | Path, *, lanes: int | None = None,
         report = _report(board, parsed, need=need, net=net, manifest=manifest,
                          image_dir=image_dir, lanes=lanes, clk_hz=clk_hz, top=top, seed=seed,
                          env=env, wall=sum(t["wall_s"] for t in tried), figures=figures,
-                         bitstream=build_dir / f"{NAME}.{board.bitstream_ext}")
+                         bitstream=_bitstream_file(board, build_dir))
         report["seeds_tried"] = list(tried)
         (build_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
         log(_summary(report, build_dir))
@@ -526,7 +526,12 @@ def build(board: Board, image_dir: str | Path, *, lanes: int | None = None,
     raise TimingError(
         f"timing not met on the {board.name} at any seed tried: fmax {_tried_text(tried)}, "
         f"below the {clk_hz / 1e6:g} MHz target (critical path in {build_dir}/{NAME}.tim; the "
-        f"bitstream {build_dir}/{NAME}.{board.bitstream_ext}, the last seed's, must not be used)")
+        f"bitstream {_bitstream_file(board, build_dir)}, the last seed's, must not be used)")
+
+
+def _bitstream_file(board: Board, build_dir: Path) -> Path:
+    """The bitstream a build writes: ``<build_dir>/top.bit`` (ECP5) or ``top.bin`` (iCE40)."""
+    return build_dir / f"{NAME}.{board.bitstream_ext}"
 
 
 def _tried_text(tried: list[dict[str, Any]]) -> str:
@@ -548,8 +553,7 @@ def _build_seed(board: Board, top: BoardTop, build_dir: Path, env: dict[str, str
     """One build at placement seed ``seed``: nextpnr's figures, parsed, and the wall time."""
     report_file = build_dir / NEXTPNR_REPORT
     # Nothing of an earlier build may pass for this one's.
-    for stale in (report_file, build_dir / "report.json",
-                  build_dir / f"{NAME}.{board.bitstream_ext}"):
+    for stale in (report_file, build_dir / "report.json", _bitstream_file(board, build_dir)):
         stale.unlink(missing_ok=True)
     wall = _run_build(board.make_platform(), top, build_dir, env,
                       _overrides(board, need, clk_hz, seed))
@@ -598,28 +602,28 @@ def usb_devices() -> set[str] | None:
 
 def _check_timing(bitstream: Path, report_file: Path) -> None:
     """Refuse a bitstream whose build did not meet timing, or whose report is missing."""
+    refusing = "refusing to load it (--force to load it anyway)"
     if not report_file.exists():
         raise TimingError(f"{bitstream} has no build report ({report_file}), so its timing is "
-                          f"unknown; refusing to load it (--force to load it anyway)")
+                          f"unknown; {refusing}")
     try:
         report = json.loads(report_file.read_text())
     except ValueError:
         report = None
     if not isinstance(report, dict):
         raise TimingError(f"{report_file} is not a build report, so the timing of {bitstream} "
-                          f"is unknown; refusing to load it (--force to load it anyway)")
+                          f"is unknown; {refusing}")
     if not report.get("timing_met", False):
         tried = report.get("seeds_tried")
         figures = _tried_text(tried) if tried else f"{report.get('fmax_mhz')} MHz"
         raise TimingError(f"{bitstream} failed timing (fmax {figures}; target "
-                          f"{report.get('target_mhz')} MHz); refusing to load it (--force to "
-                          f"load it anyway)")
+                          f"{report.get('target_mhz')} MHz); {refusing}")
 
 
 def program(board: Board, build_dir: str | Path | None = None, *, force: bool = False) -> None:
     """Load ``build/<board>/top.<bit|bin>`` into the board with openFPGALoader."""
     build_dir = Path(build_dir or Path("build") / board.name)
-    bitstream = build_dir / f"{NAME}.{board.bitstream_ext}"
+    bitstream = _bitstream_file(board, build_dir)
     if not bitstream.exists():
         raise ToolError(f"no bitstream at {bitstream}: run `make bitstream BOARD={board.name}` "
                         f"first")

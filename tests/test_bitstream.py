@@ -235,7 +235,8 @@ def test_parse_report_without_clocks_is_an_error():
 @pytest.fixture
 def fake_tools(monkeypatch):
     """The build without the tools: nextpnr's report says the fmax of each seed in ``fmax``
-    (MHz by seed; ``None``: no report); returns ``fmax`` and the list of seeds placed."""
+    (MHz by seed; ``None``: no report; ``"malformed"``: a report without figures); returns
+    ``fmax`` and the list of seeds placed."""
     fmax, placed = {}, []
 
     def run_build(platform, top, build_dir, env, overrides):
@@ -246,6 +247,9 @@ def fake_tools(monkeypatch):
         # 0.5's flag; a warning filter does not reach a warning raised when it is collected).
         top._MustUse__used = True
         if fmax[seed] is None:  # nextpnr failed: no report, no bitstream
+            return 1.0
+        if fmax[seed] == "malformed":
+            (build_dir / bitstream.NEXTPNR_REPORT).write_text('{"fmax": {"clk": {}}}')
             return 1.0
         report = json.loads(json.dumps(NEXTPNR_ECP5_REPORT))
         report["fmax"]["$glbnet$clk"] = {"achieved": fmax[seed], "constraint": 100.0}
@@ -323,14 +327,9 @@ def test_a_failed_seed_leaves_nothing_of_the_one_before(fake_tools, shipped_dir,
     assert not (tmp_path / bitstream.NEXTPNR_REPORT).exists()
 
 
-def test_a_malformed_nextpnr_report_is_a_tool_error(fake_tools, shipped_dir, tmp_path,
-                                                     monkeypatch):
-    def run_build(platform, top, build_dir, env, overrides):
-        top._MustUse__used = True
-        (build_dir / bitstream.NEXTPNR_REPORT).write_text('{"fmax": {"clk": {}}}')
-        return 1.0
-
-    monkeypatch.setattr(bitstream, "_run_build", run_build)
+def test_a_malformed_nextpnr_report_is_a_tool_error(fake_tools, shipped_dir, tmp_path):
+    fmax, _ = fake_tools
+    fmax[1] = "malformed"
     with pytest.raises(bitstream.ToolError, match="seed 1: nextpnr's report .* is malformed"):
         bitstream.build(BOARDS["ulx3s"], shipped_dir, build_dir=tmp_path, log=lambda *_: None)
 
