@@ -11,7 +11,8 @@ Conventions used throughout
   bit (``1 + m + n`` bits in all); ``UQm.n`` is the unsigned form.
 * **Rounding is floor**: every right shift is an arithmetic shift (``>>`` on a signed integer,
   as in NumPy and Amaranth), which rounds toward minus infinity.
-* **Saturation** clamps to the width's range. Only the synaptic current saturates; every other
+* **Saturation** clamps to the width's range. Only the synaptic current and the membrane of a
+  ``leaky`` neuron (:mod:`golden.neurons`) saturate; every other
   quantity is bounded by construction, and the bound is stated next to its width (and checked
   by :func:`golden.image.load` where it depends on the network image).
 """
@@ -87,6 +88,38 @@ SCORE_BITS = 32
 # Argmax tie rule: among equal maximal scores, the lowest class index wins (``np.argmax``);
 # golden.model.argmax and hw/readout.py implement it.
 
+# --- layered networks (golden.layers, golden.neurons) -----------------------------------------
+#: Neuron models of a layer (golden.neurons): ``lif`` is the model above (subtractive leak
+#: ``v += (I - v) >> leak_shift``, clamp at 0, reset to 0, refractory, spike ``v >= th``);
+#: ``leaky`` is snnTorch's ``Leaky`` (``v <- beta v + I``, delayed reset, spike ``v > th``).
+NEURON_LIF = "lif"
+NEURON_LEAKY = "leaky"
+NEURON_MODELS = (NEURON_LIF, NEURON_LEAKY)
+#: Reset of a ``leaky`` neuron after a spike (``lif`` always resets to zero).
+RESET_ZERO = "zero"
+RESET_SUBTRACT = "subtract"
+RESETS = (RESET_ZERO, RESET_SUBTRACT)
+#: Readouts: the PSC-filtered linear decoder (above), a leaky-integrator output layer (the
+#: membranes of non-spiking neurons, NIR's ``LI``) and a spiking output layer read by spike counts.
+READOUT_PSC = "psc"
+READOUT_LI = "li"
+READOUT_SPIKES = "spikes"
+READOUTS = (READOUT_PSC, READOUT_LI, READOUT_SPIKES)
+#: Layers of weights an image may have (hidden layers plus an LI or spiking output layer).
+LAYERS_MAX = 4
+#: Multiplicative leak ``beta`` of a ``leaky`` neuron: UQ0.12, ``0 .. 4095`` (``4096`` would be
+#: 1.0). ``(beta * v) >> BETA_FRAC`` floors.
+BETA_FRAC = 12
+#: Membrane of a ``leaky`` neuron: Q5.10 in ``V_BITS``, **saturating** (``beta v + I`` is not
+#: bounded by ``I`` as the ``lif`` update is); ``lif`` membranes never need it.
+#: Threshold adaptation ``a`` of an adaptive (ALIF) layer: UQ6.10 in ``ADAPT_BITS``, unsigned;
+#: the spike test compares with ``v_th + a`` (17 bits). ``a += ((-a) >> adapt_shift)`` then
+#: ``+ adapt_step`` at a spike; it cannot exceed ``adapt_step << adapt_shift``, which the image
+#: loader bounds by ``2**ADAPT_BITS - 1``.
+ADAPT_BITS = 16
+#: ``adapt_step`` is UQ5.10 (``0`` is a layer without adaptation), ``adapt_shift`` 4 bits.
+ADAPT_STEP_BITS = 15
+
 # --- hardware interface ---------------------------------------------------------------------
 #: Steps per image in a classify request: unsigned 16 bit (1 .. 65535; 0 is refused).
 STEPS_BITS = 16
@@ -115,3 +148,4 @@ def unsigned_range(bits: int) -> tuple[int, int]:
 I_MIN, I_MAX = signed_range(I_BITS)
 W_SHIFT_MIN, W_SHIFT_MAX = signed_range(W_SHIFT_BITS)
 SCORE_MIN, SCORE_MAX = signed_range(SCORE_BITS)
+V_MIN, V_MAX = signed_range(V_BITS)

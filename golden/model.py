@@ -55,6 +55,9 @@ __all__ = [
     "argmax",
     "step",
     "run",
+    "check_images",
+    "check_run",
+    "rate_schedule",
 ]
 
 
@@ -247,32 +250,11 @@ def run(
     ``seeds`` (rate mode only) is one LFSR seed for all images or one per image; the default
     is the network's ``lfsr_seed``.
     """
-    x = np.asarray(images)
-    if x.ndim != 2 or x.shape[1] != net.inputs:
-        raise ValueError(f"images must have shape (B, {net.inputs}), got {x.shape}")
-    if x.dtype.kind not in "iu":
-        raise ValueError(f"images must hold integer pixels, got dtype {x.dtype}")
-    pixel_hi = (1 << PIXEL_BITS_MAX) - 1
-    if x.size and (x.min() < 0 or x.max() > pixel_hi):
-        raise ValueError(f"pixels must lie in 0 .. {pixel_hi}, got {x.min()} .. {x.max()}")
-    x = x.astype(np.int64)
-    if mode not in (MODE_CURRENT, MODE_RATE):
-        raise ValueError(f"unknown encoder mode {mode!r}")
-    if timesteps < 1:
-        raise ValueError(f"timesteps must be >= 1, got {timesteps}")
+    x = check_images(images, net.inputs)
+    check_run(mode, timesteps)
     batch = x.shape[0]
     if mode == MODE_RATE:
-        if seeds is None:
-            seeds = net.lfsr_seed
-        if np.ndim(seeds) == 0:
-            draws = lfsr.rate_draws(int(seeds), timesteps, net.inputs, net.rate_bits)
-            draws = np.broadcast_to(draws[:, None, :], (timesteps, batch, net.inputs))
-        else:
-            seeds = np.asarray(seeds)
-            if seeds.shape != (batch,):
-                raise ValueError(f"seeds must be a scalar or have shape ({batch},)")
-            per_image = lfsr.draws(seeds, timesteps * net.inputs, net.rate_bits)
-            draws = per_image.reshape(batch, timesteps, net.inputs).transpose(1, 0, 2)
+        draws = rate_schedule(seeds, net.lfsr_seed, timesteps, batch, net.inputs, net.rate_bits)
     state = initial_state(batch, net.neurons)
     scores = np.empty((timesteps, batch, net.classes), dtype=np.int64)
     spike_count = np.zeros(batch, dtype=np.int64)
@@ -292,3 +274,40 @@ def run(
         if record:
             traces["spikes"][t], traces["v"][t], traces["psc"][t] = spikes, state.v, state.psc
     return Result(scores, argmax(scores), spike_count, **(traces or {}))
+
+
+def check_images(images: np.ndarray, inputs: int) -> np.ndarray:
+    """``images`` as int64 (B, inputs) after checking shape, dtype and the pixel range."""
+    x = np.asarray(images)
+    if x.ndim != 2 or x.shape[1] != inputs:
+        raise ValueError(f"images must have shape (B, {inputs}), got {x.shape}")
+    if x.dtype.kind not in "iu":
+        raise ValueError(f"images must hold integer pixels, got dtype {x.dtype}")
+    pixel_hi = (1 << PIXEL_BITS_MAX) - 1
+    if x.size and (x.min() < 0 or x.max() > pixel_hi):
+        raise ValueError(f"pixels must lie in 0 .. {pixel_hi}, got {x.min()} .. {x.max()}")
+    return x.astype(np.int64)
+
+
+def check_run(mode: int, timesteps: int) -> None:
+    """Refuse an unknown encoder mode or fewer than one step."""
+    if mode not in (MODE_CURRENT, MODE_RATE):
+        raise ValueError(f"unknown encoder mode {mode!r}")
+    if timesteps < 1:
+        raise ValueError(f"timesteps must be >= 1, got {timesteps}")
+
+
+def rate_schedule(seeds, default_seed: int, timesteps: int, batch: int, inputs: int,
+                  rate_bits: int) -> np.ndarray:
+    """The rate encoder's draws, (T, B, M): one LFSR seed for all images (``seeds`` a scalar,
+    or None for ``default_seed``) or one per image (``seeds`` of shape (B,))."""
+    if seeds is None:
+        seeds = default_seed
+    if np.ndim(seeds) == 0:
+        draws = lfsr.rate_draws(int(seeds), timesteps, inputs, rate_bits)
+        return np.broadcast_to(draws[:, None, :], (timesteps, batch, inputs))
+    seeds = np.asarray(seeds)
+    if seeds.shape != (batch,):
+        raise ValueError(f"seeds must be a scalar or have shape ({batch},)")
+    per_image = lfsr.draws(seeds, timesteps * inputs, rate_bits)
+    return per_image.reshape(batch, timesteps, inputs).transpose(1, 0, 2)

@@ -64,23 +64,39 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from golden import data, image, model, quantize
+from golden import data, image, layers, quantize
 from golden.constants import (
+    ADAPT_BITS,
     B_BITS,
+    BETA_FRAC,
     D_BITS,
     I_MAX,
     I_MIN,
+    LAYERS_MAX,
     LFSR_SEED_DEFAULT,
     MODE_CURRENT,
     MODE_NAMES,
     MODE_RATE,
+    NEURON_LEAKY,
+    NEURON_LIF,
+    NEURON_MODELS,
     PSC_ONE,
+    READOUT_LI,
+    READOUT_PSC,
+    READOUT_SPIKES,
+    READOUTS,
+    RESET_SUBTRACT,
+    RESET_ZERO,
+    RESETS,
     V_FRAC,
+    V_MAX,
+    V_MIN,
     V_TH_BITS,
     W_SHIFT_MAX,
     W_SHIFT_MIN,
     signed_range,
 )
+from golden.neurons import NeuronParams
 
 __all__ = ["SurrogateConfig", "SpikeFn", "Twin", "train", "main"]
 
@@ -91,7 +107,8 @@ class SurrogateConfig(NamedTuple):
     """Training settings (all stored in the image's manifest)."""
 
     seed: int = 0
-    neurons: int = 256
+    #: Hidden layer sizes: one integer (one layer) or a tuple (``--neurons 256,128``).
+    neurons: int | tuple[int, ...] = 256
     #: Steps per training image (the loss covers every one).
     steps: int = 32
     epochs: int = 60
@@ -131,6 +148,22 @@ class SurrogateConfig(NamedTuple):
     #: Data augmentation: every training image moved by a random whole-pixel translation
     #: of up to this many pixels in each direction (0: none), drawn per image and batch.
     translate: int = 0
+    #: Neuron model of every layer (golden.constants.NEURON_MODELS); ``leaky`` uses ``beta``
+    #: and ``reset``, ``lif`` uses ``leak_shift`` and ``ref_steps``.
+    model: str = NEURON_LIF
+    #: ``leaky``: the multiplicative leak (stored as UQ0.12) and the reset (zero, subtract).
+    beta: float = 0.9375
+    reset: str = RESET_SUBTRACT
+    #: Threshold adaptation of the hidden layers, in threshold units per spike (0: LIF; > 0:
+    #: ALIF), decaying by ``2**-adapt_shift`` per step.
+    adapt_step: float = 0.0
+    adapt_shift: int = 5
+    #: Recurrent weights in every hidden layer, drawn with this scale over sqrt(size).
+    recurrent: bool = False
+    rec_init: float = 0.5
+    #: Readout (golden.constants.READOUTS): the PSC decoder of the last hidden layer, a
+    #: non-spiking output layer (li) or a spiking output layer read by spike counts (spikes).
+    readout: str = READOUT_PSC
 
 
 class SpikeFn(torch.autograd.Function):
@@ -153,67 +186,180 @@ def _ste(fn, x):
     return x + (fn(x) - x).detach()
 
 
+class _Tensors(NamedTuple):
+    """One layer's parameters in the form of the forward pass (float, or integers as float64).
+
+    ``shift`` and ``scale = 2**shift`` are the input shift (quantised) or None; ``beta`` is
+    the real multiplier (``beta_int / 4096`` when quantised, exact) and ``adapt_step`` the
+    adaptation step, None when the layer has none; ``v_th`` is None for a non-spiking layer.
+    """
+
+    w: torch.Tensor
+    w_rec: torch.Tensor | None
+    b: torch.Tensor
+    shift: torch.Tensor | None
+    scale: torch.Tensor | None
+    v_th: torch.Tensor | None
+    beta: torch.Tensor | None
+    adapt_step: float | None
+
+
 class Twin(torch.nn.Module):
-    """The trainable network; ``quantised`` selects the integer form of the forward pass."""
+    """The trainable network; ``quantised`` selects the integer form of the forward pass.
+
+    Layers: one per ``config.neurons`` (hidden, ``config.model``, recurrent when
+    ``config.recurrent``, adaptive when ``config.adapt_step > 0``), then for the ``li`` and
+    ``spikes`` readouts an output layer of one neuron per class (non-adaptive, non-recurrent;
+    non-spiking for ``li``). Parameters ``w{k}``, ``b{k}``, ``v_th{k}`` (spiking layers),
+    ``w_rec{k}`` (recurrent layers) and ``dec``, ``dec_b`` (``psc``), in real units: thresholds
+    1.0, pixels ``x / pixel_max``, spikes 1.
+    """
 
     def __init__(self, inputs: int, classes: int, pixel_max: int, config: SurrogateConfig,
                  rate_bits: int):
         super().__init__()
         g = torch.Generator().manual_seed(config.seed)
-        n = config.neurons
         self.pixel_max, self.rate_bits, self.config = pixel_max, rate_bits, config
-        self.w = torch.nn.Parameter(torch.randn(n, inputs, generator=g) * 2 / math.sqrt(inputs))
-        self.b = torch.nn.Parameter(torch.zeros(n))
-        self.v_th = torch.nn.Parameter(torch.ones(n))
-        self.dec = torch.nn.Parameter(torch.randn(classes, n, generator=g) / math.sqrt(n))
-        self.dec_b = torch.nn.Parameter(torch.zeros(classes))
+        self.sizes = hidden_sizes(config)
+        self.readout = config.readout
+        out = () if config.readout == READOUT_PSC else (classes,)
+        fan_in = inputs
+        for k, n in enumerate(self.sizes + out):
+            hidden = k < len(self.sizes)
+            setattr(self, f"w{k}", torch.nn.Parameter(
+                torch.randn(n, fan_in, generator=g) * 2 / math.sqrt(fan_in)))
+            if hidden and config.recurrent:
+                setattr(self, f"w_rec{k}", torch.nn.Parameter(
+                    torch.randn(n, n, generator=g) * config.rec_init / math.sqrt(n)))
+            setattr(self, f"b{k}", torch.nn.Parameter(torch.zeros(n)))
+            if hidden or config.readout == READOUT_SPIKES:
+                setattr(self, f"v_th{k}", torch.nn.Parameter(torch.ones(n)))
+            fan_in = n
+        self.layer_count = len(self.sizes) + len(out)
+        if config.readout == READOUT_PSC:
+            self.dec = torch.nn.Parameter(torch.randn(classes, fan_in, generator=g)
+                                          / math.sqrt(fan_in))
+            self.dec_b = torch.nn.Parameter(torch.zeros(classes))
         self.quantised = False
 
-    def int_params(self) -> tuple[torch.Tensor, ...]:
-        """``(w_in, w_shift, bias, v_th, dec, dec_bias)`` in golden.model's integer units,
-        float64 tensors holding integers, rounded by straight-through estimators.
+    # --- the layers' parameters ----------------------------------------------------------
 
-        The input stage follows :func:`golden.quantize.input_stage`: per neuron the smallest
-        signed shift that puts its weights in ``w_bits``, the bias rounded in the same units
-        plus half an LSB at a right shift (the floor shift then rounds to nearest).
-        """
-        w_lsb = self.w.double() * (ONE / self.pixel_max)
-        w_lo, w_hi = signed_range(self.config.w_bits)
+    def _is_hidden(self, k: int) -> bool:
+        return k < len(self.sizes)
+
+    def _model(self, k: int) -> str:
+        return self.config.model
+
+    def _int_layer(self, k: int) -> _Tensors:
+        """Layer ``k`` in golden's integer units, float64 tensors holding integers, rounded by
+        straight-through estimators (:func:`golden.quantize.input_stage`'s rule: per neuron
+        the smallest signed shift that puts its weights, recurrent ones included, in
+        ``w_bits``, the bias in the same units plus half an LSB at a right shift)."""
+        c = self.config
+        w_lsb = getattr(self, f"w{k}").double() * (ONE / self.pixel_max if k == 0 else ONE)
+        rec = getattr(self, f"w_rec{k}", None)
+        rec_lsb = None if rec is None else rec.double() * ONE
+        w_lo, w_hi = signed_range(c.w_bits)
         with torch.no_grad():
-            shift, half = quantize.input_shifts(w_lsb.abs().amax(dim=1).numpy(),
-                                                self.config.w_bits)
+            peak = w_lsb.abs().amax(dim=1)
+            if rec_lsb is not None:
+                peak = torch.maximum(peak, rec_lsb.abs().amax(dim=1))
+            shift, half = quantize.input_shifts(peak.numpy(), c.w_bits)
             shift = torch.from_numpy(shift.clip(W_SHIFT_MIN, W_SHIFT_MAX)).double()
             half = torch.from_numpy(half).double()
         scale = 2.0 ** shift
         w_int = _ste(torch.round, w_lsb / scale[:, None]).clamp(w_lo, w_hi)
+        rec_int = None if rec_lsb is None else \
+            _ste(torch.round, rec_lsb / scale[:, None]).clamp(w_lo, w_hi)
         b_lo, b_hi = signed_range(B_BITS)
-        b_int = (_ste(torch.round, self.b.double() * ONE / scale) + half).clamp(b_lo, b_hi)
-        v_th = _ste(torch.round, self.v_th.double() * ONE).clamp(1, (1 << V_TH_BITS) - 1)
+        b_int = (_ste(torch.round, getattr(self, f"b{k}").double() * ONE / scale)
+                 + half).clamp(b_lo, b_hi)
+        v_th = getattr(self, f"v_th{k}", None)
+        if v_th is not None:
+            v_th = _ste(torch.round, v_th.double() * ONE).clamp(1, (1 << V_TH_BITS) - 1)
+        return _Tensors(w_int, rec_int, b_int, shift, scale, v_th, self._beta(k, torch.float64),
+                        self._adapt_int(k))
+
+    def _beta(self, k: int, dtype) -> torch.Tensor | None:
+        """The multiplicative leak, ``beta_fixed(beta) / 4096`` (exact in binary floats)."""
+        if self._model(k) != NEURON_LEAKY:
+            return None
+        n = getattr(self, f"w{k}").shape[0]
+        return torch.full((n,), beta_fixed(self.config.beta) / (1 << BETA_FRAC), dtype=dtype)
+
+    def _adapt_int(self, k: int) -> float | None:
+        if not self._is_hidden(k) or self.config.adapt_step <= 0:
+            return None
+        return float(adapt_step_fixed(self.config.adapt_step))
+
+    def _float_layer(self, k: int) -> _Tensors:
+        w = getattr(self, f"w{k}")
+        if k == 0:
+            w = w / self.pixel_max
+        adapt = self._adapt_int(k)
+        return _Tensors(w, getattr(self, f"w_rec{k}", None), getattr(self, f"b{k}"), None, None,
+                        getattr(self, f"v_th{k}", None), self._beta(k, torch.float32),
+                        None if adapt is None else adapt / ONE)
+
+    def int_params(self) -> list[_Tensors]:
+        """Every layer in golden's integer units (:meth:`_int_layer`)."""
+        return [self._int_layer(k) for k in range(self.layer_count)]
+
+    def int_decoder(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(dec, dec_bias)`` of the PSC readout, scaled by :meth:`decoder_scale`, rounded."""
         d_scale = self.decoder_scale()
         dec = _ste(torch.round, self.dec.double() * d_scale)
         dec_b = _ste(torch.round, self.dec_b.double() * d_scale * PSC_ONE)
-        return w_int, shift, b_int, v_th, dec, dec_b
+        return dec, dec_b
 
-    def score_unit(self) -> torch.Tensor:
-        """Integer score units per real score unit (``d_scale * PSC_ONE``), no gradient.
+    def score_unit(self) -> torch.Tensor | float:
+        """Integer score units per real score unit, no gradient: ``d_scale * PSC_ONE`` (psc),
+        ``2**V_FRAC`` (li: a membrane), 1 (spikes: counts are counts).
 
         The quantised forward returns scores in integer units (up to ``~1e8``); dividing by
         this brings them back to the float twin's scale for the loss.
         """
-        return self.decoder_scale() * PSC_ONE
+        if self.readout == READOUT_PSC:
+            return self.decoder_scale() * PSC_ONE
+        return float(ONE) if self.readout == READOUT_LI else 1.0
 
     def decoder_scale(self) -> torch.Tensor:
         """The one decoder scale: the largest decoder weight maps to ``2**(D_BITS-1) - 1``."""
         return ((1 << (D_BITS - 1)) - 1) / self.dec.detach().abs().max().clamp_min(1e-12)
 
-    def to_network(self, lfsr_seed: int = LFSR_SEED_DEFAULT) -> model.Network:
+    def to_network(self, lfsr_seed: int = LFSR_SEED_DEFAULT) -> layers.LayeredNetwork:
         """The integer network the hardware runs."""
-        with torch.no_grad():
-            w, shift, b, v_th, dec, dec_b = (t.numpy().astype(np.int64)
-                                             for t in self.int_params())
         c = self.config
-        return model.Network(w, shift, b, v_th, dec, dec_b, c.leak_shift, c.psc_shift,
-                             c.ref_steps, self.rate_bits, lfsr_seed, c.w_bits)
+        built = []
+        with torch.no_grad():
+            for k, p in enumerate(self.int_params()):
+                built.append(self._to_layer(k, p))
+            decoder = None
+            if self.readout == READOUT_PSC:
+                dec, dec_b = (t.numpy().astype(np.int64) for t in self.int_decoder())
+                decoder = layers.Decoder(dec, dec_b, c.psc_shift)
+        return layers.LayeredNetwork(tuple(built), self.readout, self.rate_bits, lfsr_seed,
+                                     decoder)
+
+    def _to_layer(self, k: int, p: _Tensors) -> layers.Layer:
+        c = self.config
+
+        def ints(t):
+            return None if t is None else t.numpy().astype(np.int64)
+
+        spiking = p.v_th is not None
+        model_name = self._model(k)
+        lif = model_name == NEURON_LIF
+        beta = None if p.beta is None else np.full(p.w.shape[0], beta_fixed(c.beta), np.int64)
+        neuron = NeuronParams(
+            ints(p.v_th), model_name, leak_shift=c.leak_shift if lif else 0,
+            ref_steps=c.ref_steps if lif and spiking else 0, beta=beta,
+            reset=c.reset if not lif and spiking else RESET_ZERO,
+            adapt_step=int(p.adapt_step or 0),
+            adapt_shift=c.adapt_shift if p.adapt_step else 0, spiking=spiking)
+        return layers.Layer(ints(p.w), ints(p.shift), ints(p.b), neuron, ints(p.w_rec), c.w_bits)
+
+    # --- the forward pass ----------------------------------------------------------------
 
     def _encode(self, x: torch.Tensor, rate: bool, gen: torch.Generator | None) -> torch.Tensor:
         if not rate:
@@ -224,35 +370,137 @@ class Twin(torch.nn.Module):
     def forward(self, x: torch.Tensor, steps: int, rate: bool = False,
                 gen: torch.Generator | None = None) -> torch.Tensor:
         """Scores after every step, (T, B, C), for raw integer pixels ``x`` (B, M)."""
-        c = self.config
-        if self.quantised:  # float64: the integers stay exact (|W.x + b| < 2**33)
-            w, shift, b, v_th, dec, dec_b = self.int_params()
-            scale, one, unit = 2.0 ** shift, float(PSC_ONE), float(ONE)
+        q = self.quantised
+        if q:  # float64: the integers stay exact (|W.x + b| < 2**33)
+            params = self.int_params()
             x = x.double()
         else:
-            w, b, v_th, dec, dec_b = self.w / self.pixel_max, self.b, self.v_th, self.dec, \
-                self.dec_b
-            one, unit = 1.0, 1.0
-        v = torch.zeros(x.shape[0], self.w.shape[0], dtype=x.dtype)
-        ref, psc, scores, current = torch.zeros_like(v), torch.zeros_like(v), [], None
-        floor = (lambda t: _ste(torch.floor, t)) if self.quantised else (lambda t: t)
+            params = [self._float_layer(k) for k in range(self.layer_count)]
+        readout = _ReadoutState(self, x.shape[0], x.dtype)
+        states = [_NeuronState.rest(x.shape[0], p.w.shape[0], x.dtype) for p in params]
+        first, scores = None, []
         for _ in range(steps):
-            if current is None or rate:
-                current = self._encode(x, rate, gen) @ w.t() + b
-                if self.quantised:
-                    current = floor(current * scale).clamp(I_MIN, I_MAX)
-            act = (ref == 0).to(v.dtype)
-            v = act * (v + floor((current - v) / (1 << c.leak_shift))).clamp_min(0) \
-                + (1 - act) * v
-            # (v - v_th) in threshold units in both forms: the surrogate's derivative must be
+            if first is None or rate:
+                first = self._encode(x, rate, gen) @ params[0].w.t()
+                if params[0].w_rec is None:  # the same current at every step: computed once
+                    first = self._current(params[0], first, None)
+            spikes = None
+            for k, p in enumerate(params):
+                if k == 0:
+                    current = first if p.w_rec is None else self._current(p, first, states[0])
+                else:
+                    current = self._current(p, spikes @ p.w.t(), states[k])
+                spikes = self._layer_step(k, p, current, states[k])
+            scores.append(readout.step(spikes, states[-1]))
+        return torch.stack(scores)
+
+    def _floor(self, t: torch.Tensor) -> torch.Tensor:
+        return _ste(torch.floor, t) if self.quantised else t
+
+    def _current(self, p: _Tensors, drive: torch.Tensor, state: _NeuronState) -> torch.Tensor:
+        """``sat_I(shift(W in + W_rec s(t-1) + b, w_shift))`` (the float form: no shift)."""
+        current = drive + p.b if p.w_rec is None else drive + state.s @ p.w_rec.t() + p.b
+        if self.quantised:
+            current = self._floor(current * p.scale).clamp(I_MIN, I_MAX)
+        return current
+
+    def _layer_step(self, k: int, p: _Tensors, current: torch.Tensor,
+                    state: _NeuronState) -> torch.Tensor:
+        """One step of layer ``k``'s neurons: updates ``state`` in place, returns spikes."""
+        c, q = self.config, self.quantised
+        unit = float(ONE) if q else 1.0
+        floor = self._floor
+        if p.v_th is None:  # the leaky-integrator readout layer
+            if self._model(k) == NEURON_LIF:
+                state.v = state.v + floor((current - state.v) / (1 << c.leak_shift))
+            else:
+                state.v = self._sat_v(floor(p.beta * state.v) + current)
+            return torch.zeros_like(state.v)
+        th = p.v_th if p.adapt_step is None else p.v_th + state.a
+        if self._model(k) == NEURON_LIF:
+            act = (state.ref == 0).to(state.v.dtype)
+            v = act * (state.v + floor((current - state.v) / (1 << c.leak_shift))).clamp_min(0) \
+                + (1 - act) * state.v
+            # (v - th) in threshold units in both forms: the surrogate's derivative must be
             # per threshold unit, or the reset path (ds/dv times -v in LSB) grows by ~2**V_FRAC
             # per step back in time (inf gradients, then NaN parameters, within an epoch)
-            s = act * SpikeFn.apply((v - v_th) / unit, c.slope)
-            v = v * (1 - s)
-            ref = torch.where(s > 0, torch.full_like(ref, c.ref_steps), (ref - 1).clamp_min(0))
-            psc = psc + floor((s * one - psc) / (1 << c.psc_shift))
-            scores.append(psc @ dec.t() + dec_b)
-        return torch.stack(scores)
+            s = act * SpikeFn.apply((v - th) / unit, c.slope)
+            state.v = v * (1 - s)
+            state.ref = torch.where(s > 0, torch.full_like(state.ref, c.ref_steps),
+                                    (state.ref - 1).clamp_min(0))
+        else:
+            u = floor(p.beta * state.v) + current
+            reset = state.s.detach()  # as snnTorch: the reset is not differentiated
+            if c.reset == RESET_SUBTRACT:
+                state.v = self._sat_v(u - reset * p.v_th)
+            else:
+                state.v = (1 - reset) * self._sat_v(u)
+            # v > th in integers is v - th - 1 >= 0
+            s = SpikeFn.apply((state.v - th - (1.0 if q else 0.0)) / unit, c.slope)
+        if p.adapt_step is not None:
+            decay = -state.a / (1 << c.adapt_shift)
+            state.a = state.a + floor(decay) + p.adapt_step * s
+        state.s = s
+        return s
+
+    def _sat_v(self, v: torch.Tensor) -> torch.Tensor:
+        if self.quantised:
+            return v.clamp(V_MIN, V_MAX)
+        return v.clamp(V_MIN / ONE, V_MAX / ONE)
+
+
+class _NeuronState:
+    """A layer's state in the forward pass (golden.neurons.NeuronState's fields)."""
+
+    def __init__(self, v, ref, a, s):
+        self.v, self.ref, self.a, self.s = v, ref, a, s
+
+    @classmethod
+    def rest(cls, batch: int, n: int, dtype) -> _NeuronState:
+        zeros = torch.zeros(batch, n, dtype=dtype)
+        return cls(zeros, torch.zeros_like(zeros), torch.zeros_like(zeros),
+                   torch.zeros_like(zeros))
+
+
+class _ReadoutState:
+    """The readout's state in the forward pass: the PSC (psc) or the spike counts (spikes)."""
+
+    def __init__(self, net: Twin, batch: int, dtype):
+        self.net = net
+        n = getattr(net, f"b{net.layer_count - 1}").shape[0]  # the last layer's neurons
+        self.acc = torch.zeros(batch, n, dtype=dtype)
+        if net.quantised and net.readout == READOUT_PSC:
+            self.dec, self.dec_b = net.int_decoder()
+            self.one = float(PSC_ONE)
+        elif net.readout == READOUT_PSC:
+            self.dec, self.dec_b, self.one = net.dec, net.dec_b, 1.0
+
+    def step(self, spikes: torch.Tensor, last: _NeuronState) -> torch.Tensor:
+        net = self.net
+        if net.readout == READOUT_PSC:
+            self.acc = self.acc + net._floor((spikes * self.one - self.acc)
+                                             / (1 << net.config.psc_shift))
+            return self.acc @ self.dec.t() + self.dec_b
+        if net.readout == READOUT_LI:
+            return last.v
+        self.acc = self.acc + spikes
+        return self.acc
+
+
+def hidden_sizes(config: SurrogateConfig) -> tuple[int, ...]:
+    """The hidden layers' sizes: ``config.neurons`` as a tuple."""
+    n = config.neurons
+    return (int(n),) if isinstance(n, (int, np.integer)) else tuple(int(k) for k in n)
+
+
+def beta_fixed(beta: float) -> int:
+    """A ``leaky`` layer's real ``beta`` as UQ0.12 (``round(beta * 4096)``, at most 4095)."""
+    return min(int(round(beta * (1 << BETA_FRAC))), (1 << BETA_FRAC) - 1)
+
+
+def adapt_step_fixed(step: float) -> int:
+    """The adaptation step in threshold units as UQ5.10."""
+    return int(round(step * ONE))
 
 
 def step_accuracy(net: Twin, x: np.ndarray, y: np.ndarray, steps: int, rate: bool,
@@ -388,7 +636,7 @@ REPORT_STEPS = (1, 4, 8, 10, 16, 32)
 
 
 def accuracies(net: Twin, x: np.ndarray, y: np.ndarray, steps: int) -> dict:
-    """Float-twin and integer-model (golden.model.run) accuracies in both modes after every
+    """Float-twin and integer-model (golden.layers.run) accuracies in both modes after every
     step (``*_by_step``); ``float_accuracy`` is the float twin's at ``steps`` in constant
     current."""
     intnet = net.to_network()
@@ -400,7 +648,7 @@ def accuracies(net: Twin, x: np.ndarray, y: np.ndarray, steps: int) -> dict:
     for mode in (MODE_CURRENT, MODE_RATE):
         per_step = np.zeros(steps)
         for k in range(0, len(x), 2000):
-            result = model.run(x[k:k + 2000], intnet, steps, mode)
+            result = layers.run(x[k:k + 2000], intnet, steps, mode)
             per_step += (result.classes == y[k:k + 2000]).sum(axis=1)
         per_step /= len(x)
         out[f"integer_{MODE_NAMES[mode]}_accuracy"] = float(per_step[-1])
@@ -470,12 +718,22 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, help="network image directory to write")
     parser.add_argument("--dataset", default="digits", choices=list(data.DATASETS))
     parser.add_argument("--data", default=None, help="folder of the IDX files (MNIST & co.)")
-    for name in ("seed", "neurons", "steps", "epochs", "batch", "timesteps", "qat_epochs",
-                 "leak_shift", "psc_shift", "w_bits", "threads", "translate", "loss_from"):
+    parser.add_argument("--neurons", type=_sizes, default=None,
+                        help="hidden layer sizes, e.g. 256 or 256,128")
+    for name in ("seed", "steps", "epochs", "batch", "timesteps", "qat_epochs", "leak_shift",
+                 "psc_shift", "w_bits", "threads", "translate", "loss_from", "adapt_shift"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=None)
-    for name in ("lr", "qat_lr", "weight_decay", "val_fraction", "rate_fraction"):
+    for name in ("lr", "qat_lr", "weight_decay", "val_fraction", "rate_fraction", "beta",
+                 "adapt_step", "rec_init"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=float, default=None)
     parser.add_argument("--schedule", choices=["constant", "cosine"], default=None)
+    parser.add_argument("--model", choices=list(NEURON_MODELS), default=None,
+                        help="neuron model of every layer")
+    parser.add_argument("--reset", choices=list(RESETS), default=None,
+                        help="reset of leaky neurons")
+    parser.add_argument("--readout", choices=list(READOUTS), default=None)
+    parser.add_argument("--recurrent", action="store_true", default=None,
+                        help="recurrent weights in every hidden layer")
     parser.add_argument("--refit", action="store_true",
                         help="measure the settings on validation (fit part), then train the "
                              "image on all training images")
@@ -488,6 +746,15 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _sizes(text: str) -> tuple[int, ...] | int:
+    """``--neurons``: one size (an int) or comma-separated sizes of the hidden layers."""
+    try:
+        sizes = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of layer sizes: {text!r}") from None
+    return sizes[0] if len(sizes) == 1 else sizes
+
+
 def config_from_args(args) -> SurrogateConfig:
     """The data set's defaults, overridden by every option given."""
     config = SurrogateConfig(dataset=args.dataset)._replace(**DATASET_DEFAULTS[args.dataset])
@@ -498,7 +765,7 @@ def config_from_args(args) -> SurrogateConfig:
 def _check(path: str, digest: str) -> int:
     """``--check``: 0 when the retrained network's hash is the image's at ``path``."""
     try:
-        _, manifest = image.load(path)
+        _, manifest = image.load_layers(path)
     except image.NetworkImageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -516,8 +783,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     config = config_from_args(args)
-    if min(config.neurons, config.steps, config.epochs, config.batch, config.timesteps) < 1:
+    if min(*hidden_sizes(config), config.steps, config.epochs, config.batch,
+           config.timesteps) < 1:
         parser.error("--neurons, --steps, --epochs, --batch and --timesteps must be positive")
+    if len(hidden_sizes(config)) + (config.readout != READOUT_PSC) > LAYERS_MAX:
+        parser.error(f"a network has at most {LAYERS_MAX} layers (the output layer of the "
+                     "li and spikes readouts is one)")
+    if not 0 <= config.beta < 1 or config.adapt_step < 0:
+        parser.error("--beta must lie in [0, 1) and --adapt-step be >= 0")
+    if not 0 <= config.adapt_shift <= 15 or (adapt_step_fixed(config.adapt_step)
+                                             << config.adapt_shift) >= 1 << ADAPT_BITS:
+        parser.error(f"--adapt-step << --adapt-shift must stay below 2**{ADAPT_BITS} LSB "
+                     "(threshold units of 1/1024), --adapt-shift in 0 .. 15")
     if config.qat_epochs < 0:
         parser.error("--qat-epochs must be >= 0")
     if not 1 <= config.loss_from <= config.steps:
@@ -557,8 +834,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.init:  # history and training_seconds include the saving run's when it kept them
         metadata["float_epochs_from"] = str(args.init)
     if args.check:
-        return _check(args.out, image.content_hash(net.to_network()))
-    manifest = image.save(args.out, net.to_network(), config.timesteps, MODE_CURRENT,
+        return _check(args.out, image.layered_hash(net.to_network()))
+    manifest = image.save_layers(args.out, net.to_network(), config.timesteps, MODE_CURRENT,
                           split.pixel_max, metadata)
     for name, metrics in (("validation", validation), ("test", test)):
         for key in ("float_accuracy", "integer_current_accuracy", "integer_rate_accuracy"):

@@ -11,7 +11,7 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="PyTorch (the `train` extra) is not installed")
 
-from golden import data, image, model  # noqa: E402
+from golden import data, image, layers, model  # noqa: E402
 from golden.surrogate import (  # noqa: E402
     SpikeFn,
     SurrogateConfig,
@@ -57,7 +57,7 @@ def test_surrogate_gradient_is_the_fast_sigmoid():
 @pytest.mark.parametrize("steps", [1, 5, 20])
 def test_quantised_forward_equals_golden_bit_for_bit(trained, digits, steps):
     net, _ = trained
-    ref = model.run(digits.x_test[:64], net.to_network(), steps, 0)
+    ref = layers.run(digits.x_test[:64], net.to_network(), steps, 0)
     assert np.array_equal(_quantised_scores(net, digits.x_test[:64], steps), ref.scores)
     if steps > 1:  # from rest, no neuron can reach its threshold in one step
         assert ref.spike_count.sum() > 0  # the comparison covers spiking neurons
@@ -69,18 +69,19 @@ def test_right_shifts_and_4_bit_weights_stay_bit_exact(trained, digits):
     narrow.load_state_dict(net.state_dict())
     for twin, w_bits in ((net, 8), (narrow, 4)):
         intnet = twin.to_network()
-        assert intnet.w_bits == w_bits and np.abs(intnet.w_in).max() <= (1 << (w_bits - 1))
+        first = intnet.layers[0]
+        assert first.w_bits == w_bits and np.abs(first.w).max() <= (1 << (w_bits - 1))
         if w_bits == 8:
-            assert (intnet.w_shift < 0).any()  # the comparison covers floor right shifts
-        ref = model.run(digits.x_test[:64], intnet, 16, 0)
+            assert (first.w_shift < 0).any()  # the comparison covers floor right shifts
+        ref = layers.run(digits.x_test[:64], intnet, 16, 0)
         assert np.array_equal(_quantised_scores(twin, digits.x_test[:64], 16), ref.scores)
     # and the quantisation agrees with golden.quantize's rule for the same real weights
     from golden.quantize import input_stage
-    w, shift, bias = input_stage(net.w.detach().double().numpy() * 1024 / digits.pixel_max,
-                                 net.b.detach().double().numpy() * 1024, 8)
-    intnet = net.to_network()
-    assert np.array_equal(w, intnet.w_in) and np.array_equal(shift, intnet.w_shift)
-    assert np.array_equal(bias, intnet.bias)
+    w, shift, bias = input_stage(net.w0.detach().double().numpy() * 1024 / digits.pixel_max,
+                                 net.b0.detach().double().numpy() * 1024, 8)
+    first = net.to_network().layers[0]
+    assert np.array_equal(w, first.w) and np.array_equal(shift, first.w_shift)
+    assert np.array_equal(bias, first.bias)
 
 
 def test_quantised_gradients_stay_finite_over_32_steps(digits):
@@ -96,7 +97,7 @@ def test_quantised_gradients_stay_finite_over_32_steps(digits):
     for name, p in net.named_parameters():
         assert torch.isfinite(p.grad).all(), name
         assert p.grad.abs().max() < 10, name  # the same order as the float twin's
-    assert net.w.grad.abs().max() > 0
+    assert net.w0.grad.abs().max() > 0
 
 
 def test_quantisation_aware_epochs_keep_parameters_finite(trained):
@@ -177,7 +178,7 @@ def test_translation_moves_whole_images_and_fills_zeros():
 def test_integer_rate_mode_follows_the_twin(trained, digits):
     net, _ = trained
     twin = step_accuracy(net, digits.x_test, digits.y_test, 12, rate=True)[-1]
-    result = model.run(digits.x_test, net.to_network(), 12, 1)
+    result = layers.run(digits.x_test, net.to_network(), 12, 1)
     assert abs((result.classes[-1] == digits.y_test).mean() - twin) < 0.1
 
 
@@ -225,8 +226,8 @@ def test_a_saved_twin_requantised_equals_the_full_command(tmp_path):
     assert main(["--out", str(tmp_path / "b"), *common, "--init", str(twin),
                  "--w-bits", "4"]) == 0
     assert main(["--out", str(tmp_path / "c"), *common, "--w-bits", "4"]) == 0
-    (_, b), (_, c) = image.load(tmp_path / "b"), image.load(tmp_path / "c")
-    assert b["hash"] == c["hash"] and b["w_bits"] == 4
+    (net_b, b), (_, c) = image.load(tmp_path / "b"), image.load(tmp_path / "c")
+    assert b["hash"] == c["hash"] and net_b.w_bits == 4
     assert b["metadata"]["history"] == c["metadata"]["history"]
     assert b["metadata"]["float_epochs_from"] == str(twin)
 
@@ -327,3 +328,78 @@ def test_shipped_digits_image_meets_the_targets(digits):
             f"integer_{name}_accuracy_by_step"]
     assert by_mode["current"][-1] >= 0.98 and by_mode["rate"][-1] >= 0.975
     assert by_mode["current"][9] >= 0.90  # the accuracy after 10 steps
+
+
+# --- layered networks: every neuron model and readout --------------------------------------
+
+LAYERED = {
+    "lif-lif-psc": dict(neurons=(24, 12)),
+    "alif-recurrent-psc": dict(neurons=24, adapt_step=0.3, adapt_shift=3, recurrent=True),
+    "leaky-subtract-li": dict(neurons=(24, 12), model="leaky", reset="subtract", readout="li"),
+    "leaky-zero-spikes": dict(neurons=24, model="leaky", reset="zero", readout="spikes"),
+    "lif-li": dict(neurons=24, readout="li"),
+    "alif-spikes": dict(neurons=(24, 12), adapt_step=0.2, readout="spikes"),
+    "leaky-adaptive-recurrent-psc": dict(neurons=24, model="leaky", adapt_step=0.25,
+                                         recurrent=True),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(LAYERED))
+def layered(request, digits):
+    config = SMALL._replace(epochs=2, **LAYERED[request.param])
+    return request.param, config, train(config, digits, progress=False)[0]
+
+
+def test_layered_quantised_forward_equals_golden_bit_for_bit(layered, digits):
+    name, config, net = layered
+    intnet = net.to_network()
+    layers.validate(intnet, digits.pixel_max)
+    ref = layers.run(digits.x_test[:64], intnet, 12, 0)
+    assert np.array_equal(_quantised_scores(net, digits.x_test[:64], 12), ref.scores), name
+    assert ref.layer_spike_count[0].sum() > 0  # the comparison covers spiking neurons
+    assert layers.neuron_models(intnet)[0].startswith(
+        {"lif": "alif" if config.adapt_step else "lif", "leaky": "leaky"}[config.model])
+    assert intnet.readout == config.readout
+
+
+def test_layered_quantised_gradients_are_finite(layered, digits):
+    name, _, net = layered
+    net.quantised = True
+    try:
+        x = torch.tensor(digits.x_train[:32], dtype=torch.float32)
+        scores = net(x, 12) / net.score_unit()
+        y = torch.tensor(digits.y_train[:32]).repeat(12)
+        net.zero_grad()
+        torch.nn.functional.cross_entropy(scores.reshape(-1, 10), y).backward()
+    finally:
+        net.quantised = False
+    for pname, p in net.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), (name, pname)
+
+
+def test_the_command_writes_a_layered_image(tmp_path, capsys):
+    out = tmp_path / "img"
+    assert main(["--out", str(out), "--neurons", "16,8", "--model", "leaky", "--readout",
+                 "spikes", "--adapt-step", "0.25", "--recurrent", "--epochs", "1", "--steps",
+                 "4", "--timesteps", "4", "--quiet"]) == 0
+    net, manifest = image.load_layers(out)
+    assert manifest["format_version"] == image.LAYERED_VERSION
+    assert net.sizes == (16, 8, 10) and net.readout == "spikes"
+    assert layers.neuron_models(net) == ["leaky-subtract-adaptive+rec"] * 2 + ["leaky-subtract"]
+    assert manifest["metadata"]["training"]["neurons"] == [16, 8]
+    with pytest.raises(image.NetworkImageError, match="spikes readout"):
+        image.load(out)
+    assert main(["--out", str(out), "--neurons", "16,8", "--model", "leaky", "--readout",
+                 "spikes", "--adapt-step", "0.25", "--recurrent", "--epochs", "1", "--steps",
+                 "4", "--timesteps", "4", "--quiet", "--check"]) == 0
+
+
+@pytest.mark.parametrize("bad", [["--neurons", "8,0"], ["--neurons", "8,x"],
+                                 ["--neurons", "8,8,8,8", "--readout", "li"],
+                                 ["--beta", "1.0"], ["--adapt-step", "-0.1"],
+                                 ["--adapt-step", "2", "--adapt-shift", "5"],
+                                 ["--model", "izhikevich"], ["--readout", "max"]])
+def test_bad_layered_options_are_usage_errors(tmp_path, bad):
+    with pytest.raises(SystemExit) as caught:
+        main(["--out", str(tmp_path / "x"), *bad])
+    assert caught.value.code == 2
