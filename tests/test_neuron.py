@@ -1,25 +1,28 @@
+# amaranth: UnusedElaboratable=no
 """hw/neuron.py against golden.model, input for input (Amaranth simulator, one case per cycle)."""
 
 import numpy as np
 import pytest
 
 from golden import constants as c
-from golden import model
-from hw.neuron import LANE_LATENCY, CurrentLane, NeuronLane
+from golden import model, neurons
+from golden.neurons import NeuronParams
+from hw.neuron import LANE_LATENCY, CurrentLane, LaneConfig, NeuronLane
 from sim.streams import simulate
 
 
 def run_pipelined(dut, cases, inputs, outputs):
     """Apply one case (dict of input values) per cycle, back to back, and collect each case's
-    outputs ``LANE_LATENCY`` cycles later."""
+    outputs the lane's latency (``LANE_LATENCY`` for the current lane) cycles later."""
     results = []
+    latency = getattr(dut, "latency", LANE_LATENCY)
 
     async def tb(ctx):
-        for n in range(len(cases) + LANE_LATENCY):
+        for n in range(len(cases) + latency):
             if n < len(cases):
                 for name in inputs:
                     ctx.set(getattr(dut, name), int(cases[n][name]))
-            if n >= LANE_LATENCY:
+            if n >= latency:
                 results.append({name: ctx.get(getattr(dut, name)) for name in outputs})
             await ctx.tick()
 
@@ -118,3 +121,91 @@ def test_neuron_lane_equals_golden(leak_shift, psc_shift, ref_steps):
         psc = model.psc_step(np.array([[case["psc"]]]), s, psc_shift)
         assert (out["spike"], out["v_next"], out["ref_next"], out["psc_next"]) == (
             int(s[0, 0]), int(v[0, 0]), int(ref[0, 0]), int(psc[0, 0])), case
+
+
+# --- every neuron model of golden.neurons ----------------------------------------------------
+
+LANES = {
+    "lif-psc": LaneConfig(c.NEURON_LIF, 4, 2, psc_shift=5),
+    "lif": LaneConfig(c.NEURON_LIF, 0, 0),
+    "alif": LaneConfig(c.NEURON_LIF, 3, 1, adapt_step=300, adapt_shift=4),
+    "alif-psc": LaneConfig(c.NEURON_LIF, 14, 7, adapt_step=1, adapt_shift=15, psc_shift=12),
+    "leaky-zero": LaneConfig(c.NEURON_LEAKY, reset=c.RESET_ZERO),
+    "leaky-subtract-psc": LaneConfig(c.NEURON_LEAKY, reset=c.RESET_SUBTRACT, psc_shift=1),
+    "leaky-subtract-adaptive": LaneConfig(c.NEURON_LEAKY, reset=c.RESET_SUBTRACT,
+                                          adapt_step=2000, adapt_shift=5),
+    "leaky-zero-adaptive": LaneConfig(c.NEURON_LEAKY, adapt_step=(1 << 15) - 1, adapt_shift=1),
+    "li-lif": LaneConfig(c.NEURON_LIF, 2, spiking=False),
+    "li-lif-0": LaneConfig(c.NEURON_LIF, 0, spiking=False),
+    "li-leaky": LaneConfig(c.NEURON_LEAKY, spiking=False),
+}
+
+
+def lane_cases(cfg: LaneConfig, rng, count: int = 500) -> list[dict]:
+    """Edges of every input, then random cases over the ranges the states can reach."""
+    lif_spiking = cfg.model == c.NEURON_LIF and cfg.spiking
+    v_lo = 0 if lif_spiking else c.V_MIN
+    a_max = cfg.adapt_step << cfg.adapt_shift
+    edges = {"current": (c.I_MIN, c.I_MAX, 0, -1, 1024), "v": (v_lo, c.V_MAX, 0, 1, 1024),
+             "v_th": (1, 1024, (1 << c.V_TH_BITS) - 1), "beta": (0, 1, 2048, 4095),
+             "ref": (0, cfg.ref_steps), "a": (0, a_max), "s_prev": (0, 1),
+             "psc": (0, c.PSC_ONE - 1)}
+    cases = [{name: values[k % len(values)] for name, values in edges.items()}
+             for k in range(40)]
+    cases += [{name: values[int(rng.integers(len(values)))] for name, values in edges.items()}
+              for _ in range(200)]
+    cases += [{"current": int(rng.integers(c.I_MIN, c.I_MAX + 1)),
+               "v": int(rng.integers(v_lo, c.V_MAX + 1)),
+               "v_th": int(rng.integers(1, 1 << c.V_TH_BITS)),
+               "beta": int(rng.integers(0, 1 << c.BETA_FRAC)),
+               "ref": int(rng.integers(0, cfg.ref_steps + 1)),
+               "a": int(rng.integers(0, a_max + 1)), "s_prev": int(rng.integers(2)),
+               "psc": int(rng.integers(0, c.PSC_ONE))} for _ in range(count)]
+    return cases
+
+
+def golden_lane(cfg: LaneConfig, cases: list[dict]) -> dict[str, np.ndarray]:
+    """golden.neurons.step (and golden.model.psc_step) of every case, as one layer."""
+    col = {name: np.array([case[name] for case in cases], dtype=np.int64) for name in cases[0]}
+    params = NeuronParams(col["v_th"] if cfg.spiking else None, cfg.model, cfg.leak_shift,
+                          cfg.ref_steps, col["beta"] if cfg.model == c.NEURON_LEAKY else None,
+                          cfg.reset, cfg.adapt_step, cfg.adapt_shift, cfg.spiking)
+    state = neurons.NeuronState(col["v"][None], col["ref"][None], col["a"][None],
+                                col["s_prev"][None].astype(bool))
+    spikes, new = neurons.step(col["current"][None], state, params)
+    out = {"spike": spikes[0].astype(np.int64), "v_next": new.v[0], "ref_next": new.ref[0],
+           "a_next": new.a[0]}
+    if cfg.has_psc:
+        out["psc_next"] = model.psc_step(col["psc"][None], spikes, cfg.psc_shift)[0]
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(LANES))
+def test_every_lane_equals_golden_neurons(name):
+    cfg = LANES[name]
+    dut = NeuronLane(cfg)
+    assert dut.latency == (2 if cfg.model == c.NEURON_LEAKY else 1)
+    cases = lane_cases(cfg, np.random.default_rng(sum(map(ord, name))))
+    inputs = [port for port in ("current", "v", "v_th", "beta", "ref", "a", "s_prev", "psc")
+              if hasattr(dut, port)]
+    outputs = [port for port in ("v_next", "ref_next", "a_next", "psc_next", "spike")
+               if hasattr(dut, port)]
+    got = run_pipelined(dut, cases, inputs, outputs)
+    want = golden_lane(cfg, cases)
+    for port in outputs:
+        assert [out[port] for out in got] == want[port].tolist(), (name, port)
+    spikes = want["spike"]
+    if cfg.spiking:  # the cases cover both outcomes
+        assert 0 < spikes.sum() < len(spikes)
+    if cfg.model == c.NEURON_LEAKY:  # and the membrane's saturation at both ends
+        assert c.V_MIN in want["v_next"] and c.V_MAX in want["v_next"]
+
+
+def test_lane_ports_follow_the_model():
+    assert not hasattr(NeuronLane(LANES["li-lif"]), "v_th")
+    assert not hasattr(NeuronLane(LANES["lif"]), "psc")
+    assert hasattr(NeuronLane(LANES["alif"]), "a_next")
+    assert hasattr(NeuronLane(LANES["leaky-zero"]), "s_prev")
+    assert not hasattr(NeuronLane(LANES["leaky-zero"]), "ref")
+    with pytest.raises(TypeError):
+        NeuronLane(leak_shift=1, psc_shift=1, ref_steps=1, beta=3)
