@@ -389,3 +389,57 @@ class CoreGeometry:
     def max_cycles(self, steps: int, mode: int) -> int:
         """The largest cycle count of any image (:func:`max_cycles`)."""
         return max_cycles(self.inputs, self.neurons, self.lanes, self.classes, steps, mode)
+
+
+# --- the layered engine (hw/engine.py) ------------------------------------------------------
+
+@dataclass(frozen=True)
+class LayerGeometry:
+    """One layer of the engine: its sizes and where its words sit in the shared memories.
+
+    Attributes
+    ----------
+    neurons, fan_in : int
+        ``N_l`` and ``K_l`` (the pixels for layer 0, the layer before's neurons otherwise).
+    groups : int
+        ``G_l = ceil(N_l / P)``; the last group's missing neurons are padding (zero weights and
+        bias, threshold 1: they never fire).
+    recurrent : bool
+        The layer has recurrent weights.
+    group_base : int
+        Word of the layer's group 0 in the per-group memories (``cur_mem``, ``st_mem``, the
+        parameter ROMs) and entry 0 of its spike list in ``spk_mem``: the groups of the layers
+        before it.
+    ff_base, rec_base : int
+        Weight word of ``(g, j) = (0, 0)`` of the layer's weights from the layer before
+        (``ff_base + g * K_l + j``) and of its recurrent weights (``rec_base + g * N_l + j``).
+    """
+
+    neurons: int
+    fan_in: int
+    groups: int
+    recurrent: bool
+    group_base: int
+    ff_base: int
+    rec_base: int
+
+    @property
+    def weight_words(self) -> int:
+        return self.groups * (self.fan_in + (self.neurons if self.recurrent else 0))
+
+
+def layer_geometries(sizes: Sequence[int], inputs: int, recurrent: Sequence[bool],
+                     lanes: int) -> tuple[LayerGeometry, ...]:
+    """The :class:`LayerGeometry` of every layer, in order, packed from word 0."""
+    out, group_base, word = [], 0, 0
+    fan_in = inputs
+    for n, rec in zip(sizes, recurrent, strict=True):
+        groups = -(-n // lanes)
+        ff_base = word
+        rec_base = ff_base + groups * fan_in
+        layer = LayerGeometry(n, fan_in, groups, bool(rec), group_base, ff_base, rec_base)
+        out.append(layer)
+        group_base += groups
+        word += layer.weight_words
+        fan_in = n
+    return tuple(out)
