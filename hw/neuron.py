@@ -9,8 +9,8 @@ non-spiking integrators) followed by :func:`golden.model.psc_step`. Widths come 
 Timing: the current lane and a ``lif`` neuron lane have one register stage inside
 (:data:`LANE_LATENCY`), a ``leaky`` lane two (its multiplier; :attr:`LaneConfig.latency`). The
 inputs presented in cycle ``n`` give their outputs, combinationally from the last register, in
-cycle ``n + latency``; a new set of inputs may enter every cycle. The split keeps each stage to about two carry chains,
-which is what lets the core reach 100 MHz on the ECP5.
+cycle ``n + latency``; a new set of inputs may enter every cycle. The split keeps each stage
+to about two carry chains, which is what lets the core reach 100 MHz on the ECP5.
 """
 
 from __future__ import annotations
