@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -443,3 +444,231 @@ def layer_geometries(sizes: Sequence[int], inputs: int, recurrent: Sequence[bool
         word += layer.weight_words
         fan_in = n
     return tuple(out)
+
+
+#: Cycles from the event source's ``start`` to its first event (``hw/event_source.py``'s
+#: ``START_LATENCY``; a test holds them equal).
+EVENT_START_LATENCY = 2
+#: Cycles from the input encoder's ``draw`` to ``drawn``, minus ``M``
+#: (``hw/input_encoder.py``'s ``DRAW_CYCLES_EXTRA``): the single-layer core's DRAW_DRAIN.
+DRAW_EXTRA = DRAW_DRAIN
+#: Cycles from the M-th pixel's transfer to the input encoder's ``loaded`` pulse.
+LOADED_DELAY = 1
+#: The synaptic stage's latency with its weights in one memory, from a pass's last event to
+#: its currents (``hw/synapse.py``; a banked weight memory adds ``BANK_STAGES``).
+SYNAPSE_LATENCY = 6
+#: The neuron stage's latency beyond its lanes' (``hw/neuron_stage.py``: ``lane_latency + 3``).
+NEURON_STAGE_EXTRA = 3
+
+
+def _bits_of(n: int) -> int:
+    """Bits of the numbers ``0 .. n - 1`` (at least 1)."""
+    return max(1, (int(n) - 1).bit_length())
+
+
+@dataclass(frozen=True)
+class EngineGeometry:
+    """The engine (``hw/engine.py``) built for one layered network image and lane count: its
+    memories and its timing model.
+
+    Attributes
+    ----------
+    net : golden.layers.LayeredNetwork
+        The network (its sizes, models and readout; the arrays only for the cycle model's
+        event counts).
+    pixel_bits : int
+        Width of a pixel.
+    lanes : int
+        ``P``.
+    """
+
+    net: object
+    pixel_bits: int
+    lanes: int
+
+    @classmethod
+    def of(cls, net, *, pixel_max: int, lanes: int) -> EngineGeometry:
+        return cls(net, max(1, int(pixel_max).bit_length()), lanes)
+
+    # --- sizes and widths -----------------------------------------------------------------
+
+    @property
+    def layers(self) -> tuple[LayerGeometry, ...]:
+        net = self.net
+        return layer_geometries(net.sizes, net.inputs,
+                                [layer.w_rec is not None for layer in net.layers], self.lanes)
+
+    @property
+    def inputs(self) -> int:
+        return self.net.inputs
+
+    @property
+    def classes(self) -> int:
+        return self.net.classes
+
+    @property
+    def neurons(self) -> int:
+        """Every layer's neurons."""
+        return sum(self.net.sizes)
+
+    @property
+    def groups(self) -> int:
+        """Group words of the per-group memories: every layer's groups."""
+        return sum(layer.groups for layer in self.layers)
+
+    @property
+    def x_bits(self) -> int:
+        return max(self.pixel_bits, self.net.rate_bits + 1)
+
+    @property
+    def w_bits(self) -> int:
+        return max(layer.w_bits for layer in self.net.layers)
+
+    @property
+    def index_bits(self) -> int:
+        return _bits_of(max(self.inputs, *self.net.sizes))
+
+    @property
+    def group_bits(self) -> int:
+        return _bits_of(max(layer.groups for layer in self.layers))
+
+    @property
+    def label_bits(self) -> int:
+        return _bits_of(self.classes)
+
+    @property
+    def weight_words(self) -> int:
+        return sum(layer.weight_words for layer in self.layers)
+
+    @property
+    def weight_banks(self) -> int:
+        """Banks of the weight memory (:func:`weight_banks`; the engine's waits hide a banked
+        memory's latency at any group count)."""
+        return weight_banks(self.weight_words, self.w_bits, BANKED_MIN_GROUPS, self.lanes)
+
+    @property
+    def weight_stages(self) -> int:
+        return 0 if self.weight_banks == 1 else BANK_STAGES
+
+    # --- latencies and the timing model -------------------------------------------------
+
+    @property
+    def lane_latency(self) -> int:
+        """The neuron lanes' latency: 2 with a ``leaky`` layer (its multiplier), else 1."""
+        return 2 if any(layer.neuron.model == "leaky" for layer in self.net.layers) else 1
+
+    @property
+    def syn_latency(self) -> int:
+        return SYNAPSE_LATENCY + self.weight_stages
+
+    @property
+    def neu_latency(self) -> int:
+        return self.lane_latency + NEURON_STAGE_EXTRA
+
+    @property
+    def readout_values(self) -> int:
+        """Values READOUT streams: the last layer's neurons (PSC) or the classes."""
+        return self.net.layers[-1].neurons if self.net.readout == "psc" else self.classes
+
+    @property
+    def readout_latency(self) -> int:
+        """From the readout's last value to its result."""
+        drain = READOUT_DRAIN if self.net.readout == "psc" else SCORE_READOUT_DRAIN
+        return drain + (self.classes - 1).bit_length()
+
+    def waits(self) -> tuple[Waits, ...]:
+        return tuple(Waits.of(layer.groups, self.syn_latency, self.neu_latency)
+                     for layer in self.layers)
+
+    def events(self, pixels, steps: int, mode: int) -> list[list[int]]:
+        """Per step and layer, the events of one pass of its synaptic phase (0 when it has
+        none at that step): its own spikes of the step before (recurrent) and its input's
+        (the listed pixels, or the layer before's spikes), from the golden model."""
+        from golden import layers as golden_layers
+
+        pixels = np.asarray(pixels, dtype=np.int64).reshape(1, -1)
+        steps = max(int(steps), 1)
+        run = golden_layers.run(pixels, self.net, steps, mode, record=True)
+        if mode == MODE_RATE:
+            draws = rate_draws(self.net.lfsr_seed, steps, self.inputs, self.net.rate_bits)
+            listed = [int(k) for k in (draws < pixels[0]).sum(axis=1)]
+        else:
+            listed = [int(np.count_nonzero(pixels))] * steps
+        counts = [[int(run.spikes[k][t, 0].sum()) for k in range(len(self.layers))]
+                  for t in range(steps)]
+        out = []
+        for t in range(steps):
+            row = []
+            for k, layer in enumerate(self.layers):
+                events = listed[t] if k == 0 else counts[t][k - 1]
+                if layer.recurrent and t > 0:
+                    events += counts[t - 1][k]
+                row.append(events)
+            out.append(row)
+        return out
+
+    def expected_cycles(self, pixels, steps: int, mode: int) -> int:
+        """Cycles the engine reports for one image fed one pixel per cycle: its phases
+        (``hw/sequencer.py``) walked cycle by cycle, with the event counts of
+        :meth:`events`."""
+        steps = max(int(steps), 1)
+        return self._walk(self.events(pixels, steps, mode), steps, mode)
+
+    def _walk(self, events: list[list[int]], steps: int, mode: int) -> int:
+        """The cycle of the result (= the count reported), pixel 0 in cycle 0."""
+        layers, waits = self.layers, self.waits()
+        last = len(layers) - 1
+        rate = mode == MODE_RATE
+        step = self.inputs - 1 + LOADED_DELAY + 1  # STEP: the cycle after `loaded`
+        for t in range(steps):
+            # STEP, then (rate) DRAW until `drawn`, then LAYER
+            cycle = step + (self.inputs + DRAW_EXTRA + 1 if rate else 1)
+            for k, layer in enumerate(layers):
+                if k > 0 or rate or layer.recurrent or t == 0:
+                    # LAYER starts the event source; its last event; SYN sees it done;
+                    # SYN_WAIT issues NEU's group 0
+                    passes = layer.groups * max(1, events[t][k])
+                    cycle += EVENT_START_LATENCY + passes - 1 + 2 + waits[k].syn_to_neu
+                else:
+                    cycle += 1  # LAYER, then NEU
+                cycle += layer.groups - 1  # NEU's last issue
+                if k != last:
+                    cycle += 2 + waits[k].neu_to_list  # NEU_WAIT, then the next LAYER
+            if t == steps - 1:
+                break
+            if len(layers) == 1 and not layers[0].recurrent and not rate:
+                w = waits[0].neu_to_neu
+                if w == 0:  # the next step's NEU at once: G cycles a step from here
+                    cycle += (steps - 1 - t) * layers[0].groups
+                    break
+                step = cycle + 2 + w  # STEP_WAIT, then STEP
+            else:
+                step = cycle + 1
+        readout = cycle + 2 + waits[last].neu_to_readout  # READOUT_WAIT, then READOUT
+        return readout + self.readout_values + self.readout_latency
+
+
+#: Cycles from the last value into a readout without a decoder (li, spikes) to its result,
+#: before the argmax tree (``hw/readout.py``'s ``ScoreReadout``).
+SCORE_READOUT_DRAIN = 1
+
+
+class Waits(NamedTuple):
+    """Wait cycles of one layer's phase changes (``hw/sequencer.py``), from the stages'
+    latencies: ``syn_to_neu``, NEU(l) after SYN(l) (the synaptic stage's last write must
+    precede the group's read); ``neu_to_list``, after NEU(l) before a phase that reads its spike
+    list (the neuron stage and the lister drain); ``neu_to_neu``, NEU(l) of one constant layer
+    to its next step (a group's state is read again after its write-back); ``neu_to_readout``,
+    after the last NEU before READOUT reads the state."""
+
+    syn_to_neu: int
+    neu_to_list: int
+    neu_to_neu: int
+    neu_to_readout: int
+
+    @classmethod
+    def of(cls, groups: int, syn_latency: int, neu_latency: int) -> Waits:
+        return cls(syn_to_neu=max(0, syn_latency - groups),
+                   neu_to_list=max(0, neu_latency - 1),
+                   neu_to_neu=max(0, neu_latency + 1 - groups),
+                   neu_to_readout=max(0, neu_latency + 1 - groups))

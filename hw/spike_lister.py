@@ -15,8 +15,8 @@ It also counts every spike of the image (``spike_count``, cleared by ``clear``):
 bits are summed in a register and added the cycle after, off the lister's write path.
 
 Timing: ``begin`` (a pulse with ``layer`` valid, in or before the cycle of the phase's first
-transfer on ``i``) starts the layer's list; each transfer is written in its own cycle;
-``i.ready`` is always high.
+transfer on ``i``, after the previous phase's last) starts the layer's list; each transfer is
+written in its own cycle; ``i.ready`` is always high.
 """
 
 from __future__ import annotations
@@ -92,16 +92,22 @@ class SpikeLister(wiring.Component):
         base = Signal(range(max(2, self.depth)), name="list_base")
         entries = Signal(range(max(self.groups) + 1), name="list_entries")
         group = Signal(self.group_bits + 1, name="list_group")
+        layer = Signal.like(self.layer, name="list_layer")
         bases = Array(Const(b, range(max(2, self.depth))) for b in self.group_bases)
         transfer = self.i.valid
         spiked = self.i.p.spikes != 0
+        # a phase's first transfer may come in the cycle of its begin
+        now_base, now_entries, now_group, now_layer = (
+            Mux(self.begin, bases[self.layer], base), Mux(self.begin, 0, entries),
+            Mux(self.begin, 0, group), Mux(self.begin, self.layer, layer))
         with m.If(self.begin):
-            m.d.sync += [base.eq(bases[self.layer]), entries.eq(0), group.eq(0)]
-            m.d.sync += self.counts[self.layer].eq(0)
-        with m.Elif(transfer):
-            m.d.sync += [group.eq(group + 1), entries.eq(entries + spiked)]
-            m.d.sync += self.counts[self.layer].eq(entries + spiked)
-        m.d.comb += [self.spk_addr.eq(base + entries), self.spk_data.group.eq(group),
+            m.d.sync += [base.eq(now_base), layer.eq(now_layer)]
+        with m.If(transfer):
+            m.d.sync += [group.eq(now_group + 1), entries.eq(now_entries + spiked),
+                         self.counts[now_layer].eq(now_entries + spiked)]
+        with m.Elif(self.begin):
+            m.d.sync += [entries.eq(0), group.eq(0), self.counts[self.layer].eq(0)]
+        m.d.comb += [self.spk_addr.eq(now_base + now_entries), self.spk_data.group.eq(now_group),
                      self.spk_data.word.eq(self.i.p.spikes), self.spk_en.eq(transfer & spiked)]
         # the spike count: the group's bits summed into a register, added the cycle after
         added = Signal(range(self.lanes + 1), name="spikes_added")

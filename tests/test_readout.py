@@ -1,12 +1,13 @@
 # amaranth: UnusedElaboratable=no
-"""hw/readout.py against golden.model.readout and argmax (Amaranth simulator)."""
+"""hw/readout.py against golden.model.readout and argmax (Amaranth simulator): Readout (psc), and
+ScoreReadout (li, spikes), whose scores are the values streamed in."""
 
 import numpy as np
 import pytest
 
 from golden import constants as c
 from golden import model
-from hw.readout import Readout
+from hw.readout import VALUE_FORMATS, Readout, ScoreReadout
 from sim.streams import receive, send, simulate
 
 
@@ -91,3 +92,108 @@ def test_argmax_tree_ties(classes):
     assert [g[0] for g in got] == labels.tolist()
     assert [g[1] for g in got] == scores.tolist()
     assert {g[2] for g in got} == {Readout(dec, dec_bias).latency}
+
+
+# --- ScoreReadout: the li and spikes readouts -------------------------------------------------
+
+def run_score_readout(classes, kind, images, gaps=0.0, stall=0.0, seed=0):
+    """Send every image's values back to back while a consumer takes the results with ``stall``
+    (a probability per cycle or a function of the cycle, as :func:`sim.streams.receive`);
+    returns ``(label, scores, cycles from the last value to o.valid)`` per image. Checks that
+    ``i.ready`` is low whenever a result waits, and the stream rules on ``i`` and ``o``."""
+    dut = ScoreReadout(classes, *VALUE_FORMATS[kind])
+    trace = []  # (i.ready, o.valid) at every edge
+
+    async def producer(ctx):
+        await send(ctx, dut.i, [int(v) for image in images for v in image], idle=gaps,
+                   seed=[seed, 0], junk=gaps > 0)
+
+    async def consumer(ctx):
+        await receive(ctx, dut.o, len(images), stall=stall, seed=[seed, 1],
+                      deadline=100 * len(images) * (classes + 5))
+
+    async def watch(ctx):
+        async for _, _, ready, valid in ctx.tick().sample(dut.i.ready, dut.o.valid):
+            trace.append((ready, valid))
+
+    seen = simulate(dut, producer, consumer, background=[watch])
+    assert not any(ready and valid for ready, valid in trace)
+    assert seen["i"].payloads == [int(v) for image in images for v in image]
+    valid = [v for _, v in trace]
+    last_in = seen["i"].cycles[classes - 1::classes]
+    return [(t.payload["label"], t.payload["scores"], valid.index(1, last) - last)
+            for t, last in zip(seen["o"].transfers, last_in, strict=True)]
+
+
+def value_range(kind):
+    bits, is_signed = VALUE_FORMATS[kind]
+    return (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if is_signed else (0, (1 << bits) - 1)
+
+
+def test_value_formats():
+    # li: the output layer's membranes, Q5.10; spikes: counts of up to 65535 steps.
+    assert value_range(c.READOUT_LI) == (c.V_MIN, c.V_MAX) == (-32768, 32767)
+    assert value_range(c.READOUT_SPIKES) == (0, 2**c.STEPS_BITS - 1) == (0, 65535)
+    assert set(VALUE_FORMATS) | {c.READOUT_PSC} == set(c.READOUTS)
+
+
+@pytest.mark.parametrize("classes", [2, 10])
+@pytest.mark.parametrize("kind", [c.READOUT_LI, c.READOUT_SPIKES])
+def test_score_readout_equals_golden(kind, classes):
+    # Random values, the extremes of the format, and ties: all equal (class 0 wins) and two
+    # maxima (the lower wins), at both ends of the range.
+    low, high = value_range(kind)
+    rng = np.random.default_rng(classes)
+    images = rng.integers(low, high, (8, classes), endpoint=True).tolist()
+    images += rng.choice([low, low + 1, 0, high - 1, high], (8, classes)).tolist()
+    images += [[v] * classes for v in (low, 0, high)]
+    for top, rest in [(high, low), (low + 1, low)]:
+        for a, b in [(0, classes - 1), (classes - 2, classes - 1), (0, 1)]:
+            image = [rest] * classes
+            image[a] = image[b] = top
+            images.append(image)
+    got = run_score_readout(classes, kind, images, gaps=0.3, stall=0.5, seed=classes)
+    scores = np.array(images, dtype=np.int64)
+    assert [g[0] for g in got] == model.argmax(scores).tolist()
+    assert [g[1] for g in got] == images  # sign- or zero-extended to SCORE_BITS
+    assert got[16][0] == got[17][0] == got[18][0] == 0
+    assert {g[0] for g in got[19:]} <= {0, classes - 2}
+
+
+@pytest.mark.parametrize("kind", [c.READOUT_LI, c.READOUT_SPIKES])
+def test_score_readout_held_while_o_waits(kind):
+    # Consecutive images sent back to back while o.ready stays low for 20 cycles out of every
+    # 25: each result is held until taken, the next image's values wait (i.ready low), and none
+    # is lost or repeated (run_score_readout checks every value and the stream rules).
+    low, high = value_range(kind)
+    classes = 10
+    rng = np.random.default_rng(7)
+    images = rng.integers(low, high, (12, classes), endpoint=True).tolist()
+    got = run_score_readout(classes, kind, images, stall=lambda cycle: cycle % 25 < 20)
+    assert [g[0] for g in got] == model.argmax(np.array(images)).tolist()
+    assert [g[1] for g in got] == images
+
+
+@pytest.mark.parametrize("classes", [2, 3, 10, 16, 17])
+def test_score_readout_latency(classes):
+    # From the last value to o.valid: ceil(log2 C) + 1 cycles, as documented, with values one
+    # per cycle and o.ready high, and with idle cycles between the values.
+    rng = np.random.default_rng(classes)
+    low, high = value_range(c.READOUT_LI)
+    images = rng.integers(low, high, (5, classes), endpoint=True).tolist()
+    latency = ScoreReadout(classes, c.V_BITS, True).latency
+    assert latency == (classes - 1).bit_length() + 1
+    for gaps in (0.0, 0.4):
+        got = run_score_readout(classes, c.READOUT_LI, images, gaps=gaps, seed=classes)
+        assert [g[1] for g in got] == images
+        assert {g[2] for g in got} == {latency}
+
+
+def test_score_readout_rejects():
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        ScoreReadout(1, 16, True)
+    with pytest.raises(ValueError, match="1 .. 31 bit unsigned"):
+        ScoreReadout(10, c.SCORE_BITS, False)
+    ScoreReadout(10, c.SCORE_BITS, True)
+    with pytest.raises(ValueError):
+        ScoreReadout(10, 0, True)

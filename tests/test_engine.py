@@ -1,0 +1,148 @@
+# amaranth: UnusedElaboratable=no
+"""hw/engine.py against golden.layers in Amaranth's simulator: every neuron model, readout and
+layer kind, both encoder modes, every output field."""
+
+import numpy as np
+import pytest
+
+from golden import constants as c
+from golden import layers
+from golden.layers import Decoder, Layer, LayeredNetwork
+from golden.neurons import NeuronParams
+from hw.engine import Engine
+from hw.geometry import EngineGeometry
+from sim.streams import receive, send, simulate
+
+
+def neuron(rng, kind: str, n: int) -> NeuronParams:
+    """Neuron parameters of ``kind`` (golden.layers.neuron_models' names, no ``+rec``)."""
+    spiking = not kind.startswith("li-")
+    model = c.NEURON_LEAKY if "leaky" in kind else c.NEURON_LIF
+    adaptive = kind == "alif" or kind.endswith("adaptive")
+    reset = c.RESET_SUBTRACT if "subtract" in kind else c.RESET_ZERO
+    lif = model == c.NEURON_LIF
+    return NeuronParams(
+        rng.integers(300, 1500, n) if spiking else None, model,
+        leak_shift=2 if lif else 0, ref_steps=1 if lif and spiking else 0,
+        beta=rng.integers(2000, 4000, n) if not lif else None,
+        reset=reset if spiking else c.RESET_ZERO,
+        adapt_step=200 if adaptive else 0, adapt_shift=3 if adaptive else 0, spiking=spiking)
+
+
+def layer(rng, kind: str, n: int, k: int, first: bool) -> Layer:
+    rec = kind.endswith("+rec")
+    kind = kind.removesuffix("+rec")
+    scale = 40 if first else 127
+    return Layer(rng.integers(-scale, scale + 1, (n, k)), rng.integers(-2, 3, n) if first else
+                 rng.integers(2, 6, n), rng.integers(-300, 600, n), neuron(rng, kind, n),
+                 rng.integers(-60, 61, (n, n)) if rec else None, 8)
+
+
+def network(rng, kinds, sizes, inputs=6, readout=c.READOUT_PSC, classes=3) -> LayeredNetwork:
+    built, fan_in = [], inputs
+    for k, (kind, n) in enumerate(zip(kinds, sizes, strict=True)):
+        built.append(layer(rng, kind, n, fan_in, k == 0))
+        fan_in = n
+    decoder = None
+    if readout == c.READOUT_PSC:
+        decoder = Decoder(rng.integers(-128, 128, (classes, fan_in)),
+                          rng.integers(-5000, 5000, classes), 2)
+    net = LayeredNetwork(tuple(built), readout, 4, 0xACE1, decoder)
+    layers.validate(net, 16)
+    return net
+
+
+def simulate_engine(engine: Engine, images, steps, mode, ready_gaps=0.0, idle=0.0, seed=0):
+    results = []
+    budget = 400 * (engine.net.inputs + sum(engine.net.sizes)) * (steps + 1)
+
+    async def tb(ctx):
+        for b, img in enumerate(images):
+            pixels = [{"pixel": int(px), "steps": steps if k == 0 else 0xBEEF,
+                       "mode": mode if k == 0 else 1 - mode} for k, px in enumerate(img)]
+            await send(ctx, engine.i, pixels, idle=idle, seed=[seed, b], junk=idle > 0,
+                       deadline=budget)
+            results.extend(await receive(ctx, engine.o, 1, stall=ready_gaps, seed=[seed, b],
+                                         deadline=budget))
+
+    seen = simulate(engine, tb)
+    assert seen["o"].payloads == results
+    return results
+
+
+def check(engine, images, steps, mode, **kw):
+    got = simulate_engine(engine, images, steps, mode, **kw)
+    ref = layers.run(np.asarray(images), engine.net, steps, mode)
+    assert len(got) == len(images)
+    for b, res in enumerate(got):
+        assert res["scores"] == ref.scores[-1, b].tolist(), b
+        assert res["label"] == ref.classes[-1, b], b
+        assert res["spike_count"] == ref.spike_count[b], b
+    return got, ref
+
+
+CASES = {
+    "lif-psc": (("lif",), (16,), c.READOUT_PSC),
+    "lif-lif-psc": (("lif", "lif"), (16, 12), c.READOUT_PSC),
+    "alif-rec-psc": (("alif+rec",), (12,), c.READOUT_PSC),
+    "lif-li": (("lif", "li-lif"), (16, 3), c.READOUT_LI),
+    "leaky-li-leaky": (("leaky-subtract", "li-leaky"), (16, 3), c.READOUT_LI),
+    "lif-spikes": (("lif", "lif"), (16, 3), c.READOUT_SPIKES),
+    "leaky-zero-alif-spikes": (("leaky-zero", "alif+rec", "leaky-subtract-adaptive"),
+                               (10, 9, 3), c.READOUT_SPIKES),
+}
+
+
+@pytest.mark.parametrize("mode", [c.MODE_CURRENT, c.MODE_RATE])
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_engine_equals_golden(name, mode):
+    kinds, sizes, readout = CASES[name]
+    rng = np.random.default_rng(sum(map(ord, name)) + mode)
+    net = network(rng, kinds, sizes, readout=readout)
+    engine = Engine(net, pixel_max=16, lanes=4)
+    images = rng.integers(0, 17, (3, net.inputs))
+    images[0] = 0
+    images[1] = 16
+    got, ref = check(engine, images, 6, mode)
+    assert ref.layer_spike_count[0].sum() > 0  # the network is not silent
+
+
+@pytest.mark.parametrize("mode", [c.MODE_CURRENT, c.MODE_RATE])
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_cycles_follow_the_timing_model(name, mode):
+    kinds, sizes, readout = CASES[name]
+    rng = np.random.default_rng(sum(map(ord, name)) + mode)
+    net = network(rng, kinds, sizes, readout=readout)
+    engine = Engine(net, pixel_max=16, lanes=4)
+    images = rng.integers(0, 17, (2, net.inputs)) * (rng.random((2, net.inputs)) < 0.5)
+    got = simulate_engine(engine, images, 5, mode)
+    geometry = EngineGeometry.of(net, pixel_max=16, lanes=4)
+    assert [r["cycles"] for r in got] == [geometry.expected_cycles(x, 5, mode) for x in images]
+
+
+def test_the_timing_model_uses_the_stages_latencies():
+    from hw import geometry
+    from hw.event_source import EventSource
+    from hw.input_encoder import InputEncoder
+    from hw.neuron import LaneConfig
+    from hw.neuron_stage import NeuronStage
+    from hw.readout import ScoreReadout
+    from hw.synapse import Synapse
+
+    assert geometry.EVENT_START_LATENCY == EventSource.START_LATENCY
+    assert geometry.DRAW_EXTRA == InputEncoder.DRAW_CYCLES_EXTRA
+    assert geometry.LOADED_DELAY == InputEncoder.LOADED_DELAY
+    source = EventSource(lanes=4, index_bits=4, x_bits=5, group_bits=2, pixel_depth=8,
+                         spike_depth=4)
+    layer_geo = geometry.layer_geometries((8,), 8, (False,), 4)
+    for banks in (1, 2):
+        syn = Synapse(layers=layer_geo, weights=[[0] * 4] * 16, params=[[(0, 0)] * 4] * 2,
+                      event=source.event, lanes=4, w_bits=8, x_bits=5, total_bits=33,
+                      banks=banks, bank_depth=8)
+        assert syn.latency == geometry.SYNAPSE_LATENCY + syn.weight_stages
+    for model, lane_latency in ((c.NEURON_LIF, 1), (c.NEURON_LEAKY, 2)):
+        stage = NeuronStage(configs=[LaneConfig(model)], readout=c.READOUT_PSC,
+                            v_th=[[1] * 4], beta=[[0] * 4], lanes=4, output_layer=0)
+        assert stage.latency == lane_latency + geometry.NEURON_STAGE_EXTRA
+    score = ScoreReadout(10, 16, True)
+    assert geometry.SCORE_READOUT_DRAIN == score.latency - 4  # ceil(log2 10) = 4
