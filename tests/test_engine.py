@@ -146,3 +146,26 @@ def test_the_timing_model_uses_the_stages_latencies():
         assert stage.latency == lane_latency + geometry.NEURON_STAGE_EXTRA
     score = ScoreReadout(10, 16, True)
     assert geometry.SCORE_READOUT_DRAIN == score.latency - 4  # ceil(log2 10) = 4
+
+
+@pytest.mark.parametrize("mode", [c.MODE_CURRENT, c.MODE_RATE])
+def test_shipped_digits_image_on_the_engine(mode):
+    """The shipped digits network is one instance of the engine's networks: the same answers
+    as golden, the cycles of the model, within 1.1 % of the single-layer core's."""
+    from firmware import DIGITS_IMAGE
+    from golden import data, image
+    from hw.geometry import CoreGeometry
+
+    net, manifest = image.load_layers(DIGITS_IMAGE)
+    split = data.load_split("digits")
+    images = split.x_test[:2]
+    steps = 64 if mode == c.MODE_CURRENT else 4
+    engine = Engine(net, pixel_max=manifest["pixel_max"], lanes=16)
+    got, _ = check(engine, images, steps, mode)
+    geometry = EngineGeometry.of(net, pixel_max=16, lanes=16)
+    assert [r["cycles"] for r in got] == [geometry.expected_cycles(x, steps, mode)
+                                          for x in images]
+    core = CoreGeometry.of(layers.to_classic(net), pixel_max=16, lanes=16)
+    ratio = (np.mean([geometry.expected_cycles(x, steps, mode) for x in split.x_test])
+             / np.mean([core.expected_cycles(x, steps, mode) for x in split.x_test]))
+    assert 1 < ratio < 1.011
