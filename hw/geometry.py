@@ -37,12 +37,15 @@ from typing import NamedTuple
 import numpy as np
 
 from golden.constants import (
+    ADAPT_BITS,
     B_BITS,
+    BETA_FRAC,
     D_BITS,
     I_BITS,
     MODE_RATE,
     PSC_BITS,
     REF_BITS,
+    STEPS_BITS,
     V_BITS,
     V_TH_BITS,
     W_BITS,
@@ -549,6 +552,60 @@ class EngineGeometry:
     @property
     def weight_stages(self) -> int:
         return 0 if self.weight_banks == 1 else BANK_STAGES
+
+    def state_fields(self) -> tuple[Field, ...]:
+        """The neuron state word's fields (``hw.neuron_stage.state_fields``), low first."""
+        layers = self.net.layers
+        fields = [Field("v", V_BITS, True)]
+        if any(x.neuron.model == "lif" and x.neuron.spiking for x in layers):
+            fields.append(Field("ref", REF_BITS))
+        if any(x.neuron.adapt_step for x in layers):
+            fields.append(Field("a", ADAPT_BITS))
+        if any(x.neuron.model == "leaky" and x.neuron.spiking for x in layers):
+            fields.append(Field("s", 1))
+        if self.net.readout == "psc":
+            fields.append(Field("psc", PSC_BITS))
+        if self.net.readout == "spikes":
+            fields.append(Field("count", STEPS_BITS))
+        return tuple(fields)
+
+    def weight_memories(self) -> tuple[MemorySpec, ...]:
+        """The weights of every layer: ``synapse.w_mem`` or its banks ``synapse.w_mem0`` ..."""
+        total, banks = self.weight_words, self.weight_banks
+        element = (Field("", self.w_bits, True),)
+        if banks == 1:
+            return (MemorySpec("synapse.w_mem", total, element, self.lanes, "weights", True),)
+        depth = weight_bank_depth(self.w_bits, self.lanes)
+        return tuple(
+            MemorySpec(f"synapse.w_mem{k}", min(depth, total - k * depth), element, self.lanes,
+                       f"weights {k * depth}..{min(total, (k + 1) * depth) - 1}", True)
+            for k in range(banks))
+
+    def memories(self) -> tuple[MemorySpec, ...]:
+        """Every memory of the engine (paths below it, as ``hw.core.built_memories``)."""
+        g, m, p = self.groups, self.inputs, self.lanes
+        specs = [
+            *self.weight_memories(),
+            MemorySpec("synapse.cur_param_mem", g, CURRENT_FIELDS, p, "bias, shift", True),
+            MemorySpec("neurons.cur_mem", g, (Field("", I_BITS, True),), p, "currents", False),
+            MemorySpec("neurons.st_mem", g, self.state_fields(), p, "neuron state", False),
+            MemorySpec("neurons.v_th_mem", g, (Field("", V_TH_BITS),), p, "thresholds", True),
+        ]
+        if any(x.neuron.model == "leaky" for x in self.net.layers):
+            specs.append(MemorySpec("neurons.beta_mem", g, (Field("", BETA_FRAC),), p,
+                                    "leaks", True))
+        specs += [
+            MemorySpec("encoder.pix_mem", m, (Field("", self.pixel_bits),), None, "pixels",
+                       False),
+            MemorySpec("lst_mem", m, (Field("j", self.index_bits), Field("x", self.x_bits)),
+                       None, "pixel list", False),
+            MemorySpec("spk_mem", max(2, g), (Field("group", self.group_bits),
+                                              Field("word", p)), None, "spike lists", False),
+        ]
+        if self.net.readout == "psc":
+            specs.append(MemorySpec("readout.dec_mem", self.net.layers[-1].neurons,
+                                    (Field("", D_BITS, True),), self.classes, "decoder", True))
+        return tuple(specs)
 
     # --- latencies and the timing model -------------------------------------------------
 

@@ -169,3 +169,14 @@ def test_shipped_digits_image_on_the_engine(mode):
     ratio = (np.mean([geometry.expected_cycles(x, steps, mode) for x in split.x_test])
              / np.mean([core.expected_cycles(x, steps, mode) for x in split.x_test]))
     assert 1 < ratio < 1.011
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_memory_list_is_what_the_engine_builds(name):
+    from hw.core import built_memories
+
+    kinds, sizes, readout = CASES[name]
+    net = network(np.random.default_rng(3), kinds, sizes, readout=readout)
+    specs = EngineGeometry.of(net, pixel_max=16, lanes=4).memories()
+    assert built_memories(Engine(net, pixel_max=16, lanes=4)) == {
+        s.name: (s.width, s.depth) for s in specs}
