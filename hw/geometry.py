@@ -452,6 +452,9 @@ def layer_geometries(sizes: Sequence[int], inputs: int, recurrent: Sequence[bool
 #: Cycles from the event source's ``start`` to its first event (``hw/event_source.py``'s
 #: ``START_LATENCY``; a test holds them equal).
 EVENT_START_LATENCY = 2
+#: Cycles from the sequencer's LAYER state to the event source's start: its run parameters
+#: are registered (``hw/sequencer.py``).
+SYN_START_DELAY = 1
 #: Cycles from the input encoder's ``draw`` to ``drawn``, minus ``M``
 #: (``hw/input_encoder.py``'s ``DRAW_CYCLES_EXTRA``): the single-layer core's DRAW_DRAIN.
 DRAW_EXTRA = DRAW_DRAIN
@@ -685,7 +688,8 @@ class EngineGeometry:
                     # LAYER starts the event source; its last event; SYN sees it done;
                     # SYN_WAIT issues NEU's group 0
                     passes = layer.groups * max(1, events[t][k])
-                    cycle += EVENT_START_LATENCY + passes - 1 + 2 + waits[k].syn_to_neu
+                    cycle += (SYN_START_DELAY + EVENT_START_LATENCY + passes - 1 + 2
+                              + waits[k].syn_to_neu)
                 else:
                     cycle += 1  # LAYER, then NEU
                 cycle += layer.groups - 1  # NEU's last issue

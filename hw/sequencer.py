@@ -122,6 +122,12 @@ class Sequencer(wiring.Component):
         m = Module()
         layers, P = self.layers, self.lanes
         L = len(layers)
+        self._run = {name: Signal.like(getattr(self, f"es_{name}"), name=f"run_{name}")
+                     for name in ("start", "passes", "a_base", "a_count", "b_pixels", "b_base",
+                                  "b_count")}
+        m.d.comb += [getattr(self, f"es_{name}").eq(reg) for name, reg in self._run.items()]
+        m.d.comb += self.syn_start.eq(self._run["start"])
+        m.d.sync += self._run["start"].eq(0)  # a pulse (LAYER sets it, below)
         last_layer = L - 1
         t = Signal(STEPS_BITS, name="step")
         lay = self.layer  # the phase's layer, an output
@@ -172,10 +178,12 @@ class Sequencer(wiring.Component):
             with m.State("LAYER"):
                 with m.If(syn_needed(lay)):
                     self._start_syn(m, lay, bases, groups, rec)
-                    m.next = "SYN"
+                    m.next = "SYN_START"
                 with m.Else():
                     m.d.sync += g.eq(0)
                     m.next = "NEU"
+            with m.State("SYN_START"):  # the registered start reaches the event source
+                m.next = "SYN"
             with m.State("SYN"):
                 with m.If(~self.es_busy):
                     wait_syn = self._table([w.syn_to_neu for w in waits], 8)[lay]
@@ -230,19 +238,22 @@ class Sequencer(wiring.Component):
         return m
 
     def _start_syn(self, m, lay, bases, groups, rec) -> None:
-        """SYN(l)'s run: its groups; its own list (recurrent) and its input's."""
-        m.d.comb += [self.es_start.eq(1), self.syn_start.eq(1),
-                     self.es_passes.eq(groups[lay]),
-                     self.es_a_base.eq(bases[lay]),
-                     self.es_a_count.eq(Mux(rec[lay], self.counts[lay], 0)),
-                     self.es_b_pixels.eq(lay == 0)]
+        """SYN(l)'s run: its groups; its own list (recurrent) and its input's. The start and
+        the parameters are registered here (LAYER) and reach the event source and the synaptic
+        stage in the next cycle (SYN_START): the spike-list counts and the layer tables stay
+        off the event source's first memory read (84.6 MHz on the ULX3S-85F without it)."""
+        run = self._run
+        m.d.sync += [run["start"].eq(1), run["passes"].eq(groups[lay]),
+                     run["a_base"].eq(bases[lay]),
+                     run["a_count"].eq(Mux(rec[lay], self.counts[lay], 0)),
+                     run["b_pixels"].eq(lay == 0)]
         with m.If(lay == 0):
-            m.d.comb += [self.es_b_base.eq(0), self.es_b_count.eq(self.enc_count)]
+            m.d.sync += [run["b_base"].eq(0), run["b_count"].eq(self.enc_count)]
         with m.Else():
             before = Signal.like(lay, name="layer_before")
             m.d.comb += before.eq(lay - 1)
-            m.d.comb += [self.es_b_base.eq(bases[before]),
-                         self.es_b_count.eq(self.counts[before])]
+            m.d.sync += [run["b_base"].eq(bases[before]),
+                         run["b_count"].eq(self.counts[before])]
 
     def _issue(self, m, lay, g, bases, rest) -> None:
         """One group of NEU(l) to the neuron stage; the lister's list begins with group 0."""

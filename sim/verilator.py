@@ -54,7 +54,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from golden.constants import MODE_CURRENT, MODE_RATE
-from golden.image import content_hash
+from golden.image import content_hash, layered_hash
+from golden.layers import LayeredNetwork
 from golden.model import Network
 from sim.buildtools import (
     MAKE_OVERRIDES,
@@ -87,7 +88,7 @@ __all__ = [
 ]
 
 #: Version of ``lif_core.json``; a cached export of another version is redone.
-EXPORT_FORMAT = 1
+EXPORT_FORMAT = 2
 #: Name of the exported core's Verilog module.
 CORE = "lif_core"
 #: Name of the generated harness, cocotb's top level (and of the Verilator executable).
@@ -136,11 +137,24 @@ class SimResult(NamedTuple):
     wall_s: float
 
 
-def _make_core(net: Network, pixel_max: int, lanes: int):
-    """The core under test (imported here so that only export needs the hardware)."""
+def _make_core(net: Network | LayeredNetwork, pixel_max: int, lanes: int):
+    """The core under test (imported here so that only export needs the hardware): the
+    single-layer core for a :class:`golden.model.Network`, the layered engine for a
+    :class:`golden.layers.LayeredNetwork`."""
+    if isinstance(net, LayeredNetwork):
+        from hw.engine import Engine
+
+        return Engine(net, pixel_max=pixel_max, lanes=lanes)
     from hw.core import LifCore
 
     return LifCore(net, pixel_max=pixel_max, lanes=lanes)
+
+
+def _hash_and_width(net: Network | LayeredNetwork) -> tuple[str, int]:
+    """The network's content hash and its widest weights."""
+    if isinstance(net, LayeredNetwork):
+        return layered_hash(net), max(int(layer.w_bits) for layer in net.layers)
+    return content_hash(net), int(net.w_bits)
 
 
 def design_key(net: Network, pixel_max: int, lanes: int, root: Path = REPO_ROOT) -> str:
@@ -166,9 +180,11 @@ def design_key(net: Network, pixel_max: int, lanes: int, root: Path = REPO_ROOT)
     h = hashlib.sha256()
     # The content hash leaves out w_bits (it changes no result), but the weight ROM's width
     # and so the Verilog follow it.
-    h.update(f"{content_hash(net)};pixel_max={pixel_max};lanes={lanes};w_bits={net.w_bits};"
+    digest, w_bits = _hash_and_width(net)
+    kind = "engine" if isinstance(net, LayeredNetwork) else "core"
+    h.update(f"{digest};{kind};pixel_max={pixel_max};lanes={lanes};w_bits={w_bits};"
              f"amaranth={amaranth.__version__}\n".encode())
-    hash_sources(h, design_sources("hw/core.py", root), root)
+    hash_sources(h, design_sources(f"hw/{kind}.py", root), root)
     return h.hexdigest()[:16]
 
 
@@ -200,6 +216,25 @@ def _check_interface(core: Any, net: Network) -> tuple[dict, dict]:
         raise SimulationError(f"LifCore o.p.scores must be an array of {net.classes} scores, "
                               f"got {core.o_layout['scores'].shape!r}")
     return i_spec, o_spec
+
+
+def _neurons(net) -> int:
+    return sum(net.sizes) if isinstance(net, LayeredNetwork) else net.neurons
+
+
+def _per_step_bound(net, lanes: int) -> int:
+    """Cycles a step can take at most, generously: every group of every layer visits every
+    input and every recurrent neuron once (as if all of them were events), plus its update and
+    the readout."""
+    lanes = max(1, lanes)
+    if not isinstance(net, LayeredNetwork):
+        return -(-net.neurons // lanes) * (net.inputs + net.classes + 8)
+    total, fan_in = 0, net.inputs
+    for layer in net.layers:
+        rec = layer.neurons if layer.w_rec is not None else 0
+        total += -(-layer.neurons // lanes) * (fan_in + rec + 16)
+        fan_in = layer.neurons
+    return total + net.inputs + net.classes + 64
 
 
 def export(net: Network, pixel_max: int, lanes: int, out_dir: str | Path) -> Path:
@@ -245,9 +280,11 @@ def export(net: Network, pixel_max: int, lanes: int, out_dir: str | Path) -> Pat
     if missing := [p for p in PORTS if p not in declared]:
         raise SimulationError(f"exported {CORE} has no port(s) {missing}; "
                               f"ports are {sorted(declared)}")
+    digest, w_bits = _hash_and_width(net)
     meta = {
         "format": EXPORT_FORMAT, "key": key, "module": CORE, "lanes": lanes, "pixel_max": pixel_max,
-        "image_hash": content_hash(net), "w_bits": int(net.w_bits), "neurons": net.neurons,
+        "image_hash": digest, "w_bits": w_bits, "neurons": _neurons(net),
+        "per_step_bound": _per_step_bound(net, lanes),
         "inputs": net.inputs, "classes": net.classes, "i": i_spec, "o": o_spec,
         "i_bits": core.i_layout.size, "o_bits": core.o_layout.size,
         "export_s": round(time.perf_counter() - start, 3),
@@ -301,9 +338,8 @@ class SimModel:
         Generous on purpose (it only has to catch a hang): time for every step to visit every
         neuron once per input and once per class, as a core with one lane would, twice over.
         """
-        neurons, inputs, classes = self.meta["neurons"], self.inputs, self.classes
-        lanes = max(1, int(self.meta["lanes"]))
-        per_step = -(-neurons // lanes) * (inputs + classes + 8)
+        inputs = self.inputs
+        per_step = int(self.meta["per_step_bound"])
         return 2 * (4 * inputs + np.asarray(steps, dtype=np.int64) * per_step) + 10_000
 
     def _check_batch(self, images, steps, mode) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
