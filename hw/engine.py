@@ -246,14 +246,14 @@ class Engine(wiring.Component):
             source.a_count.eq(seq.es_a_count), source.b_pixels.eq(seq.es_b_pixels),
             source.b_base.eq(seq.es_b_base), source.b_count.eq(seq.es_b_count),
             syn.start.eq(seq.syn_start), syn.layer.eq(seq.layer),
-            neu.i.valid.eq(seq.neu_valid), neu.i.p.layer.eq(seq.layer),
+            neu.i.valid.eq(seq.neu_valid), neu.i.p.layer.eq(seq.neu_layer),
             neu.i.p.addr.eq(seq.neu_addr), neu.i.p.rest.eq(seq.neu_rest),
             neu.i.p.peek.eq(seq.neu_peek),
             lister.clear.eq(seq.clear), seq.counts.eq(lister.counts),
         ]
         # the lister's phase begins with its first result, the neuron stage's latency after
         # the phase's first issue (the previous phase's last results are in by then)
-        begin, layer = seq.list_begin, seq.layer
+        begin, layer = seq.list_begin, seq.neu_layer
         for k in range(neu.latency):
             begin_d, layer_d = Signal(name=f"list_begin_d{k}"), Signal.like(layer,
                                                                           name=f"list_layer_d{k}")

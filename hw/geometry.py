@@ -463,6 +463,9 @@ LOADED_DELAY = 1
 #: The synaptic stage's latency with its weights in one memory, from a pass's last event to
 #: its currents (``hw/synapse.py``; a banked weight memory adds ``BANK_STAGES``).
 SYNAPSE_LATENCY = 6
+#: Cycles from the sequencer's state that issues a neuron-stage transfer (NEU, READOUT) to the
+#: transfer: the issue is registered (``hw/sequencer.py``).
+ISSUE_DELAY = 1
 #: The neuron stage's latency beyond its lanes' (``hw/neuron_stage.py``: ``lane_latency + 3``).
 NEURON_STAGE_EXTRA = 3
 
@@ -674,6 +677,21 @@ class EngineGeometry:
         steps = max(int(steps), 1)
         return self._walk(self.events(pixels, steps, mode), steps, mode)
 
+    def lower_bounds(self, pixels, steps: int, mode: int) -> tuple[int, int]:
+        """Two lower bounds of :meth:`expected_cycles` (docs/ARCHITECTURE.md, "Lower bound"):
+        the engine's own (its phases in sequence, no waits or start latencies) and the general
+        one of any engine with one row of ``P`` weights and one group of ``P`` neurons per cycle
+        (the synaptic passes, the neuron updates and, in rate mode, the draws overlapped)."""
+        steps = max(int(steps), 1)
+        events, rate = self.events(pixels, steps, mode), mode == MODE_RATE
+        passes = sum(layer.groups * max(1, events[t][k])
+                     for t in range(steps) for k, layer in enumerate(self.layers)
+                     if k > 0 or rate or layer.recurrent or t == 0)
+        updates = steps * sum(layer.groups for layer in self.layers)
+        draws = steps * self.inputs if rate else 0
+        ends = self.inputs + self.readout_values + (self.classes - 1).bit_length()
+        return ends + passes + updates + draws, ends + max(passes, updates, draws)
+
     def _walk(self, events: list[list[int]], steps: int, mode: int) -> int:
         """The cycle of the result (= the count reported), pixel 0 in cycle 0."""
         layers, waits = self.layers, self.waits()
@@ -703,10 +721,12 @@ class EngineGeometry:
                     cycle += (steps - 1 - t) * layers[0].groups
                     break
                 step = cycle + 2 + w  # STEP_WAIT, then STEP
+            elif len(layers) == 1 and layers[0].recurrent:  # its list drains (STEP_WAIT)
+                step = cycle + 2 + waits[0].neu_to_list
             else:
                 step = cycle + 1
         readout = cycle + 2 + waits[last].neu_to_readout  # READOUT_WAIT, then READOUT
-        return readout + self.readout_values + self.readout_latency
+        return readout + ISSUE_DELAY + self.readout_values + self.readout_latency
 
 
 #: Cycles from the last value into a readout without a decoder (li, spikes) to its result,
@@ -729,7 +749,9 @@ class Waits(NamedTuple):
 
     @classmethod
     def of(cls, groups: int, syn_latency: int, neu_latency: int) -> Waits:
-        return cls(syn_to_neu=max(0, syn_latency - groups),
-                   neu_to_list=max(0, neu_latency - 1),
+        """The waits; the issue's register (:data:`ISSUE_DELAY`) delays every transfer into
+        the neuron stage (reads later after SYN, drains later after NEU)."""
+        return cls(syn_to_neu=max(0, syn_latency - groups - ISSUE_DELAY),
+                   neu_to_list=max(0, neu_latency + ISSUE_DELAY - 1),
                    neu_to_neu=max(0, neu_latency + 1 - groups),
                    neu_to_readout=max(0, neu_latency + 1 - groups))

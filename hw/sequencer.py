@@ -26,7 +26,10 @@ waits until the synaptic stage has written group 0's current, which with ``G_l >
 groups it has before NEU reads it; the phase after NEU(l) that reads its spike list waits for
 the neuron stage and the lister to drain; the next step's NEU(l) of a network of one layer
 follows NEU(l) at once, as the state of group ``g`` is read ``G_l`` cycles after it was, when
-``G_l`` exceeds the neuron stage's latency (else it waits the difference).
+``G_l`` exceeds the neuron stage's latency (else it waits the difference); a network of one
+recurrent layer waits for its list to drain before the next step (its first phase reads it).
+The neuron stage's transfers leave the sequencer one cycle after the state that decides them
+(``ISSUE_DELAY``); the waits count it.
 """
 
 from __future__ import annotations
@@ -73,13 +76,18 @@ class Sequencer(wiring.Component):
         The spike lists' entries (the lister's).
     syn_start : :py:`Out(1)`, layer : :py:`Out(range(L))`
         The synaptic stage's run, and the layer of the phase (for the stages and the lister).
-    neu_valid, neu_rest, neu_peek : :py:`Out(1)`, neu_addr : :py:`Out`
-        The neuron stage's transfers: a group's word, first step, read only.
-    list_begin, clear : :py:`Out(1)`
-        To the lister: a neuron phase begins; an image begins.
+    neu_valid, neu_rest, neu_peek : :py:`Out(1)`, neu_addr, neu_layer : :py:`Out`
+        The neuron stage's transfers: a group's word, first step, read only, its layer.
+        Registered: they leave the sequencer ``ISSUE_DELAY`` (1) cycle after the state that
+        issues them (``hw.geometry.ISSUE_DELAY``), so the layer tables and the group counter
+        stay off the neuron stage's memory reads (83.5 MHz on the ULX3S-85F without it).
+    list_begin : :py:`Out(1)`
+        To the lister: a neuron phase begins (registered with the issue).
+    clear : :py:`Out(1)`
+        To the lister: an image begins.
     ro_valid : :py:`Out(1)`, ro_lane : :py:`Out(range(P))`
-        READOUT: a value of lane ``ro_lane`` of the group peeked in this cycle goes to the
-        readout one cycle later (the engine delays both).
+        READOUT: a value of lane ``ro_lane`` of the group peeked with them goes to the
+        readout one cycle later (the engine delays both); registered with the issue.
     result_valid, result_ready : :py:`In(1)`
         The result is offered; it is taken.
     counting : :py:`Out(1)`
@@ -109,7 +117,7 @@ class Sequencer(wiring.Component):
             "counts": In(data.ArrayLayout(count_shape, n_layers)),
             "syn_start": Out(1), "layer": Out(range(max(2, n_layers))),
             "neu_valid": Out(1), "neu_rest": Out(1), "neu_peek": Out(1),
-            "neu_addr": Out(self.addr_bits),
+            "neu_addr": Out(self.addr_bits), "neu_layer": Out(range(max(2, n_layers))),
             "list_begin": Out(1), "clear": Out(1),
             "ro_valid": Out(1), "ro_lane": Out(range(max(2, lanes))),
             "result_valid": In(1), "result_ready": In(1),
@@ -122,6 +130,11 @@ class Sequencer(wiring.Component):
         m = Module()
         layers, P = self.layers, self.lanes
         L = len(layers)
+        # the issue, decided in the states below and registered to the outputs
+        self._iss = {name: Signal.like(getattr(self, name), name=f"issue_{name}")
+                     for name in ("neu_valid", "neu_rest", "neu_peek", "neu_addr", "neu_layer",
+                                  "list_begin", "ro_valid", "ro_lane")}
+        m.d.sync += [getattr(self, name).eq(sig) for name, sig in self._iss.items()]
         self._run = {name: Signal.like(getattr(self, f"es_{name}"), name=f"run_{name}")
                      for name in ("start", "passes", "a_base", "a_count", "b_pixels", "b_base",
                                   "b_count")}
@@ -224,8 +237,10 @@ class Sequencer(wiring.Component):
                 with m.Else():
                     m.d.sync += wait.eq(wait - 1)
             with m.State("READOUT"):
-                m.d.comb += [self.neu_valid.eq(1), self.neu_peek.eq(1), self.neu_addr.eq(rg),
-                             self.ro_valid.eq(1), self.ro_lane.eq(rp)]
+                iss = self._iss
+                m.d.comb += [iss["neu_valid"].eq(1), iss["neu_peek"].eq(1),
+                             iss["neu_addr"].eq(rg), iss["neu_layer"].eq(lay),
+                             iss["ro_valid"].eq(1), iss["ro_lane"].eq(rp)]
                 m.d.sync += [n.eq(n + 1), rp.eq(rp + 1)]
                 with m.If(rp == P - 1):
                     m.d.sync += [rp.eq(0), rg.eq(rg + 1)]
@@ -257,8 +272,10 @@ class Sequencer(wiring.Component):
 
     def _issue(self, m, lay, g, bases, rest) -> None:
         """One group of NEU(l) to the neuron stage; the lister's list begins with group 0."""
-        m.d.comb += [self.neu_valid.eq(1), self.neu_addr.eq(bases[lay] + g),
-                     self.neu_rest.eq(rest), self.list_begin.eq(g == 0)]
+        iss = self._iss
+        m.d.comb += [iss["neu_valid"].eq(1), iss["neu_addr"].eq(bases[lay] + g),
+                     iss["neu_layer"].eq(lay), iss["neu_rest"].eq(rest),
+                     iss["list_begin"].eq(g == 0)]
 
     def _after_neu(self, m, lay, t, g, wait, last_step, single_constant, waits, last_layer):
         """The transition after NEU(l)'s last group (module docstring)."""
@@ -283,6 +300,10 @@ class Sequencer(wiring.Component):
                     else:
                         m.d.sync += wait.eq(waits[0].neu_to_neu)
                         m.next = "STEP_WAIT"
+            elif len(self.layers) == 1:
+                # one recurrent layer: its next phase reads the list it is writing
+                m.d.sync += wait.eq(waits[0].neu_to_list)
+                m.next = "STEP_WAIT"
             else:
                 # every list the next step reads was written a whole phase ago (the last
                 # layer's own, recurrent, is read after the phases of layers 0 .. L-2)

@@ -8,13 +8,14 @@ import pytest
 from golden import constants as c
 from golden import layers
 from golden.layers import Decoder, Layer, LayeredNetwork
+from golden.model import shift
 from golden.neurons import NeuronParams
 from hw.engine import Engine
 from hw.geometry import EngineGeometry
 from sim.streams import receive, send, simulate
 
 
-def neuron(rng, kind: str, n: int) -> NeuronParams:
+def neuron(rng, kind: str, n: int, v_th=(300, 1500)) -> NeuronParams:
     """Neuron parameters of ``kind`` (golden.layers.neuron_models' names, no ``+rec``)."""
     spiking = not kind.startswith("li-")
     model = c.NEURON_LEAKY if "leaky" in kind else c.NEURON_LIF
@@ -22,7 +23,7 @@ def neuron(rng, kind: str, n: int) -> NeuronParams:
     reset = c.RESET_SUBTRACT if "subtract" in kind else c.RESET_ZERO
     lif = model == c.NEURON_LIF
     return NeuronParams(
-        rng.integers(300, 1500, n) if spiking else None, model,
+        rng.integers(*v_th, n) if spiking else None, model,
         leak_shift=2 if lif else 0, ref_steps=1 if lif and spiking else 0,
         beta=rng.integers(2000, 4000, n) if not lif else None,
         reset=reset if spiking else c.RESET_ZERO,
@@ -33,9 +34,21 @@ def layer(rng, kind: str, n: int, k: int, first: bool) -> Layer:
     rec = kind.endswith("+rec")
     kind = kind.removesuffix("+rec")
     scale = 40 if first else 127
-    return Layer(rng.integers(-scale, scale + 1, (n, k)), rng.integers(-2, 3, n) if first else
-                 rng.integers(2, 6, n), rng.integers(-300, 600, n), neuron(rng, kind, n),
-                 rng.integers(-60, 61, (n, n)) if rec else None, 8)
+    w = rng.integers(-scale, scale + 1, (n, k))
+    # after the first layer a lif neuron's input is a spike's weight for one step, of which
+    # its membrane takes 2 ** -leak_shift: scaled up (w_shift > 0: left), it can make it spike
+    w_shift = (rng.integers(-2, 3, n) if first else
+               rng.integers(1, 4, n) if kind.startswith("lif") or kind == "alif" else
+               rng.integers(0, 2, n))
+    params = neuron(rng, kind, n, (300, 1500) if first else (100, 400))
+    if first:  # a recurrent one driven harder, so its spikes reach its next steps
+        bias = rng.integers(200, 900, n) if rec else rng.integers(-300, 600, n)
+    elif params.spiking:
+        # a bias below the threshold: the layer's spikes depend on its input
+        bias = shift((params.v_th * rng.uniform(0.0, 0.8, n)).astype(np.int64), -w_shift)
+    else:
+        bias = rng.integers(-150, 150, n)
+    return Layer(w, w_shift, bias, params, rng.integers(-127, 128, (n, n)) if rec else None, 8)
 
 
 def network(rng, kinds, sizes, inputs=6, readout=c.READOUT_PSC, classes=3) -> LayeredNetwork:
@@ -87,7 +100,7 @@ CASES = {
     "alif-rec-psc": (("alif+rec",), (12,), c.READOUT_PSC),
     "lif-li": (("lif", "li-lif"), (16, 3), c.READOUT_LI),
     "leaky-li-leaky": (("leaky-subtract", "li-leaky"), (16, 3), c.READOUT_LI),
-    "lif-spikes": (("lif", "lif"), (16, 3), c.READOUT_SPIKES),
+    "lif-spikes": (("lif", "lif"), (20, 3), c.READOUT_SPIKES),
     "leaky-zero-alif-spikes": (("leaky-zero", "alif+rec", "leaky-subtract-adaptive"),
                                (10, 9, 3), c.READOUT_SPIKES),
 }
@@ -100,11 +113,29 @@ def test_engine_equals_golden(name, mode):
     rng = np.random.default_rng(sum(map(ord, name)) + mode)
     net = network(rng, kinds, sizes, readout=readout)
     engine = Engine(net, pixel_max=16, lanes=4)
-    images = rng.integers(0, 17, (3, net.inputs))
+    images = rng.integers(0, 17, (4, net.inputs))
     images[0] = 0
     images[1] = 16
-    got, ref = check(engine, images, 6, mode)
-    assert ref.layer_spike_count[0].sum() > 0  # the network is not silent
+    got, ref = check(engine, images, 10, mode)
+    # the test can fail: the scores depend on the image, every spiking layer spikes, and
+    # recurrent weights change the answer
+    assert len({tuple(s) for s in ref.scores[-1].tolist()}) > 1, ref.scores[-1]
+    spiking = [lay.neuron.spiking for lay in net.layers]
+    assert (ref.layer_spike_count.sum(axis=-1)[spiking] > 0).all(), ref.layer_spike_count
+    assert_recurrence_matters(net, images, 10, mode, ref)
+
+
+def assert_recurrence_matters(net, images, steps, mode, ref) -> None:
+    """A recurrent layer's weights change some score or spike count (its spikes reach its next
+    steps, where a late or stale spike list would change the answer)."""
+    for k, lay in enumerate(net.layers):
+        if lay.w_rec is None:
+            continue
+        cut = list(net.layers)
+        cut[k] = lay._replace(w_rec=np.zeros_like(lay.w_rec))
+        other = layers.run(np.asarray(images), net._replace(layers=tuple(cut)), steps, mode)
+        assert ((other.scores[-1] != ref.scores[-1]).any()
+                or (other.spike_count != ref.spike_count).any()), f"layer {k}'s recurrence is mute"
 
 
 @pytest.mark.parametrize("mode", [c.MODE_CURRENT, c.MODE_RATE])
@@ -118,6 +149,9 @@ def test_cycles_follow_the_timing_model(name, mode):
     got = simulate_engine(engine, images, 5, mode)
     geometry = EngineGeometry.of(net, pixel_max=16, lanes=4)
     assert [r["cycles"] for r in got] == [geometry.expected_cycles(x, 5, mode) for x in images]
+    for r, x in zip(got, images, strict=True):  # the bounds hold, and are not the count
+        own, general = geometry.lower_bounds(x, 5, mode)
+        assert general <= own < r["cycles"]
 
 
 def test_the_timing_model_uses_the_stages_latencies():
