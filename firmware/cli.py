@@ -246,7 +246,7 @@ def _load_golden(directory: Path) -> tuple[Path, Any, dict]:
     from golden import image
 
     try:
-        net, manifest = image.load(directory)
+        net, manifest = image.load_layers(directory)
     except (image.NetworkImageError, OSError) as exc:
         raise InputError(f"--golden: {exc}") from exc
     return directory, net, manifest
@@ -265,13 +265,13 @@ def _compare_golden(net, info: protocol.Info, images: list[np.ndarray],
                     results: list[protocol.Classification], steps: int, mode: int) -> list[bool]:
     """Per image: the device's label, scores and spike count equal golden's
     (:func:`golden.device.agreement`)."""
-    from golden import model
+    from golden import layers
     from golden.device import agreement
 
     steps = steps or info.default_steps
     mode = info.default_mode if mode == protocol.MODE_DEFAULT else mode
-    ref = model.run(np.asarray(images, dtype=np.int64).reshape(len(images), -1), net, steps,
-                    mode)
+    ref = layers.run(np.asarray(images, dtype=np.int64).reshape(len(images), -1), net, steps,
+                     mode)
     equal = agreement([r.label for r in results], [r.scores for r in results],
                       [r.spike_count for r in results], ref)
     return [bool(e) for e in equal]

@@ -42,8 +42,9 @@ Every request has a deadline (``timeout`` seconds), so no call hangs, provided t
 reads return within a bounded time: a transport the driver opens itself from a URL gets a read
 timeout of at most ``READ_SLICE_S``; a transport object passed in must have one of its own.
 A :class:`LinkTimeout` says how long the request was expected to take (from the worst-case
-cycle count of :func:`hw.geometry.max_cycles`, INFO's clock and the link time at the baud
-rate). Bytes before a response's SYNC are skipped by :class:`golden.protocol.FrameParser`.
+cycle count, INFO's cycle bound or, from a version-2 device, :func:`hw.geometry.max_cycles`;
+INFO's clock; and the link time at the baud rate). Bytes before a response's SYNC are
+skipped by :class:`golden.protocol.FrameParser`.
 A connection the other end closes (a busy virtual board refusing a second client) is a
 :class:`PortError` quoting what it sent, if that was a line of text. Errors are typed, all
 subclasses of :class:`LifpgaError`:
@@ -122,6 +123,17 @@ STATUS_MESSAGES = {
                   f"most {protocol.MAX_IN_FLIGHT} CLASSIFY requests in flight)"),
 }
 
+
+
+def _max_cycles(info: protocol.Info, steps: int, mode: int) -> int:
+    """The most core cycles a CLASSIFY of ``steps`` can take on the device of ``info``: its
+    cycle bound (protocol version 3), or the single-layer core's worst case from M, N, C and
+    P (a version-2 device, which runs one layer)."""
+    if info.version >= protocol.CYCLE_BOUND_VERSION and info.cycles_per_step:
+        return info.cycles_base + max(1, steps) * info.cycles_per_step
+    from hw.geometry import max_cycles  # pure Python, loaded only when needed
+
+    return max_cycles(info.inputs, info.neurons, info.lanes, info.classes, steps, mode)
 
 class LifpgaError(Exception):
     """Base class of every error the driver raises."""
@@ -747,9 +759,7 @@ class Lifpga:
         steps, mode = struct.unpack_from(protocol.CLASSIFY_HEADER_FORMAT, payload)
         steps = steps or info.default_steps
         mode = info.default_mode if mode == protocol.MODE_DEFAULT else mode
-        from hw.geometry import max_cycles  # pure Python, loaded only when needed
-
-        cycles = max_cycles(inputs, info.neurons, info.lanes, classes, steps, mode)
+        cycles = _max_cycles(info, steps, mode)
         what = (f"A CLASSIFY of {steps} steps in {'rate' if mode == MODE_RATE else 'current'}"
                 f" mode takes at most {cycles:,} core cycles")
         if not info.clock_hz:

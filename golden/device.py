@@ -1,9 +1,11 @@
 """The lifpga device as a reference model: protocol bytes in, answer bytes out.
 
 :class:`ReferenceDevice` is the executable specification of the device side of
-:mod:`golden.protocol`, with answers from :mod:`golden.model`. The gateware frame engine
-(``hw/frame_engine.py``) must answer every byte sequence exactly as it does, within its
-documented buffering limits; the host-driver tests run against it over a socket
+:mod:`golden.protocol`, with answers from :func:`golden.layers.run` (a single-layer network
+runs as its layered instance, :func:`golden.layers.as_layered`: the same answers as
+:func:`golden.model.run`). The gateware frame engine (``hw/frame_engine.py``) must answer every
+byte sequence exactly as it does, within its documented buffering limits; the host-driver tests
+run against it over a socket
 (``sim/refboard.py``). :class:`DeviceParser` is the device's frame parser, byte by byte: the
 gateware's state machine in software.
 
@@ -19,7 +21,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from golden import model
+from golden import layers, model
 from golden.constants import MODE_BY_NAME, MODE_CURRENT, MODE_RATE
 from golden.protocol import (
     CLASSIFY_HEADER_FORMAT,
@@ -45,7 +47,8 @@ from golden.protocol import (
 __all__ = ["DeviceParser", "ReferenceDevice", "Request", "agreement", "device_info"]
 
 
-def agreement(label, scores, spike_count, golden: model.Result) -> np.ndarray:
+def agreement(label, scores, spike_count, golden: model.Result | layers.LayeredResult
+              ) -> np.ndarray:
     """Per image: the device's label, every class score and the spike count equal golden's.
 
     Parameters
@@ -53,19 +56,26 @@ def agreement(label, scores, spike_count, golden: model.Result) -> np.ndarray:
     label : (B,) integers, the answered classes.
     scores : (B, C) integers, the answered class scores.
     spike_count : (B,) integers, the answered spike counts.
-    golden : ``golden.model.run`` of the same B images, steps and mode.
+    golden : ``golden.layers.run`` (or ``golden.model.run``) of the same B images, steps
+        and mode.
     """
     label, scores = np.asarray(label), np.asarray(scores)
     return ((label == golden.classes[-1]) & (scores == golden.scores[-1]).all(axis=1)
             & (np.asarray(spike_count) == golden.spike_count))
 
 
-def device_info(net: model.Network, manifest: dict, *, lanes: int, clock_hz: int,
-                baud: int) -> Info:
-    """What a device running ``net`` answers to INFO."""
+def device_info(net: model.Network | layers.LayeredNetwork, manifest: dict, *, lanes: int,
+                clock_hz: int, baud: int) -> Info:
+    """What a device running ``net`` (on the engine, ``hw/engine.py``, with ``lanes`` lanes)
+    answers to INFO: its cycle bound is the engine's (``hw.geometry.EngineGeometry``)."""
+    from hw.geometry import EngineGeometry  # pure Python: the engine's timing model
+
+    net = layers.as_layered(net)
+    base, per_step = EngineGeometry.of(net, pixel_max=manifest["pixel_max"],
+                                       lanes=lanes).cycle_bound()
     return Info(PROTOCOL_VERSION, bytes.fromhex(manifest["hash"].split(":")[1]), net.inputs,
                 net.neurons, net.classes, lanes, manifest["timesteps"], manifest["pixel_max"],
-                MODE_BY_NAME[manifest["encoder_mode"]], clock_hz, baud)
+                MODE_BY_NAME[manifest["encoder_mode"]], clock_hz, baud, base, per_step)
 
 
 class Request(NamedTuple):
@@ -182,9 +192,9 @@ class ReferenceDevice:
         ``cycles_model``, a callable ``(pixels, steps, mode) -> int``; without one, 0).
     """
 
-    def __init__(self, net: model.Network, manifest: dict, *, lanes: int = 16,
-                 clock_hz: int = 0, baud: int = 0, cycles_model=None):
-        self.net, self.manifest = net, manifest
+    def __init__(self, net: model.Network | layers.LayeredNetwork, manifest: dict, *,
+                 lanes: int = 16, clock_hz: int = 0, baud: int = 0, cycles_model=None):
+        self.net, self.manifest = layers.as_layered(net), manifest
         self.parser = DeviceParser(net.inputs)
         self.info = device_info(net, manifest, lanes=lanes, clock_hz=clock_hz, baud=baud)
         self.cycles_model = cycles_model
@@ -261,7 +271,7 @@ class ReferenceDevice:
         if pixels.max() > self.info.pixel_max:
             return self._error(request.cmd, request.seq, Status.PIXEL_RANGE)
         steps = steps or self.info.default_steps
-        result = model.run(pixels[None, :], self.net, steps, mode)
+        result = layers.run(pixels[None, :], self.net, steps, mode)
         cycles = self.cycles_model(pixels, steps, mode) if self.cycles_model else 0
         answer = Classification(int(result.classes[-1, 0]), int(result.spike_count[0]),
                                 cycles, tuple(int(s) for s in result.scores[-1, 0]))

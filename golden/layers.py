@@ -174,6 +174,11 @@ class LayeredNetwork(NamedTuple):
         """Neurons per layer."""
         return tuple(layer.neurons for layer in self.layers)
 
+    @property
+    def neurons(self) -> int:
+        """Neurons of every layer (what INFO reports)."""
+        return sum(self.sizes)
+
 
 class LayeredResult(NamedTuple):
     """What :func:`run` returns for B images over T steps.
@@ -224,12 +229,15 @@ class _Readout:
         raise ValueError(f"unknown readout {net.readout!r}")
 
 
-def run(images: np.ndarray, net: LayeredNetwork, timesteps: int, mode: int = MODE_CURRENT,
-        seeds: np.ndarray | int | None = None, record: bool = False) -> LayeredResult:
+def run(images: np.ndarray, net: LayeredNetwork | model.Network, timesteps: int,
+        mode: int = MODE_CURRENT, seeds: np.ndarray | int | None = None,
+        record: bool = False) -> LayeredResult:
     """Classify a batch of images (B, M) of integer pixels, each from rest.
 
-    ``seeds`` (rate mode only) as in :func:`golden.model.run`.
+    ``net`` may be a single-layer :class:`golden.model.Network` (run as :func:`as_layered`'s
+    instance: the same answers); ``seeds`` (rate mode only) as in :func:`golden.model.run`.
     """
+    net = as_layered(net)
     x = model.check_images(images, net.inputs)
     model.check_run(mode, timesteps)
     batch = x.shape[0]
@@ -269,6 +277,11 @@ def from_classic(net: model.Network) -> LayeredNetwork:
     layer = Layer(net.w_in, net.w_shift, net.bias, neuron, None, net.w_bits)
     return LayeredNetwork((layer,), READOUT_PSC, net.rate_bits, net.lfsr_seed,
                           Decoder(net.dec, net.dec_bias, net.psc_shift))
+
+
+def as_layered(net: model.Network | LayeredNetwork) -> LayeredNetwork:
+    """``net`` as a layered network (:func:`from_classic` for a single-layer one)."""
+    return net if isinstance(net, LayeredNetwork) else from_classic(net)
 
 
 def is_classic(net: LayeredNetwork) -> bool:

@@ -35,10 +35,13 @@ from typing import NamedTuple
 import numpy as np
 
 #: Reported by INFO. Version 2 added CLASSIFY_SPARSE; a host sends it only to a device whose
-#: INFO version is at least :data:`SPARSE_VERSION`.
-PROTOCOL_VERSION = 2
+#: INFO version is at least :data:`SPARSE_VERSION`. Version 3 appended INFO's cycle bound
+#: (:data:`CYCLE_BOUND_VERSION`).
+PROTOCOL_VERSION = 3
 #: The first protocol version with :attr:`Command.CLASSIFY_SPARSE`.
 SPARSE_VERSION = 2
+#: The first protocol version whose INFO ends with ``cycles_base`` and ``cycles_per_step``.
+CYCLE_BOUND_VERSION = 3
 
 SYNC = b"\xa5\x5a"
 #: The header after SYNC: CMD, SEQ, LEN (u8, u8, u16).
@@ -244,8 +247,12 @@ class FrameParser:
 # --- payloads ----------------------------------------------------------------------------------
 
 #: INFO response after STATUS: version, hash (32 bytes), inputs, neurons, classes, lanes,
-#: default steps, pixel_max, default mode, clock in Hz, baud rate.
-INFO_FORMAT = "<B32sHHBBHBBII"
+#: default steps, pixel_max, default mode, clock in Hz, baud rate, and (version 3) the cycle
+#: bound: no CLASSIFY of ``steps`` computes longer than ``cycles_base + steps *
+#: cycles_per_step`` cycles.
+INFO_FORMAT = "<B32sHHBBHBBIIII"
+#: A version-2 device's INFO (without the cycle bound).
+INFO_FORMAT_V2 = "<B32sHHBBHBBII"
 #: CLASSIFY request before the pixels: steps (0 = image default), mode (0, 1 or MODE_DEFAULT).
 CLASSIFY_HEADER_FORMAT = "<HB"
 #: CLASSIFY response after STATUS: label, spike count, cycles; then one int32 score per class.
@@ -264,6 +271,9 @@ class Info(NamedTuple):
     default_mode: int
     clock_hz: int
     baud: int
+    #: The cycle bound (0, 0 from a version-2 device: unknown).
+    cycles_base: int = 0
+    cycles_per_step: int = 0
 
 
 class Classification(NamedTuple):
@@ -279,11 +289,13 @@ def pack_info(info: Info) -> bytes:
 
 
 def unpack_info(payload: bytes) -> Info:
-    """Parse an OK INFO response payload; :class:`ValueError` if it is not one."""
-    if len(payload) != 1 + struct.calcsize(INFO_FORMAT) or payload[0] != Status.OK:
-        raise ValueError(f"not an OK INFO response: {len(payload)} bytes, "
-                         f"status {payload[:1].hex() or 'missing'}")
-    return Info(*struct.unpack(INFO_FORMAT, payload[1:]))
+    """Parse an OK INFO response payload, of this version or of version 2 (no cycle bound);
+    :class:`ValueError` if it is not one."""
+    for layout in (INFO_FORMAT, INFO_FORMAT_V2):
+        if len(payload) == 1 + struct.calcsize(layout) and payload[:1] == bytes([Status.OK]):
+            return Info(*struct.unpack(layout, payload[1:]))
+    raise ValueError(f"not an OK INFO response: {len(payload)} bytes, "
+                     f"status {payload[:1].hex() or 'missing'}")
 
 
 def pack_classify(pixels, steps: int = 0, mode: int = MODE_DEFAULT) -> bytes:

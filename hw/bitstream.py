@@ -5,7 +5,7 @@ firmware/digits``:
 
 1. **Fit check**, before any synthesis: :func:`estimate` counts what the image needs on the
    board with ``P`` lanes (multipliers as an upper bound; block RAMs from the core's memory
-   shapes as :class:`hw.geometry.CoreGeometry` describes them, the same list the core builds
+   shapes as :class:`hw.geometry.EngineGeometry` describes them, the same list the core builds
    its memories from, and the frame engine's, :func:`hw.frame_engine.engine_memories`; LUTs
    from a model fitted to measured builds) and :func:`check_fit` refuses, naming every
    resource that does not fit.
@@ -49,13 +49,13 @@ from typing import Any
 import numpy as np
 
 from golden import image as image_io
-from golden import protocol
+from golden import layers, protocol
 from golden.constants import D_BITS, MODE_CURRENT, MODE_RATE, PSC_BITS, W_BITS
 
 from .boards import BOARDS, Board, BoardTop
 from .frame_engine import engine_memories
 from .geometry import BRAM_SHAPES as GEOMETRY_BRAM_SHAPES
-from .geometry import CoreGeometry
+from .geometry import EngineGeometry
 from .options import positive_float, positive_int, seed_list
 
 __all__ = ["DEFAULT_SEEDS", "FitError", "TimingError", "estimate", "check_fit", "parse_report",
@@ -116,23 +116,24 @@ class ToolError(Exception):
 
 # --- fit check -----------------------------------------------------------------------------------
 
-def geometry(net, manifest: dict[str, Any], lanes: int) -> CoreGeometry:
-    """The core for ``net`` with ``lanes`` lanes, as :mod:`hw.geometry` describes it; a
-    :class:`FitError` if the core cannot be built so (lanes that do not divide ``N``, too few
-    groups, ...: :meth:`hw.core.LifCore.check_parameters`)."""
-    from .core import LifCore
-
-    try:
-        LifCore.check_parameters(net, lanes)
-    except ValueError as e:
-        raise FitError(f"lanes={lanes}: {e}") from None
-    return CoreGeometry.of(net, pixel_max=manifest["pixel_max"], lanes=lanes)
+def geometry(net, manifest: dict[str, Any], lanes: int) -> EngineGeometry:
+    """The engine (the system's core, ``hw/engine.py``) for ``net`` (layered, or a
+    single-layer network as its layered instance) with ``lanes`` lanes, as :mod:`hw.geometry`
+    describes it; a :class:`FitError` if it cannot be built so (no lane, fewer than 2
+    inputs)."""
+    if lanes < 1:
+        raise FitError(f"lanes={lanes}: the engine needs at least 1 lane")
+    net = layers.as_layered(net)
+    if net.inputs < 2:
+        raise FitError(f"the engine needs at least 2 inputs, the image has {net.inputs}")
+    return EngineGeometry.of(net, pixel_max=manifest["pixel_max"], lanes=lanes)
 
 
 def memories(net, pixel_max: int, lanes: int) -> dict[str, tuple[int, int]]:
-    """``"name (contents)" -> (depth, width in bits)`` of the core's memories, from
-    :meth:`hw.geometry.CoreGeometry.memories` (what the core builds)."""
-    specs = CoreGeometry.of(net, pixel_max=pixel_max, lanes=lanes).memories()
+    """``"name (contents)" -> (depth, width in bits)`` of the engine's memories, from
+    :meth:`hw.geometry.EngineGeometry.memories` (what the engine builds)."""
+    specs = EngineGeometry.of(layers.as_layered(net), pixel_max=pixel_max,
+                              lanes=lanes).memories()
     return {f"{s.name} ({s.holds})": (s.depth, s.width) for s in specs}
 
 
@@ -166,7 +167,7 @@ def estimate(board: Board, net, manifest: dict[str, Any], lanes: int) -> dict[st
         ``dsp_readout`` (readout multipliers placed in DSPs by :func:`ice40_dsp_script`, 0
         when synthesis places them itself), ``dsp_products`` (the registers they feed, by
         name) and ``memories`` (block RAMs per memory: the core's, as
-        :meth:`hw.geometry.CoreGeometry.memories` names them, and the frame engine's,
+        :meth:`hw.geometry.EngineGeometry.memories` names them, and the frame engine's,
         ``engine.`` and :func:`hw.frame_engine.engine_memories`' names). A memory deeper than
         :data:`DISTRIBUTED_DEPTH` is counted as block RAM, so the count is an upper bound:
         Yosys may build one in LUT RAM (on the ECP5 the digits' image slots, 128 x 11 bits,
@@ -174,7 +175,7 @@ def estimate(board: Board, net, manifest: dict[str, Any], lanes: int) -> dict[st
     """
     family = board.family
     core = geometry(net, manifest, lanes)
-    multipliers = len(core.readout_products)
+    multipliers = len(core.readout_products) + core.lane_multipliers
     base, per_lane, per_class = LUT_MODEL[family]
     luts = base + per_lane * lanes + per_class * net.classes
     dsp_readout = 0
@@ -196,7 +197,7 @@ def estimate(board: Board, net, manifest: dict[str, Any], lanes: int) -> dict[st
 
 def ice40_dsp_script(products: Sequence[str]) -> str:
     """Yosys commands (before ``synth_ice40``) that put the multipliers feeding the registers
-    ``products`` (paths below the core, :attr:`hw.geometry.CoreGeometry.readout_products`), and
+    ``products`` (paths below the core, :attr:`hw.geometry.EngineGeometry.readout_products`), and
     no other, into SB_MAC16s.
 
     ``synth_ice40 -dsp`` would map every multiplier and overflow the DSPs, so the chosen ones
@@ -273,7 +274,7 @@ def throughput(net, manifest: dict[str, Any], lanes: int, clk_hz: int,
     second, core and link.
 
     The core figure is ``clk_hz / mean cycles`` (the geometry's timing model,
-    :meth:`hw.geometry.CoreGeometry.expected_cycles`, at the image's default steps, both encoder
+    :meth:`hw.geometry.EngineGeometry.expected_cycles`, at the image's default steps, both encoder
     modes); the link figure is :func:`golden.protocol.link_rate`'s pipelined one (the link is
     full duplex and requests pipeline), for dense CLASSIFY. ``link_auto`` gives the figures of
     what the driver sends by default (:func:`golden.protocol.link_figures`, encoding
@@ -493,7 +494,7 @@ def build(board: Board, image_dir: str | Path, *, lanes: int | None = None,
     """
     if not seeds:
         raise ValueError("no placement seed given")
-    net, manifest = image_io.load(image_dir)
+    net, manifest = image_io.load_layers(image_dir)
     lanes = board.lanes if lanes is None else lanes
     clk_hz = int(round((board.clk_hz / 1e6 if target_mhz is None else target_mhz) * 1e6))
     need = check_fit(board, net, manifest, lanes)

@@ -113,6 +113,18 @@ class Engine(wiring.Component):
             "o": Out(stream.Signature(self.o_layout)),
         })
 
+    @property
+    def geometry(self):
+        """The engine's :class:`hw.geometry.EngineGeometry` (memories, timing model)."""
+        from .geometry import EngineGeometry
+
+        return EngineGeometry(self.net, self.pixel_bits, self.lanes)
+
+    def expected_cycles(self, pixels, steps: int, mode: int) -> int:
+        """Cycles the engine reports for one image fed one pixel per cycle
+        (:meth:`hw.geometry.EngineGeometry.expected_cycles`)."""
+        return self.geometry.expected_cycles(pixels, steps, mode)
+
     def _total_bits(self) -> int:
         """The accumulator's width, exact for every layer: ``W.x`` over its events (pixels of
         ``x_bits``, or spikes, and the recurrent ones) plus the bias."""

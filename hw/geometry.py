@@ -42,6 +42,7 @@ from golden.constants import (
     BETA_FRAC,
     D_BITS,
     I_BITS,
+    MODE_CURRENT,
     MODE_RATE,
     PSC_BITS,
     REF_BITS,
@@ -613,6 +614,27 @@ class EngineGeometry:
                                     (Field("", D_BITS, True),), self.classes, "decoder", True))
         return tuple(specs)
 
+    @property
+    def readout_products(self) -> tuple[str, ...]:
+        """Paths below the engine of the registers fed by the PSC readout's ``C`` multipliers
+        (``D_BITS`` x ``PSC_BITS``; none for the ``li`` and ``spikes`` readouts): the iCE40
+        build puts these into DSP blocks by name (``hw.bitstream.ice40_dsp_script``)."""
+        if self.net.readout != "psc":
+            return ()
+        return tuple(f"readout.product{c}" for c in range(self.classes))
+
+    @property
+    def lane_multipliers(self) -> int:
+        """The neuron stage's multipliers: ``P`` (``V_BITS`` x ``BETA_FRAC``) for each distinct
+        ``leaky`` lane configuration (``hw/neuron_stage.py`` builds ``P`` lanes per distinct
+        layer configuration)."""
+        from .neuron import LaneConfig
+
+        psc = self.net.decoder.psc_shift if self.net.readout == "psc" else None
+        configs = {LaneConfig.of(layer.neuron, psc) for layer in self.net.layers
+                   if layer.neuron.model == "leaky"}
+        return self.lanes * len(configs)
+
     # --- latencies and the timing model -------------------------------------------------
 
     @property
@@ -676,6 +698,27 @@ class EngineGeometry:
         :meth:`events`."""
         steps = max(int(steps), 1)
         return self._walk(self.events(pixels, steps, mode), steps, mode)
+
+    def max_events(self) -> list[int]:
+        """Per layer, the most events one pass can have: every input listed (or spiking)
+        and every recurrent neuron spiking."""
+        return [layer.fan_in + (layer.neurons if layer.recurrent else 0)
+                for layer in self.layers]
+
+    def max_cycles(self, steps: int, mode: int) -> int:
+        """The largest cycle count of any image at ``steps`` and ``mode`` (every event
+        present at every step: the count only grows with the events)."""
+        steps = max(int(steps), 1)
+        return self._walk([self.max_events()] * steps, steps, mode)
+
+    def cycle_bound(self) -> tuple[int, int]:
+        """``(base, per_step)``: ``base + steps * per_step`` bounds :meth:`max_cycles` for
+        every ``steps >= 1`` in both modes (INFO's cycle bound; the walk is affine in the
+        steps)."""
+        firsts = [self.max_cycles(1, mode) for mode in (MODE_CURRENT, MODE_RATE)]
+        per_step = max(self.max_cycles(2, mode) - first
+                       for mode, first in zip((MODE_CURRENT, MODE_RATE), firsts, strict=True))
+        return max(firsts) - per_step, per_step
 
     def lower_bounds(self, pixels, steps: int, mode: int) -> tuple[int, int]:
         """Two lower bounds of :meth:`expected_cycles` (docs/ARCHITECTURE.md, "Lower bound"):

@@ -2,15 +2,17 @@
 
 ::
 
-    rx pin --> UartRx --> FrameEngine --core_i--> LifCore
+    rx pin --> UartRx --> FrameEngine --core_i--> Engine
                               |   ^ |                ^  |
                               |   | +--core_reset----+  |   (ResetInserter)
                               |   +-------core_o--------+
                               v
     tx pin <-- UartTx <-------+
 
-A RESET frame pulses the engine's ``core_reset``, which resets the core (every register back
-to its initial value; the core's memories need no clearing, as every image starts from rest),
+The core is the layered engine (``hw/engine.py``), built for any network image (a single-layer
+one as its layered instance, ``golden.layers.as_layered``). A RESET frame pulses the frame
+engine's ``core_reset``, which resets the core (every register back to its initial value; the
+core's memories need no clearing, as every image starts from rest),
 so an abandoned image stops at once instead of running its remaining steps.
 
 Board tops (``hw/boards.py``) add a clock, a reset and LEDs around it; the virtual board
@@ -23,10 +25,11 @@ from amaranth.hdl import Module, ResetInserter
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from golden import device, protocol
+from golden import device, layers, protocol
+from golden.layers import LayeredNetwork
 from golden.model import Network
 
-from .core import LifCore
+from .engine import Engine
 from .frame_engine import FrameEngine
 from .uart import FRAME_BITS, UartRx, UartTx
 
@@ -38,9 +41,10 @@ class LifpgaSystem(wiring.Component):
 
     Parameters
     ----------
-    net, manifest : a network image (:func:`golden.image.load`).
+    net, manifest : a network image (:func:`golden.image.load_layers`, or a single-layer
+        network of :func:`golden.image.load`).
     lanes : int
-        ``P``, parallel LIF lanes of the core.
+        ``P``, parallel neuron lanes of the core.
     clk_hz : int
         Frequency of the ``sync`` clock, Hz (reported by INFO; sets the baud divisor).
     baud : int
@@ -48,7 +52,7 @@ class LifpgaSystem(wiring.Component):
 
     Attributes
     ----------
-    core : LifCore
+    core : hw.engine.Engine
     info : golden.protocol.Info
         What the device answers to INFO.
     divisor : int
@@ -68,9 +72,10 @@ class LifpgaSystem(wiring.Component):
         One-cycle pulse when an error answer starts.
     """
 
-    def __init__(self, net: Network, manifest: dict, *, lanes: int = 16,
+    def __init__(self, net: LayeredNetwork | Network, manifest: dict, *, lanes: int = 16,
                  clk_hz: int = 100_000_000, baud: int = 3_000_000):
-        self.core = LifCore(net, pixel_max=manifest["pixel_max"], lanes=lanes)
+        net = layers.as_layered(net)
+        self.core = Engine(net, pixel_max=manifest["pixel_max"], lanes=lanes)
         self.uart_rx = UartRx(clk_hz=clk_hz, baud=baud)
         self.uart_tx = UartTx(clk_hz=clk_hz, baud=baud)
         self.divisor = self.uart_rx.divisor

@@ -99,12 +99,12 @@ from typing import IO, Any
 
 from firmware import DIGITS_IMAGE
 from golden import image, protocol
-from golden.image import content_hash
 from hw.options import port_number, positive_int
 from hw.uart import FRAME_BITS, baud_divisor
 from sim import buildtools
 from sim.buildtools import MAKE_OVERRIDES, REPO_ROOT, SimulationError, ToolNotFoundError
 from sim.foreground import run_in_foreground
+from sim.verilator import hash_and_width
 
 __all__ = [
     "CLK_HZ",
@@ -139,7 +139,7 @@ VBOARD_CPP = Path(__file__).resolve().with_name("vboard.cpp")
 #: Name of the executable in the build directory.
 EXECUTABLE = "vboard"
 #: Version of this module's build layout; a change rebuilds.
-BOARD_FORMAT = 1
+BOARD_FORMAT = 2
 #: The ports the bridge drives or reads (the others, ``last_label`` and ``error``, are
 #: status outputs it leaves alone).
 PORTS = ("clk", "rst", "rx", "tx", "busy")
@@ -201,7 +201,7 @@ def board_key(net, manifest: dict, *, lanes: int, clk_hz: int, baud: int,
 
     Parameters
     ----------
-    net, manifest : a loaded network image (:func:`golden.image.load`).
+    net, manifest : a loaded network image (:func:`golden.image.load_layers`).
     lanes, clk_hz, baud : int
         ``LifpgaSystem`` parameters.
     root : Path
@@ -218,11 +218,15 @@ def board_key(net, manifest: dict, *, lanes: int, clk_hz: int, baud: int,
     h = hashlib.sha256()
     # w_bits sets the weight memory's width but not the results, so the content hash leaves
     # it out; the design depends on it.
-    h.update(f"format={BOARD_FORMAT};{content_hash(net)};w_bits={net.w_bits};lanes={lanes};"
+    digest, w_bits = hash_and_width(net)
+    h.update(f"format={BOARD_FORMAT};{digest};w_bits={w_bits};lanes={lanes};"
              f"clk_hz={clk_hz};"
              f"baud={baud};amaranth={amaranth.__version__}\n".encode())
     h.update(json.dumps(manifest, sort_keys=True).encode())
-    buildtools.hash_sources(h, [*buildtools.design_sources(SYSTEM_SOURCE, root), VBOARD_CPP], root)
+    # INFO's bytes come from golden/device.py and golden/protocol.py (not followed: not hw/)
+    golden_info = [root / "golden" / "device.py", root / "golden" / "protocol.py"]
+    buildtools.hash_sources(h, [*buildtools.design_sources(SYSTEM_SOURCE, root), *golden_info,
+                                VBOARD_CPP], root)
     return h.hexdigest()[:16]
 
 
@@ -431,7 +435,7 @@ def build_board(image_dir: str | Path = DIGITS_IMAGE, *, lanes: int = 16,
     start = time.perf_counter()
     root = Path(root).resolve()
     say = announce or (lambda _: None)
-    net, manifest = image.load(image_dir)
+    net, manifest = image.load_layers(image_dir)
     divisor = baud_divisor(clk_hz, baud)[0]
     key = board_key(net, manifest, lanes=lanes, clk_hz=clk_hz, baud=baud)
     directory = root / "build" / "sim" / "board" / key

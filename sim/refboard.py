@@ -67,7 +67,7 @@ class RefBoard:
 
     Parameters
     ----------
-    image_dir : network image directory (``golden.image.load``).
+    image_dir : network image directory (``golden.image.load_layers``).
     port : TCP port on 127.0.0.1; 0 picks a free one.
     baud : baud rate reported by INFO and used for the idle timeout.
     lanes, clock_hz : reported by INFO.
@@ -82,7 +82,7 @@ class RefBoard:
 
     def __init__(self, image_dir: str | Path, *, port: int = 0, baud: int = DEFAULT_BAUD,
                  lanes: int = 16, clock_hz: int = 0, idle_timeout: float | None = None):
-        self.net, self.manifest = image.load(image_dir)
+        self.net, self.manifest = image.load_layers(image_dir)
         self.port, self.baud, self.lanes, self.clock_hz = port, baud, lanes, clock_hz
         if idle_timeout is None:
             byte_times = (protocol.IDLE_TIMEOUT_BYTES * protocol.BITS_PER_BYTE / baud

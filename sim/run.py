@@ -6,7 +6,7 @@ UART receiver, frame engine, core and UART transmitter, Verilated once and cache
 on a TCP port, and sends the whole test split through the host driver
 (:class:`firmware.driver.Lifpga`, pipelined ``classify_many``) in each encoder mode: driver ->
 socket -> UART rx pin -> frame engine -> core -> UART tx pin -> driver. Every answer is
-compared with :func:`golden.model.run`: the label, every class score and the spike count.
+compared with :func:`golden.layers.run`: the label, every class score and the spike count.
 
 For a network trained on an IDX data set (MNIST, Fashion-MNIST, EMNIST digits), ``--data DIR``
 names the folder of its IDX files (``make sim DATASET=mnist DATA=DIR``). For every data set
@@ -24,7 +24,7 @@ allows one at a time and pipelined), and writes ``build/sim/report.json``. An im
 when its label and every score equal golden's; the command fails (exit 1) unless every image
 of every mode agrees (:func:`golden.device.agreement`: label, every score and the spike count),
 and each answer's cycle count equals the core's timing model
-(:meth:`hw.geometry.CoreGeometry.expected_cycles`), and prints the first image that does not.
+(:meth:`hw.geometry.EngineGeometry.expected_cycles`), and prints the first image that does not.
 The link figures are :func:`golden.protocol.link_rate`'s (dense CLASSIFY), and
 :func:`golden.protocol.link_figures`' for what the driver sends by default (``"auto"``), mean
 and worst over the test images.
@@ -55,9 +55,9 @@ import numpy as np
 
 from firmware import DIGITS_IMAGE
 from firmware.driver import Lifpga, LifpgaError
-from golden import data, device, idx, image, metrics, model, protocol
+from golden import data, device, idx, image, layers, metrics, protocol
 from golden.constants import MODE_BY_NAME, MODE_NAMES, STEPS_BITS
-from hw.geometry import CoreGeometry
+from hw.geometry import EngineGeometry
 from hw.options import positive_int
 
 from . import board, fst, verilator
@@ -91,13 +91,13 @@ def _progress(label: str, total: int):
     return report, lambda: None
 
 
-def sim_agreement(sim: verilator.SimResult, golden: model.Result) -> np.ndarray:
+def sim_agreement(sim: verilator.SimResult, golden: layers.LayeredResult) -> np.ndarray:
     """Per image of a simulation run: label, every score and the spike count equal golden's
     (:func:`golden.device.agreement` of ``sim``'s fields), a (B,) bool array."""
     return device.agreement(sim.label, sim.scores, sim.spike_count, golden)
 
 
-def _describe_mismatch(k: int, sim: verilator.SimResult, golden: model.Result,
+def _describe_mismatch(k: int, sim: verilator.SimResult, golden: layers.LayeredResult,
                        truth: np.ndarray) -> str:
     return (f"image {k} (true class {truth[k]}): simulated label {sim.label[k]}, golden "
             f"{golden.classes[-1][k]}; spike count {sim.spike_count[k]} vs "
@@ -105,7 +105,8 @@ def _describe_mismatch(k: int, sim: verilator.SimResult, golden: model.Result,
             f"  golden scores    {golden.scores[-1][k].tolist()}")
 
 
-def run_mode(sim_model: verilator.SimModel, net: model.Network, x: np.ndarray, y: np.ndarray,
+def run_mode(sim_model: verilator.SimModel, net: layers.LayeredNetwork, x: np.ndarray,
+             y: np.ndarray,
              steps: int, mode: int, **options: Any) -> tuple[dict, str | None]:
     """Run one mode over ``x``; returns its report entry and the first mismatch, if any."""
     name = MODE_NAMES[mode]
@@ -162,12 +163,12 @@ def board_answers(board_model: board.BoardModel, x: np.ndarray, steps: int, mode
         return [a for future in futures for a in future.result()]
 
 
-def run_board_mode(board_model: board.BoardModel, net: model.Network, x: np.ndarray,
+def run_board_mode(board_model: board.BoardModel, net: layers.LayeredNetwork, x: np.ndarray,
                    y: np.ndarray, steps: int, mode: int, cycles_model=None,
                    jobs: int = 1) -> tuple[dict, str | None]:
     """Run one mode over ``x`` through ``jobs`` virtual boards, like :func:`run_mode`.
 
-    ``cycles_model(pixels, steps, mode)`` (``CoreGeometry.expected_cycles``) is what each answer's
+    ``cycles_model(pixels, steps, mode)`` (``EngineGeometry.expected_cycles``) is what each answer's
     ``cycles`` field must equal; the entry's ``cycles_agreement`` says how many did. The wall
     time (and images/s) includes starting the boards, a fraction of a second each.
     """
@@ -192,14 +193,14 @@ def run_board_mode(board_model: board.BoardModel, net: model.Network, x: np.ndar
         entry["cycles_agreement"] = float(np.mean(expected == cycles_arr))
         if mismatch is None and entry["cycles_agreement"] < 1:
             k = int(np.flatnonzero(expected != cycles_arr)[0])
-            mismatch = (f"image {k}: the device took {cycles_arr[k]} cycles, the core's timing "
+            mismatch = (f"image {k}: the device took {cycles_arr[k]} cycles, the engine's timing "
                         f"model says {expected[k]}")
     return entry, mismatch
 
 
-def _entry(sim: verilator.SimResult, net: model.Network, x: np.ndarray, y: np.ndarray,
+def _entry(sim: verilator.SimResult, net: layers.LayeredNetwork, x: np.ndarray, y: np.ndarray,
            steps: int, mode: int) -> tuple[dict, str | None]:
-    golden = model.run(x, net, steps, mode)
+    golden = layers.run(x, net, steps, mode)
     agree = sim_agreement(sim, golden)
     spikes_agree = np.asarray(sim.spike_count) == golden.spike_count
     entry = {
@@ -224,7 +225,7 @@ def _entry(sim: verilator.SimResult, net: model.Network, x: np.ndarray, y: np.nd
     return entry, mismatch
 
 
-def link_figures(net: model.Network, baud: int = board.BAUD, images=None) -> dict:
+def link_figures(net: layers.LayeredNetwork, baud: int = board.BAUD, images=None) -> dict:
     """Bytes per image each way and the images/s a ``baud`` link allows (8N1), from
     :func:`golden.protocol.link_rate` (dense CLASSIFY); given ``images``, also ``"auto"``:
     the same for the frames the driver sends by default (:func:`golden.protocol.link_figures`
@@ -294,7 +295,7 @@ def _class_figures(entries: list[dict], dataset: str, out: Path) -> None:
         print(f"wrote {png}")
 
 
-def _build(net: model.Network, manifest: dict, lanes: int,
+def _build(net: layers.LayeredNetwork, manifest: dict, lanes: int,
            waves: str | None = None) -> verilator.SimModel | str:
     """Build (or reuse) the Verilator model; returns it, or an error message."""
     try:
@@ -307,7 +308,7 @@ def _build(net: model.Network, manifest: dict, lanes: int,
     return sim_model
 
 
-def _dump_wave(net: model.Network, manifest: dict, lanes: int, x: np.ndarray, steps: int,
+def _dump_wave(net: layers.LayeredNetwork, manifest: dict, lanes: int, x: np.ndarray, steps: int,
                mode_name: str, out: Path) -> str | None:
     """The ``--wave`` run: a few images on a model with tracing. Returns an error or None."""
     try:
@@ -326,7 +327,7 @@ def _dump_wave(net: model.Network, manifest: dict, lanes: int, x: np.ndarray, st
         sim = sim_model.run(x, steps, mode, wave_file=wave_file)
     except (verilator.SimulationError, ValueError) as e:
         return f"waveform run: {e}"
-    if not sim_agreement(sim, model.run(x, net, steps, mode)).all():
+    if not sim_agreement(sim, layers.run(x, net, steps, mode)).all():
         return "waveform run: the traced model differs from golden"
     print(f"{fmt.upper()} waveform of {len(x)} image(s), {mode_name} mode, {steps} steps: "
           f"{wave_file} ({wave_file.stat().st_size / 1e6:.1f} MB)")
@@ -367,7 +368,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _prepare(args, net: model.Network, manifest: dict) -> tuple[Any, dict]:
+def _prepare(args, net: layers.LayeredNetwork, manifest: dict) -> tuple[Any, dict]:
     """Build (or reuse) what ``--via`` runs on: ``(runner, build figures)``, where
     ``runner(x, y, steps, mode)`` returns a mode's entry and first mismatch. Raises
     :class:`RuntimeError` with the message on a failed build."""
@@ -380,8 +381,8 @@ def _prepare(args, net: model.Network, manifest: dict) -> tuple[Any, dict]:
                  "design_key": sim_model.key})
     try:
         board_model = board.build_board(args.image, lanes=args.lanes, announce=print)
-        cycles_model = CoreGeometry.of(net, pixel_max=manifest["pixel_max"],
-                                       lanes=args.lanes).expected_cycles
+        cycles_model = EngineGeometry.of(net, pixel_max=manifest["pixel_max"],
+                                         lanes=args.lanes).expected_cycles
     except (board.ToolNotFoundError, board.SimulationError, ValueError) as e:
         raise RuntimeError(str(e)) from None
     built = "cached" if board_model.cached else "exported and built"
@@ -457,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.jobs > 1 and args.via != "board":
         parser.error("--jobs runs several virtual boards: it needs --via board")
     try:
-        net, manifest = image.load(args.image)
+        net, manifest = image.load_layers(args.image)
     except image.NetworkImageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

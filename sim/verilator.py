@@ -150,7 +150,7 @@ def _make_core(net: Network | LayeredNetwork, pixel_max: int, lanes: int):
     return LifCore(net, pixel_max=pixel_max, lanes=lanes)
 
 
-def _hash_and_width(net: Network | LayeredNetwork) -> tuple[str, int]:
+def hash_and_width(net: Network | LayeredNetwork) -> tuple[str, int]:
     """The network's content hash and its widest weights."""
     if isinstance(net, LayeredNetwork):
         return layered_hash(net), max(int(layer.w_bits) for layer in net.layers)
@@ -180,7 +180,7 @@ def design_key(net: Network, pixel_max: int, lanes: int, root: Path = REPO_ROOT)
     h = hashlib.sha256()
     # The content hash leaves out w_bits (it changes no result), but the weight ROM's width
     # and so the Verilog follow it.
-    digest, w_bits = _hash_and_width(net)
+    digest, w_bits = hash_and_width(net)
     kind = "engine" if isinstance(net, LayeredNetwork) else "core"
     h.update(f"{digest};{kind};pixel_max={pixel_max};lanes={lanes};w_bits={w_bits};"
              f"amaranth={amaranth.__version__}\n".encode())
@@ -280,7 +280,7 @@ def export(net: Network, pixel_max: int, lanes: int, out_dir: str | Path) -> Pat
     if missing := [p for p in PORTS if p not in declared]:
         raise SimulationError(f"exported {CORE} has no port(s) {missing}; "
                               f"ports are {sorted(declared)}")
-    digest, w_bits = _hash_and_width(net)
+    digest, w_bits = hash_and_width(net)
     meta = {
         "format": EXPORT_FORMAT, "key": key, "module": CORE, "lanes": lanes, "pixel_max": pixel_max,
         "image_hash": digest, "w_bits": w_bits, "neurons": _neurons(net),

@@ -16,10 +16,10 @@ import pytest
 
 from firmware import DIGITS_SMALL_IMAGE
 from golden import image as image_io
-from golden import protocol
+from golden import layers, protocol
 from hw import bitstream
 from hw.boards import BOARDS
-from hw.geometry import max_cycles
+from hw.geometry import EngineGeometry
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = DIGITS_SMALL_IMAGE
@@ -72,11 +72,11 @@ def test_fit_check_refuses_too_many_multipliers(shipped):
 
 def test_fit_check_refuses_bad_lanes(shipped):
     net, manifest = shipped
-    with pytest.raises(bitstream.FitError, match="lanes=3"):
-        bitstream.check_fit(BOARDS["ulx3s"], net, manifest, 3)
-    # 64 lanes leave 4 groups, fewer than the core's pipelines need.
-    with pytest.raises(bitstream.FitError, match="lanes=64: .*groups"):
-        bitstream.check_fit(BOARDS["ulx3s"], net, manifest, 64)
+    with pytest.raises(bitstream.FitError, match="lanes=0: the engine needs at least 1 lane"):
+        bitstream.check_fit(BOARDS["ulx3s"], net, manifest, 0)
+    # the engine pads a layer's last group: lanes need not divide N, nor leave many groups
+    for lanes in (3, 64):
+        assert bitstream.check_fit(BOARDS["ulx3s"], net, manifest, lanes)["bram"] > 0
 
 
 def test_command_line_fit_refusal_exits_nonzero(capsys, shipped_dir):
@@ -127,15 +127,18 @@ def test_ice40_dsp_script_selects_the_readout_products():
 @pytest.mark.parametrize("lanes", [16, 4])
 def test_fit_check_sizes_the_memories_the_core_builds(shipped, lanes):
     # The fit check once restated the core's memory shapes and sized lst_mem 12 bits wide
-    # (the core builds 11): its list is now the core's geometry, held to the built design.
-    from hw.core import LifCore, built_memories
+    # (the core built 11): its list is the engine's geometry, held to the built design.
+    from golden.layers import as_layered
+    from hw.core import built_memories
+    from hw.engine import Engine
 
     net, manifest = shipped
     sizes = bitstream.memories(net, manifest["pixel_max"], lanes)
-    built = built_memories(LifCore(net, pixel_max=manifest["pixel_max"], lanes=lanes))
+    built = built_memories(Engine(as_layered(net), pixel_max=manifest["pixel_max"],
+                                  lanes=lanes))
     assert {name.split(" ")[0]: shape for name, shape in sizes.items()} == {
         path: (depth, width) for path, (width, depth) in built.items()}
-    assert sizes["lst_mem (input list)"] == (64, 11)
+    assert sizes["lst_mem (pixel list)"] == (64, 13)
     need = bitstream.estimate(BOARDS["ulx3s"], net, manifest, lanes)
     assert {name for name in need["memories"] if not name.startswith("engine.")} == set(sizes)
 
@@ -186,8 +189,8 @@ def test_command_line_check_takes_the_given_lanes(capsys, shipped_dir):
                            "--lanes", "8"]) == 0
     assert "fits the ulx3s" in capsys.readouterr().out
     assert bitstream.main(["--board", "ulx3s", "--check", "--image", str(shipped_dir),
-                           "--lanes", "3"]) == 1
-    assert "lanes=3" in capsys.readouterr().err
+                           "--lanes", "3"]) == 0  # the engine pads the last group
+    assert "fits the ulx3s" in capsys.readouterr().out
 
 
 # --- report parsing ------------------------------------------------------------------------------
@@ -422,8 +425,8 @@ def test_throughput_figures(shipped):
     assert figures["images_per_s_rate_auto"] == round(min(
         figures["core_images_per_s_rate"], auto.images_per_s_pipelined_mean), 1)
     # The cycles are the geometry's timing model, at most its bound.
-    bound = max_cycles(net.inputs, net.neurons, 16, net.classes, manifest["timesteps"], 0)
-    assert figures["cycles_per_image_current_max"] <= bound
+    engine = EngineGeometry.of(layers.as_layered(net), pixel_max=manifest["pixel_max"], lanes=16)
+    assert figures["cycles_per_image_current_max"] <= engine.max_cycles(manifest["timesteps"], 0)
 
 
 def test_throughput_of_an_idx_image_without_its_data_is_the_worst_case():
@@ -431,16 +434,19 @@ def test_throughput_of_an_idx_image_without_its_data_is_the_worst_case():
     # after place and route) gives the worst case instead of failing.
     from firmware import MNIST_IMAGE
 
-    net, manifest = image_io.load(MNIST_IMAGE)
+    net, manifest = image_io.load_layers(MNIST_IMAGE)
     figures = bitstream.throughput(net, manifest, 16, 100_000_000, 3_000_000)
     assert figures["images"].startswith("worst case") and "--data DIR" in figures["images"]
     steps = manifest["timesteps"]
+    engine = EngineGeometry.of(net, pixel_max=manifest["pixel_max"], lanes=16)
+    full = np.full(net.inputs, manifest["pixel_max"])
     for mode, name in ((0, "current"), (1, "rate")):
-        worst = max_cycles(net.inputs, net.neurons, 16, net.classes, steps, mode)
         assert figures[f"cycles_per_image_{name}"] == figures[f"cycles_per_image_{name}_max"]
-        if mode == 0:  # every pixel nonzero: the bound; rate mode draws below it
-            assert figures["cycles_per_image_current_max"] == worst
-        assert figures[f"cycles_per_image_{name}_max"] <= worst
+        # every pixel at its largest: that image's cycles, below the bound (not every neuron
+        # spikes at every step)
+        assert figures[f"cycles_per_image_{name}_max"] == engine.expected_cycles(full, steps,
+                                                                                   mode)
+        assert figures[f"cycles_per_image_{name}_max"] <= engine.max_cycles(steps, mode)
     assert figures["link_auto"]["request_bytes_max"] == figures["link_auto"][
         "request_bytes_mean"]
 

@@ -22,7 +22,8 @@ from golden import device
 from golden import protocol as p
 from golden.constants import MODE_CURRENT, MODE_RATE
 from golden.data import load_split
-from hw.geometry import CoreGeometry
+from golden.layers import as_layered
+from hw.geometry import EngineGeometry
 from sim import board as vb
 from sim import fuzz
 
@@ -62,7 +63,7 @@ def vboard(board_model):
 def reference(network) -> device.ReferenceDevice:
     """A device at reset, answering exactly what the gateware answers (cycles included)."""
     net, manifest = network
-    geometry = CoreGeometry.of(net, pixel_max=manifest["pixel_max"], lanes=LANES)
+    geometry = EngineGeometry.of(as_layered(net), pixel_max=manifest["pixel_max"], lanes=LANES)
     return device.ReferenceDevice(net, manifest, lanes=LANES, clock_hz=CLK_HZ, baud=BAUD,
                                   cycles_model=geometry.expected_cycles)
 

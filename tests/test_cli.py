@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from firmware.cli import main, read_pgm
-from golden import model
+from golden import layers
 from golden.constants import MODE_BY_NAME, MODE_CURRENT, MODE_RATE
 from golden.data import load_split
 from sim.board import BUSY_LINE  # what the virtual board tells a second client
@@ -61,7 +61,7 @@ def test_classify_digits_json(refboard, split, capsys, mode):
                          "--steps", 16, "--mode", mode, "--json")
     assert code == 0, err
     report = json.loads(out)
-    ref = model.run(split.x_test[:20], refboard.net, 16,
+    ref = layers.run(split.x_test[:20], refboard.net, 16,
                     MODE_CURRENT if mode == "current" else MODE_RATE)
     assert report["predicted"] == ref.classes[-1].tolist()
     assert report["labels"] == split.y_test[:20].tolist()
@@ -88,7 +88,7 @@ def test_classify_npy_files(refboard, split, capsys, tmp_path):
                          tmp_path / "one.npy", tmp_path / "square.npy", tmp_path / "batch.npy")
     assert code == 0, err
     rows = json.loads(out)
-    ref = model.run(x, refboard.net, 16, MODE_CURRENT)
+    ref = layers.run(x, refboard.net, 16, MODE_CURRENT)
     assert [r["label"] for r in rows] == ref.classes[-1, [0, 1, 0, 1, 2]].tolist()
     assert rows[2]["file"].endswith("batch.npy[0]")
     assert rows[0]["scores"] == ref.scores[-1, 0].tolist()
@@ -104,7 +104,7 @@ def test_classify_png_and_pgm(refboard, split, capsys, tmp_path):
     pgm = tmp_path / "digit.pgm"
     pgm.write_bytes(b"P5\n# a digit\n8 8\n16\n" + x.astype(np.uint8).tobytes())
     assert np.array_equal(read_pgm(pgm)[0], x)
-    ref = model.run(x.reshape(1, 64), refboard.net, 16, MODE_CURRENT)
+    ref = layers.run(x.reshape(1, 64), refboard.net, 16, MODE_CURRENT)
     for name, extra in [("digit.png", []), ("inverted.png", ["--invert"]), ("digit.pgm", [])]:
         code, out, err = run(capsys, "classify", "--port", refboard.url, "--steps", 16,
                              "--json", *extra, tmp_path / name)
@@ -234,7 +234,9 @@ def test_golden_check_catches_a_board_that_differs(capsys, tmp_path, shipped_dir
     from sim.refboard import RefBoard
 
     board = RefBoard(shipped_dir)
-    board.net = board.net._replace(dec_bias=board.net.dec_bias + np.eye(10, dtype=int)[3])
+    decoder = board.net.decoder
+    board.net = board.net._replace(decoder=decoder._replace(
+        dec_bias=decoder.dec_bias + np.eye(10, dtype=int)[3]))
     board.start()
     try:
         np.save(tmp_path / "x.npy", load_split().x_test[:4])
@@ -319,7 +321,7 @@ def test_png_with_alpha_and_colour(refboard, split, capsys, tmp_path):
     rgba = np.dstack([gray, gray, gray, np.full((8, 8), 0.5)])
     imsave(tmp_path / "rgba.png", rgba)
     imsave(tmp_path / "rgb.png", rgba[..., :3])
-    ref = model.run(x.reshape(1, 64), refboard.net, 16, MODE_CURRENT)
+    ref = layers.run(x.reshape(1, 64), refboard.net, 16, MODE_CURRENT)
     code, out, err = run(capsys, "classify", "--port", refboard.url, "--steps", 16, "--json",
                          tmp_path / "rgba.png", tmp_path / "rgb.png")
     assert code == 0, err
@@ -357,7 +359,6 @@ def test_a_timeout_suggests_a_longer_timeout_option(capsys, monkeypatch, shipped
     CLI's option (--timeout, not the API's timeout=)."""
     import firmware.driver
     from golden.device import ReferenceDevice
-    from hw.geometry import max_cycles
 
     class Holding:
         def __init__(self):
@@ -382,7 +383,8 @@ def test_a_timeout_suggests_a_longer_timeout_option(capsys, monkeypatch, shipped
     np.save(tmp_path / "zeros.npy", np.zeros(64, np.uint8))
     code, out, err = run(capsys, "classify", "--port", "/dev/ttyFAKE", "--steps", 65535,
                          "--mode", "rate", "--timeout", "0.2", tmp_path / "zeros.npy")
-    cycles = max_cycles(64, 256, 16, 10, 65535, 1)
+    info = ReferenceDevice(*shipped).info
+    cycles = info.cycles_base + 65535 * info.cycles_per_step
     assert code == 1 and f"at most {cycles:,} core cycles at 12,000,000 Hz" in err
     assert "e.g. --timeout 13." in err and "timeout=" not in err
 

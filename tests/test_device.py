@@ -4,7 +4,7 @@ comparison."""
 import numpy as np
 import pytest
 
-from golden import model
+from golden import layers
 from golden import protocol as p
 from golden.data import load_split
 from golden.device import ReferenceDevice, agreement
@@ -35,7 +35,7 @@ def test_classify_equals_golden_after_garbage(device):
         stream += p.encode_frame(p.Command.CLASSIFY, seq, p.pack_classify(px, 32, 1))
     replies = responses(device, stream)
     assert len(replies) == 3
-    ref = model.run(x, device.net, 32, 1)
+    ref = layers.run(x, device.net, 32, 1)
     for b, reply in enumerate(replies):
         got = p.unpack_classification(reply.payload, 10)
         assert reply.seq == b and got.label == ref.classes[-1, b]
@@ -138,7 +138,7 @@ def test_reset_is_answered_ok_at_once(device):
 
 def test_agreement_compares_label_scores_and_spikes(device):
     x = load_split().x_test[:3]
-    ref = model.run(x, device.net, 8, 0)
+    ref = layers.run(x, device.net, 8, 0)
     label, scores, spikes = ref.classes[-1].copy(), ref.scores[-1].copy(), ref.spike_count.copy()
     assert agreement(label, scores, spikes, ref).all()
     scores[1, 3] += 1

@@ -24,11 +24,11 @@ from firmware.driver import (
     ProtocolError,
     ResetUnsupported,
 )
-from golden import device, model
+from golden import device, layers
 from golden import protocol as p
 from golden.constants import MODE_CURRENT, MODE_RATE
 from golden.data import load_split
-from hw.geometry import max_cycles
+from hw.geometry import EngineGeometry, max_cycles
 from sim.board import BUSY_LINE  # what the virtual board tells a second client
 
 STEPS = 16
@@ -76,7 +76,7 @@ def test_info(lifpga, refboard):
 
 @pytest.mark.parametrize("mode", [MODE_CURRENT, MODE_RATE])
 def test_classify_equals_golden(lifpga, refboard, digits, mode):
-    ref = model.run(digits, refboard.net, STEPS, mode)
+    ref = layers.run(digits, refboard.net, STEPS, mode)
     for b, pixels in enumerate(digits):
         got = lifpga.classify(pixels, steps=STEPS, mode=mode)
         assert got.label == ref.classes[-1, b]
@@ -85,7 +85,7 @@ def test_classify_equals_golden(lifpga, refboard, digits, mode):
 
 
 def test_classify_default_steps_and_square_image(lifpga, refboard, digits):
-    ref = model.run(digits[:1], refboard.net, refboard.manifest["timesteps"], MODE_CURRENT)
+    ref = layers.run(digits[:1], refboard.net, refboard.manifest["timesteps"], MODE_CURRENT)
     got = lifpga.classify(digits[0].reshape(8, 8))
     assert list(got.scores) == ref.scores[-1, 0].tolist()
 
@@ -290,7 +290,7 @@ def test_reset_stops_a_device_that_computes_for_ever(shipped, digits):
 
 def test_the_driver_resets_after_a_link_timeout(shipped, digits):
     net, manifest = shipped
-    ref = model.run(digits[:2], net, STEPS, MODE_CURRENT)
+    ref = layers.run(digits[:2], net, STEPS, MODE_CURRENT)
     board = SlowBoard(device.ReferenceDevice(net, manifest))
     driver = Lifpga(board, timeout=0.2)
     driver.info()
@@ -306,7 +306,7 @@ def test_the_driver_resets_after_a_link_timeout(shipped, digits):
 
 def test_the_driver_resets_after_an_abandoned_stream(shipped, digits):
     net, manifest = shipped
-    ref = model.run(digits, net, STEPS, MODE_CURRENT)
+    ref = layers.run(digits, net, STEPS, MODE_CURRENT)
     board = SlowBoard(device.ReferenceDevice(net, manifest))
     driver = Lifpga(board, timeout=1)
     driver.info()
@@ -358,7 +358,7 @@ def test_firmware_that_predates_reset_while_busy(shipped):
 def test_late_answers_after_an_abandoned_stream_are_dropped(refboard, digits, reset):
     """Breaking out of classify_many leaves requests in flight; their answers do no harm,
     with RESET (abandoned) or without (dropped by SEQ)."""
-    ref = model.run(digits, refboard.net, STEPS, MODE_CURRENT)
+    ref = layers.run(digits, refboard.net, STEPS, MODE_CURRENT)
     link = SlowBoard(refboard.new_device())
     driver = Lifpga(link, timeout=1, reset=reset)
     driver.info()
@@ -377,7 +377,7 @@ def test_late_answers_after_an_abandoned_stream_are_dropped(refboard, digits, re
 
 
 def test_late_answer_after_a_link_timeout_is_dropped_without_reset(refboard, digits):
-    ref = model.run(digits[:2], refboard.net, STEPS, MODE_CURRENT)
+    ref = layers.run(digits[:2], refboard.net, STEPS, MODE_CURRENT)
     link = SlowBoard(refboard.new_device())
     driver = Lifpga(link, timeout=0.2, reset=False)
     driver.info()
@@ -447,7 +447,7 @@ def test_a_partial_frame_left_by_a_killed_client_does_not_swallow_the_reset(
     """The author's note: "if a killed client left a partial frame behind, it can swallow the
     next client's RESET. That RESET times out and the next attempt succeeds." The driver now
     sends RESET again itself: the first client to connect is served at once."""
-    ref = model.run(digits[:1], refboard.net, STEPS, MODE_CURRENT)
+    ref = layers.run(digits[:1], refboard.net, STEPS, MODE_CURRENT)
     frame = p.encode_frame(CLASSIFY, 0x41, p.pack_classify(digits[0], STEPS, MODE_CURRENT))
     assert len(frame) == 75
     raw_link.write(frame[:cut])  # the killed client's last bytes
@@ -496,7 +496,7 @@ def test_resending_reset_is_bounded_by_attempts_and_deadline(silent_server):
 
 
 def test_break_out_of_classify_many_against_the_refboard(lifpga, refboard, digits):
-    ref = model.run(digits, refboard.net, STEPS, MODE_CURRENT)
+    ref = layers.run(digits, refboard.net, STEPS, MODE_CURRENT)
     for _ in lifpga.classify_many(digits, steps=STEPS, window=4):
         break
     got = lifpga.classify(digits[19], steps=STEPS)
@@ -664,21 +664,43 @@ def test_crc_error_and_wrong_seq_in_responses():
 # --- what a timeout says ------------------------------------------------------------------------
 
 
-def held_board(shipped, clock_hz: int, name: str | None = None) -> tuple[Lifpga, SlowBoard]:
+def held_board(shipped, clock_hz: int, name: str | None = None,
+               version: int | None = None) -> tuple[Lifpga, SlowBoard]:
     net, manifest = shipped
-    board = SlowBoard(device.ReferenceDevice(net, manifest, clock_hz=clock_hz, lanes=16,
-                                             baud=3_000_000), name=name)
+    ref = device.ReferenceDevice(net, manifest, clock_hz=clock_hz, lanes=16, baud=3_000_000)
+    if version == 2:  # a version-2 device: its INFO has no cycle bound
+        ref.info = ref.info._replace(version=2, cycles_base=0, cycles_per_step=0)
+    board = SlowBoard(ref, name=name)
     driver = Lifpga(board, timeout=0.2)
     driver.info()
     board.hold = True
     return driver, board
 
 
+def worst_cycles(shipped, steps: int) -> int:
+    """The shipped digits device's cycle bound at ``steps`` (the engine's, 16 lanes)."""
+    net, manifest = shipped
+    base, per_step = EngineGeometry.of(layers.as_layered(net), pixel_max=manifest["pixel_max"],
+                                       lanes=16).cycle_bound()
+    return base + steps * per_step
+
+
+def test_a_version_2_device_is_bounded_by_the_single_layer_formula(shipped, digits):
+    """A version-2 INFO (52 bytes, no cycle bound) is read, and the timeout's cycles are the
+    single-layer core's worst case from M, N, C and P."""
+    driver, _ = held_board(shipped, 12_000_000, version=2)
+    assert driver.cached_info.cycles_per_step == 0
+    cycles = max_cycles(64, 256, 16, 10, 1024, MODE_RATE)
+    assert cycles != worst_cycles(shipped, 1024)
+    with pytest.raises(LinkTimeout, match=f"takes at most {cycles:,} core cycles"):
+        driver.classify(digits[0], steps=1024, mode=MODE_RATE)
+
+
 def test_a_timeout_says_how_long_the_request_takes(shipped, digits):
     driver, _ = held_board(shipped, 12_000_000)
     with pytest.raises(LinkTimeout) as caught:
         driver.classify(digits[0], steps=65535, mode=MODE_RATE)
-    cycles = max_cycles(64, 256, 16, 10, 65535, MODE_RATE)
+    cycles = worst_cycles(shipped, 65535)
     request = 8 + len(p.classify_request(digits[0], 65535, MODE_RATE)[1])  # CLASSIFY_SPARSE
     link_s = (request + 58) * p.BITS_PER_BYTE / 3_000_000
     expected = cycles / 12e6 + link_s
@@ -702,7 +724,7 @@ def test_a_timeout_on_a_socket_mentions_the_virtual_boards_speed(shipped, digits
     driver, _ = held_board(shipped, 12_000_000, name="socket://127.0.0.1:9")
     with pytest.raises(LinkTimeout, match="virtual board simulates only about") as caught:
         driver.classify(digits[0], steps=1024, mode=MODE_RATE)
-    cycles = max_cycles(64, 256, 16, 10, 1024, MODE_RATE)
+    cycles = worst_cycles(shipped, 1024)
     assert caught.value.expected_s > cycles / 12e6  # simulation is slower than the clock
 
 
@@ -710,7 +732,7 @@ def test_a_timeout_with_default_steps_uses_the_images_default(shipped, digits):
     driver, _ = held_board(shipped, 100_000_000)
     steps = shipped[1]["timesteps"]
     with pytest.raises(LinkTimeout, match=f"{steps} steps in current mode takes at most "
-                                          f"{max_cycles(64, 256, 16, 10, steps, 0):,}"):
+                                          f"{worst_cycles(shipped, steps):,}"):
         driver.classify(digits[0])
 
 
@@ -847,7 +869,7 @@ def test_malformed_socket_urls(url, match):
 
 def test_a_timeout_in_a_stream_says_how_long_the_request_takes(shipped, digits):
     driver, _ = held_board(shipped, 12_000_000)
-    cycles = max_cycles(64, 256, 16, 10, 4096, MODE_RATE)
+    cycles = worst_cycles(shipped, 4096)
     with pytest.raises(LinkTimeout, match=f"4096 steps in rate mode takes at most {cycles:,}"):
         list(driver.classify_many(digits[:4], steps=4096, mode=MODE_RATE))
 
@@ -869,10 +891,11 @@ def test_defect_1_on_the_virtual_board(virtual_board, shipped, digits):
     answered at once, with its own answers, instead of the late one or nothing for a minute."""
     net, _ = shipped
     with Lifpga(virtual_board.url, timeout=0.5) as first:
-        with pytest.raises(LinkTimeout, match=r"up to 72\.5 s; a virtual board simulates"):
+        expected = f"up to {worst_cycles(shipped, 65535) / 1e6:.3g} s; a virtual board simulates"
+        with pytest.raises(LinkTimeout, match=expected.replace(".", r"\.")):
             first.classify(digits[0], steps=65535, mode=MODE_RATE)
         start = time.monotonic()
-        assert first.classify(digits[1], steps=STEPS).label == model.run(
+        assert first.classify(digits[1], steps=STEPS).label == layers.run(
             digits[1:2], net, STEPS, MODE_CURRENT).classes[-1, 0]
         assert time.monotonic() - start < 2
         # A request sent and never awaited: the client leaves the device computing it.
@@ -882,7 +905,7 @@ def test_defect_1_on_the_virtual_board(virtual_board, shipped, digits):
     with Lifpga(virtual_board.url, timeout=2) as second:
         assert second.info().clock_hz == 12_000_000
         assert [r.label for r in second.classify_many(digits[:6], steps=STEPS)] == \
-            model.run(digits[:6], net, STEPS, MODE_CURRENT).classes[-1].tolist()
+            layers.run(digits[:6], net, STEPS, MODE_CURRENT).classes[-1].tolist()
     assert time.monotonic() - start < 3
 
 
@@ -936,7 +959,7 @@ def test_auto_sends_each_image_in_its_shorter_form(shipped, digits):
         streamed = list(lif.classify_many(images, STEPS, MODE_RATE))
     assert board.commands == [RESET, INFO, *want, *want]
     for mode, results in ((MODE_CURRENT, single), (MODE_RATE, streamed)):
-        ref = model.run(np.array(images), board.device.net, STEPS, mode)
+        ref = layers.run(np.array(images), board.device.net, STEPS, mode)
         assert device.agreement([r.label for r in results], [r.scores for r in results],
                                 [r.spike_count for r in results], ref).all()
 
@@ -957,9 +980,9 @@ def test_forced_encodings_send_one_command_and_agree(shipped, digits, where):
 
 def test_sparse_against_the_refboard(refboard, digits):
     with Lifpga(refboard.url, timeout=5, encoding="sparse") as lif:
-        assert lif.info().version == p.PROTOCOL_VERSION == p.SPARSE_VERSION
+        assert lif.info().version == p.PROTOCOL_VERSION >= p.SPARSE_VERSION
         got = list(lif.classify_many(digits, STEPS, window=8))
-    ref = model.run(np.asarray(digits), refboard.net, STEPS, MODE_CURRENT)
+    ref = layers.run(np.asarray(digits), refboard.net, STEPS, MODE_CURRENT)
     assert [r.label for r in got] == ref.classes[-1].tolist()
 
 

@@ -101,10 +101,16 @@ def format_time(seconds: float) -> str:
 
 
 def test_steps_table_is_max_cycles():
-    """Every row: the worst-case cycles of hw.geometry, at 100 MHz, at the virtual board's
+    """Every row: the worst-case cycles of the engine running the shipped digits image
+    (hw.geometry.EngineGeometry.max_cycles, 16 lanes), at 100 MHz, at the virtual board's
     simulated 12 MHz and at about 1 million simulated cycles per second of wall time."""
+    from firmware import DIGITS_IMAGE
+    from golden import image
+    from hw.geometry import EngineGeometry
     from sim.board import CLK_HZ
 
+    net, manifest = image.load_layers(DIGITS_IMAGE)
+    engine = EngineGeometry.of(net, pixel_max=manifest["pixel_max"], lanes=16)
     assert CLK_HZ == 12_000_000
     lines = DOC.splitlines()
     head = next(i for i, line in enumerate(lines) if line.startswith("| steps | current:"))
@@ -118,11 +124,11 @@ def test_steps_table_is_max_cycles():
     for n, row in zip(steps, rows, strict=True):
         expected = []
         for mode in (MODE_CURRENT, MODE_RATE):
-            cycles = max_cycles(64, 256, 16, 10, n, mode)
+            cycles = engine.max_cycles(n, mode)
             expected += [f"{cycles:,}", format_time(cycles / 100e6),
                          f"{format_time(cycles / CLK_HZ)} (~{format_time(cycles / 1e6)})"]
         assert row[1:] == expected, f"steps {n}"
-    largest = max_cycles(64, 256, 16, 10, 65535, MODE_RATE) / 100e6
+    largest = engine.max_cycles(65535, MODE_RATE) / 100e6
     assert f"takes {format_time(largest)}" in DOC
 
 

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from firmware.driver import Lifpga, PortError
-from golden import model
+from golden import layers
 from golden import protocol as p
 from golden.constants import MODE_CURRENT
 from golden.data import load_split
@@ -96,7 +96,7 @@ def test_fuzz_then_valid_frames_are_answered(refboard, digits):
             data = conn.recv(65536)
             assert data, "the board closed the connection"
             got += answers.feed(data)
-    ref = model.run(digits[:5], refboard.net, STEPS, MODE_CURRENT)
+    ref = layers.run(digits[:5], refboard.net, STEPS, MODE_CURRENT)
     assert [f.seq for f in got] == [200, 201, 202, 203, 204, 250]
     for b, frame in enumerate(got[:5]):
         result = p.unpack_classification(frame.payload, 10)
@@ -155,7 +155,7 @@ def test_refboard_stops_while_a_client_does_not_read(shipped_dir):
 
 
 def test_refboard_serves_concurrent_clients(refboard, digits):
-    ref = model.run(digits[:1], refboard.net, STEPS, MODE_CURRENT)
+    ref = layers.run(digits[:1], refboard.net, STEPS, MODE_CURRENT)
     with Lifpga(refboard.url, timeout=2) as first, Lifpga(refboard.url, timeout=2) as second:
         assert second.info().inputs == 64
         assert first.info().inputs == 64

@@ -105,7 +105,7 @@ def test_info_and_classify_at_the_pins(device):
     request = p.encode_frame(p.Command.INFO, 1) + b"\x00\xa5noise" + b"".join(
         p.encode_frame(p.Command.CLASSIFY, 2 + k, p.pack_classify(
             rng.integers(0, 17, 6), STEPS, mode)) for k, mode in enumerate((0, 1, 0xFF)))
-    got = run_pins(system, request, tail_cycles=4000)
+    got = run_pins(system, request, tail_cycles=6000)
     assert got == ref.receive(request)
     replies = p.FrameParser().feed(got)
     assert [r.seq for r in replies] == [1, 2, 3, 4]
