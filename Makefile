@@ -9,7 +9,7 @@ IMAGE  ?= firmware/$(DATASET)
 DATA   ?=
 ARGS   ?=
 
-.PHONY: all sim board test golden train train-seed train-mnist figures lint clean distclean venv
+.PHONY: all sim board test golden train train-seed train-mnist train-layered train-mnist-deep figures lint clean distclean venv
 
 all: test
 
@@ -54,6 +54,23 @@ train-seed: $(STAMP)
 train-mnist: $(STAMP)
 	@test -n "$(DATA)" || { echo "error: make train-mnist needs DATA=DIR, the folder of the MNIST IDX files" >&2; exit 2; }
 	$(PY) -m golden.surrogate --dataset mnist --data $(DATA) --out firmware/mnist
+
+## make train-layered: retrain the layered digits networks firmware/digits-deep (64-128-64-10
+## LIF), firmware/digits-alif (the same with adaptive thresholds) and firmware/digits-ralif
+## (64-128-10, recurrent ALIF) by surrogate gradients (about 4 minutes on one core)
+train-layered: $(STAMP)
+	$(PY) -m golden.surrogate --timesteps 64 --neurons 128,64 --out firmware/digits-deep
+	$(PY) -m golden.surrogate --timesteps 64 --neurons 128,64 --adapt-step 0.2 --adapt-shift 4 \
+		--out firmware/digits-alif
+	$(PY) -m golden.surrogate --timesteps 64 --neurons 128 --recurrent --adapt-step 0.2 \
+		--adapt-shift 4 --out firmware/digits-ralif
+
+## make train-mnist-deep DATA=DIR: retrain firmware/mnist-deep (784-512-256-10, snnTorch-style
+## leaky neurons) from the MNIST IDX files in DIR (about 27 minutes on one core)
+train-mnist-deep: $(STAMP)
+	@test -n "$(DATA)" || { echo "error: make train-mnist-deep needs DATA=DIR, the folder of the MNIST IDX files" >&2; exit 2; }
+	$(PY) -m golden.surrogate --dataset mnist --data $(DATA) --neurons 512,256 --model leaky \
+		--epochs 20 --out firmware/mnist-deep
 
 ## make sim: classify the test digits through the simulated hardware (Verilator) vs golden;
 ## make sim DATASET=mnist DATA=DIR: the 10,000 MNIST test images (DIR: the MNIST IDX files)

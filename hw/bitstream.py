@@ -699,7 +699,7 @@ def main(argv: list[str] | None = None, system=None) -> int:
         if args.program:
             program(board, args.build_dir, force=args.force)
         elif args.check:
-            net, manifest = image_io.load(args.image or board.image)
+            net, manifest = image_io.load_layers(args.image or board.image)
             need = check_fit(board, net, manifest, lanes)
             print(f"{args.image or board.image} fits the {board.name}: about {need['luts']} LUTs, "
                   f"{need['bram']} block RAMs, {need['dsp']} DSPs")
