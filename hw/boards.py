@@ -451,7 +451,7 @@ class BoardTop(Elaboratable):
     ----------
     board : Board
         The board (an entry of :data:`BOARDS`).
-    net : golden.model.Network
+    net : golden.layers.LayeredNetwork or golden.model.Network
         The network image.
     manifest : dict
         Its manifest.

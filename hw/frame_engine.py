@@ -157,7 +157,8 @@ def queue(m: Module, name: str, producer: stream.Interface, consumer: stream.Int
 
 
 class FrameEngine(wiring.Component):
-    """The device side of the serial protocol, between the UART and :class:`hw.core.LifCore`.
+    """The device side of the serial protocol, between the UART and the core
+    (:class:`hw.engine.Engine`).
 
     Parameters
     ----------

@@ -1,10 +1,12 @@
-"""The core built for one network and lane count: its memories and its timing model, in plain
+"""The cores built for one network and lane count: their memories and timing models, in plain
 Python.
 
-This module is the single description of what :class:`hw.core.LifCore` builds. The core makes
-its memories from :meth:`CoreGeometry.memories`; the fit check before synthesis
-(``hw/bitstream.py``) sizes block RAMs from the same list; the host driver
-(``firmware/driver.py``) bounds its waits with :func:`max_cycles`. It imports no HDL toolchain
+This module is the single description of what :class:`hw.engine.Engine` (the system's core,
+:class:`EngineGeometry`) and :class:`hw.core.LifCore` (the single-layer core,
+:class:`CoreGeometry`) build. Each makes its memories from its geometry's ``memories()``; the
+fit check before synthesis (``hw/bitstream.py``) sizes block RAMs from the engine's list; INFO
+reports :meth:`EngineGeometry.cycle_bound`, and the host driver falls back to
+:func:`max_cycles` for a version-2 device. It imports no HDL toolchain
 (the host driver needs only NumPy), and ``tests/test_geometry.py`` checks the list against the
 memories of the elaborated core.
 

@@ -686,8 +686,9 @@ def worst_cycles(shipped, steps: int) -> int:
 
 
 def test_a_version_2_device_is_bounded_by_the_single_layer_formula(shipped, digits):
-    """A version-2 INFO (52 bytes, no cycle bound) is read, and the timeout's cycles are the
-    single-layer core's worst case from M, N, C and P."""
+    """A version-2 device (its INFO without a cycle bound: ``tests/test_protocol.py`` parses
+    the 52-byte form) gets the single-layer core's worst case from M, N, C and P as its
+    timeout's cycles."""
     driver, _ = held_board(shipped, 12_000_000, version=2)
     assert driver.cached_info.cycles_per_step == 0
     cycles = max_cycles(64, 256, 16, 10, 1024, MODE_RATE)

@@ -188,3 +188,19 @@ def test_the_idle_timeout_floor_is_a_protocol_constant():
     assert p.IDLE_TIMEOUT_FLOOR_S == 0.05
     assert sim.refboard.IDLE_TIMEOUT_MIN_S == firmware.driver.IDLE_TIMEOUT_FLOOR_S == 0.05
     assert "IDLE_TIMEOUT_FLOOR_S" not in vars(sim.refboard)  # not the driver's import
+
+
+def test_info_of_both_versions_parses():
+    """Version 3's INFO (LEN 60: STATUS and 59 bytes) round-trips; a version-2 device's (LEN
+    52) parses with the cycle bound 0 (unknown); any other length is refused."""
+    import struct
+
+    info = p.Info(3, bytes(range(32)), 64, 192, 10, 16, 64, 16, 0, 100_000_000, 3_000_000,
+                  140, 1117)
+    assert p.unpack_info(p.pack_info(info)) == info
+    old = bytes([p.Status.OK]) + struct.pack(p.INFO_FORMAT_V2, *info[:11])
+    assert len(old) == 1 + 51 and p.unpack_info(old) == info._replace(
+        version=3, cycles_base=0, cycles_per_step=0)
+    for bad in (old[:-1], p.pack_info(info) + b"\0", bytes([p.Status.BUSY]) + old[1:]):
+        with pytest.raises(ValueError, match="not an OK INFO response"):
+            p.unpack_info(bad)
