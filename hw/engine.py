@@ -275,11 +275,19 @@ class Engine(wiring.Component):
         wiring.connect(m, source.o, syn.i)
         wiring.connect(m, syn.o, neu.cur_in)
         wiring.connect(m, neu.o, lister.i)
-        # READOUT: the peeked group's values arrive a cycle after the peek; lane by lane
-        lane = Signal.like(seq.ro_lane, name="ro_lane1")
-        m.d.sync += lane.eq(seq.ro_lane)
-        m.d.comb += [neu.r.ready.eq(1), readout.i.valid.eq(neu.r.valid),
-                     readout.i.payload.eq(Array(neu.r.p.value[p] for p in range(P))[lane])]
+        # READOUT: the peeked group's values arrive two cycles after the peek (registered);
+        # the value of the lane is registered again before the readout (PEEK_DELAY)
+        lane = seq.ro_lane
+        for k in (1, 2):
+            held = Signal.like(seq.ro_lane, name=f"ro_lane{k}")
+            m.d.sync += held.eq(lane)
+            lane = held
+        value = Signal.like(readout.i.payload, name="ro_value")
+        value_valid = Signal(name="ro_value_valid")
+        m.d.sync += [value.eq(Array(neu.r.p.value[p] for p in range(P))[lane]),
+                     value_valid.eq(neu.r.valid)]
+        m.d.comb += [neu.r.ready.eq(1), readout.i.valid.eq(value_valid),
+                     readout.i.payload.eq(value)]
         # the result
         cycles = Signal(COUNT_BITS, name="cycles")
         with m.If(seq.first_pixel):

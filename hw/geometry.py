@@ -469,6 +469,12 @@ SYNAPSE_LATENCY = 6
 #: Cycles from the sequencer's state that issues a neuron-stage transfer (NEU, READOUT) to the
 #: transfer: the issue is registered (``hw/sequencer.py``).
 ISSUE_DELAY = 1
+#: Registers between a READOUT peek's read of the state memory and the readout (cycles beyond
+#: the read's own): the peeked group's values are registered in the neuron stage
+#: (``hw/neuron_stage.py``) and the chosen lane's value in the engine (``hw/engine.py``), so the
+#: state memory's output and the lane select each drive only a register (the readout's path
+#: from the state block RAMs through the lane select limited the MNIST image to 73.5 MHz).
+PEEK_DELAY = 2
 #: The neuron stage's latency beyond its lanes' (``hw/neuron_stage.py``: ``lane_latency + 3``).
 NEURON_STAGE_EXTRA = 3
 
@@ -771,7 +777,7 @@ class EngineGeometry:
             else:
                 step = cycle + 1
         readout = cycle + 2 + waits[last].neu_to_readout  # READOUT_WAIT, then READOUT
-        return readout + ISSUE_DELAY + self.readout_values + self.readout_latency
+        return readout + ISSUE_DELAY + PEEK_DELAY + self.readout_values + self.readout_latency
 
 
 #: Cycles from the last value into a readout without a decoder (li, spikes) to its result,

@@ -87,7 +87,8 @@ class Sequencer(wiring.Component):
         To the lister: an image begins.
     ro_valid : :py:`Out(1)`, ro_lane : :py:`Out(range(P))`
         READOUT: a value of lane ``ro_lane`` of the group peeked with them goes to the
-        readout one cycle later (the engine delays both); registered with the issue.
+        readout (the engine delays both, :data:`hw.geometry.PEEK_DELAY`); registered with
+        the issue.
     result_valid, result_ready : :py:`In(1)`
         The result is offered; it is taken.
     counting : :py:`Out(1)`

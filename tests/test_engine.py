@@ -185,8 +185,8 @@ def test_the_timing_model_uses_the_stages_latencies():
 @pytest.mark.parametrize("mode", [c.MODE_CURRENT, c.MODE_RATE])
 def test_shipped_digits_image_on_the_engine(mode):
     """The shipped digits network is one instance of the engine's networks: the same answers
-    as golden, the cycles of the model, within 0.5 % (constant current) and 2 % (rate) of the
-    single-layer core's."""
+    as golden, the cycles of the model, within 1 % (constant current: +0.53 %, the readout's two
+    peek registers included) and 2 % (rate) of the single-layer core's."""
     from firmware import DIGITS_IMAGE
     from golden import data, image
     from hw.geometry import CoreGeometry
@@ -203,7 +203,7 @@ def test_shipped_digits_image_on_the_engine(mode):
     core = CoreGeometry.of(layers.to_classic(net), pixel_max=16, lanes=16)
     ratio = (np.mean([geometry.expected_cycles(x, steps, mode) for x in split.x_test])
              / np.mean([core.expected_cycles(x, steps, mode) for x in split.x_test]))
-    assert 1 < ratio < (1.005 if mode == c.MODE_CURRENT else 1.02)  # issue 11: within 5 %
+    assert 1 < ratio < (1.01 if mode == c.MODE_CURRENT else 1.02)  # issue 11: within 5 %
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

@@ -94,6 +94,8 @@ def run_stage(name, steps=6):
                 ctx.set(stage.i.p.peek, 1)
                 await ctx.tick()
                 ctx.set(stage.i.valid, 0)
+                assert not ctx.get(stage.r.valid)  # registered: two cycles after the peek
+                await ctx.tick()
                 assert ctx.get(stage.r.valid)
                 peeked[k, g] = ctx.get(stage.r.p.value)
                 assert not ctx.get(stage.o.valid)
