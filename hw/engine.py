@@ -35,7 +35,6 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden.constants import (
-    B_BITS,
     COUNT_BITS,
     READOUT_LI,
     READOUT_PSC,
@@ -46,7 +45,7 @@ from golden.constants import (
 from golden.layers import LayeredNetwork
 
 from .event_source import EventSource
-from .geometry import BANKED_MIN_GROUPS, layer_geometries, weight_banks
+from .geometry import EngineGeometry
 from .input_encoder import InputEncoder
 from .neuron import LaneConfig
 from .neuron_stage import NeuronStage
@@ -56,11 +55,6 @@ from .spike_lister import SpikeLister
 from .synapse import Synapse
 
 __all__ = ["Engine"]
-
-
-def _bits(n: int) -> int:
-    """Bits of the numbers ``0 .. n - 1`` (at least 1)."""
-    return max(1, (n - 1).bit_length())
 
 
 class Engine(wiring.Component):
@@ -91,19 +85,17 @@ class Engine(wiring.Component):
         if net.inputs < 2:
             raise ValueError(f"the engine needs at least 2 inputs, the image has {net.inputs}")
         self.net, self.lanes = net, lanes
-        self.layers = layer_geometries(net.sizes, net.inputs,
-                                       [layer.w_rec is not None for layer in net.layers], lanes)
-        self.pixel_bits = max(1, int(pixel_max).bit_length())
-        self.x_bits = max(self.pixel_bits, net.rate_bits + 1)
-        self.w_bits = max(layer.w_bits for layer in net.layers)
-        self.index_bits = _bits(max(net.inputs, *net.sizes))
-        self.group_bits = _bits(max(layer.groups for layer in self.layers))
-        self.total_bits = self._total_bits()
+        self.geometry = geometry = EngineGeometry.of(net, pixel_max=pixel_max, lanes=lanes)
+        self.layers = geometry.layers
+        self.pixel_bits, self.x_bits, self.w_bits = (geometry.pixel_bits, geometry.x_bits,
+                                                     geometry.w_bits)
+        self.index_bits, self.group_bits = geometry.index_bits, geometry.group_bits
+        self.total_bits = geometry.total_bits
         self.i_layout = data.StructLayout({
             "pixel": unsigned(self.pixel_bits), "steps": unsigned(STEPS_BITS),
             "mode": unsigned(1)})
         self.o_layout = data.StructLayout({
-            "label": unsigned(_bits(net.classes)),
+            "label": unsigned(geometry.label_bits),
             "scores": data.ArrayLayout(signed(SCORE_BITS), net.classes),
             "spike_count": unsigned(COUNT_BITS),
             "cycles": unsigned(COUNT_BITS),
@@ -113,27 +105,10 @@ class Engine(wiring.Component):
             "o": Out(stream.Signature(self.o_layout)),
         })
 
-    @property
-    def geometry(self):
-        """The engine's :class:`hw.geometry.EngineGeometry` (memories, timing model)."""
-        from .geometry import EngineGeometry
-
-        return EngineGeometry(self.net, self.pixel_bits, self.lanes)
-
     def expected_cycles(self, pixels, steps: int, mode: int) -> int:
         """Cycles the engine reports for one image fed one pixel per cycle
         (:meth:`hw.geometry.EngineGeometry.expected_cycles`)."""
         return self.geometry.expected_cycles(pixels, steps, mode)
-
-    def _total_bits(self) -> int:
-        """The accumulator's width, exact for every layer: ``W.x`` over its events (pixels of
-        ``x_bits``, or spikes, and the recurrent ones) plus the bias."""
-        widest = 0
-        for k, layer in enumerate(self.layers):
-            terms = layer.fan_in + (layer.neurons if layer.recurrent else 0)
-            product = self.w_bits + (self.x_bits if k == 0 else 2)
-            widest = max(widest, product + _bits(terms))
-        return max(widest, B_BITS) + 1
 
     # --- the ROMs' contents -----------------------------------------------------------------
 
@@ -182,7 +157,7 @@ class Engine(wiring.Component):
             pixel_depth=net.inputs, spike_depth=groups_total)
         words = self.weight_words()
         # the sequencer's waits hide a banked memory's longer latency at any group count
-        banks = weight_banks(len(words), self.w_bits, BANKED_MIN_GROUPS, P)
+        banks = self.geometry.weight_banks
         params = self._per_group([list(zip(layer.bias.tolist(), layer.w_shift.tolist(),
                                            strict=True)) for layer in net.layers])
         m.submodules.synapse = syn = Synapse(

@@ -555,6 +555,17 @@ class EngineGeometry:
         return _bits_of(self.classes)
 
     @property
+    def total_bits(self) -> int:
+        """The synaptic accumulator's width, exact for every layer: ``W.x`` over its events
+        (pixels of ``x_bits``, or spikes, and the recurrent ones) plus the bias."""
+        widest = 0
+        for k, layer in enumerate(self.layers):
+            terms = layer.fan_in + (layer.neurons if layer.recurrent else 0)
+            product = self.w_bits + (self.x_bits if k == 0 else 2)
+            widest = max(widest, product + _bits_of(terms))
+        return max(widest, B_BITS) + 1
+
+    @property
     def weight_words(self) -> int:
         return sum(layer.weight_words for layer in self.layers)
 
