@@ -19,3 +19,8 @@ DIGITS_SEED_IMAGE = IMAGES_DIR / "digits-seed"
 DIGITS_SMALL_IMAGE = IMAGES_DIR / "digits-small"
 #: The MNIST network (784-512-10, 4-bit weights), trained by surrogate gradients.
 MNIST_IMAGE = IMAGES_DIR / "mnist"
+#: The layered images (``golden.layers``, run by the engine), trained by ``golden.surrogate``:
+#: ``make train-layered`` (the digits ones), ``make train-mnist-deep DATA=DIR`` and ``make
+#: train-mnist-layered DATA=DIR``.
+LAYERED_IMAGES = tuple(IMAGES_DIR / name for name in (
+    "digits-deep", "digits-alif", "digits-ralif", "mnist-deep", "mnist-alif", "mnist-spikes"))

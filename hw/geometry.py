@@ -63,12 +63,16 @@ __all__ = [
     "LUT_RAM_MAX_BITS",
     "CURRENT_FIELDS",
     "DRAW_DRAIN",
+    "GROUP_ROM_LUT_DEPTH",
+    "PEEK_DELAY",
     "READOUT_DRAIN",
     "STATE_FIELDS",
     "CoreGeometry",
     "Field",
     "MemorySpec",
     "cycles",
+    "group_rom_attrs",
+    "group_rom_block",
     "max_cycles",
     "WIDE_WORD_SHAPE_BITS",
     "weight_bank_depth",
@@ -92,6 +96,25 @@ BRAM_SHAPES = ((1, 16384), (2, 8192), (4, 4096), (9, 2048), (18, 1024), (36, 512
 #: one is a block RAM, whose slow output is read a cycle ahead (``pixel_read_ahead``,
 #: ``list_read_ahead``).
 LUT_RAM_MAX_BITS = 1024
+#: The deepest per-group ROM (the engine's thresholds, leaks, biases and shifts: one word of
+#: ``P`` per group) left to Yosys, which builds such a ROM from LUTs as a mux tree behind its
+#: address register; a deeper one is put in block RAM (:func:`group_rom_attrs`). At 48 groups
+#: (784-512-256 at P = 16) the thresholds' tree limited the MNIST image to 89.0 MHz on the
+#: ULX3S-85F; the digits' 16 groups stay in LUTs (block RAMs are scarce on the small parts).
+GROUP_ROM_LUT_DEPTH = 16
+
+
+def group_rom_block(depth: int) -> bool:
+    """Whether a per-group ROM of ``depth`` words is built in block RAM."""
+    return depth > GROUP_ROM_LUT_DEPTH
+
+
+def group_rom_attrs(depth: int) -> dict[str, str]:
+    """The ``amaranth.lib.memory.Memory`` attributes of a per-group ROM of ``depth`` words:
+    Yosys's ``ram_style = "block"`` when :func:`group_rom_block`, else none."""
+    return {"ram_style": "block"} if group_rom_block(depth) else {}
+
+
 #: Extra INPUT pipeline stages of a banked weight memory: the weight address registered before
 #: the banks, and every bank's output registered before the bank select.
 BANK_STAGES = 2
@@ -168,6 +191,8 @@ class MemorySpec:
         What the words hold, for reports.
     rom : bool
         Initialised from the network image and never written.
+    block : bool
+        Built in block RAM whatever its depth (:data:`GROUP_ROM_LUT_DEPTH`).
     """
 
     name: str
@@ -176,6 +201,7 @@ class MemorySpec:
     count: int | None
     holds: str
     rom: bool
+    block: bool = False
 
     @property
     def element_bits(self) -> int:
@@ -612,14 +638,16 @@ class EngineGeometry:
         g, m, p = self.groups, self.inputs, self.lanes
         specs = [
             *self.weight_memories(),
-            MemorySpec("synapse.cur_param_mem", g, CURRENT_FIELDS, p, "bias, shift", True),
+            MemorySpec("synapse.cur_param_mem", g, CURRENT_FIELDS, p, "bias, shift", True,
+                       group_rom_block(g)),
             MemorySpec("neurons.cur_mem", g, (Field("", I_BITS, True),), p, "currents", False),
             MemorySpec("neurons.st_mem", g, self.state_fields(), p, "neuron state", False),
-            MemorySpec("neurons.v_th_mem", g, (Field("", V_TH_BITS),), p, "thresholds", True),
+            MemorySpec("neurons.v_th_mem", g, (Field("", V_TH_BITS),), p, "thresholds", True,
+                       group_rom_block(g)),
         ]
         if any(x.neuron.model == "leaky" for x in self.net.layers):
             specs.append(MemorySpec("neurons.beta_mem", g, (Field("", BETA_FRAC),), p,
-                                    "leaks", True))
+                                    "leaks", True, group_rom_block(g)))
         specs += [
             MemorySpec("encoder.pix_mem", m, (Field("", self.pixel_bits),), None, "pixels",
                        False),

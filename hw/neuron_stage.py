@@ -52,6 +52,7 @@ from golden.constants import (
     V_TH_BITS,
 )
 
+from .geometry import group_rom_attrs
 from .neuron import NeuronLane
 from .synapse import current_record
 
@@ -190,7 +191,8 @@ class NeuronStage(wiring.Component):
         m.submodules.st_mem = st_mem = memory.Memory(
             shape=data.ArrayLayout(self.state, P), depth=depth, init=[])
         m.submodules.v_th_mem = v_th_mem = memory.Memory(
-            shape=data.ArrayLayout(unsigned(V_TH_BITS), P), depth=depth, init=self.v_th)
+            shape=data.ArrayLayout(unsigned(V_TH_BITS), P), depth=depth, init=self.v_th,
+            attrs=group_rom_attrs(depth))
         cur_wr, cur_rd = cur_mem.write_port(), cur_mem.read_port()
         st_wr, st_rd = st_mem.write_port(), st_mem.read_port()
         th_rd = v_th_mem.read_port()
@@ -201,7 +203,8 @@ class NeuronStage(wiring.Component):
         mems = {"cur": cur_rd, "st": st_rd, "st_wr": st_wr, "th": th_rd}
         if self.leaky:
             m.submodules.beta_mem = beta_mem = memory.Memory(
-                shape=data.ArrayLayout(unsigned(BETA_FRAC), P), depth=depth, init=self.beta)
+                shape=data.ArrayLayout(unsigned(BETA_FRAC), P), depth=depth, init=self.beta,
+                attrs=group_rom_attrs(depth))
             mems["beta"] = beta_rd = beta_mem.read_port()
             m.d.comb += beta_rd.addr.eq(addr)
         return mems

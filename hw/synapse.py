@@ -40,6 +40,7 @@ from golden.constants import B_BITS, I_BITS, W_SHIFT_BITS
 from .geometry import (
     BANK_STAGES,
     LayerGeometry,
+    group_rom_attrs,
     weight_bank_depth,
 )
 from .neuron import LANE_LATENCY, CurrentLane
@@ -138,7 +139,8 @@ class Synapse(wiring.Component):
                                                       "shift": signed(W_SHIFT_BITS)}),
                                    self.lanes),
             depth=len(self.params),
-            init=[[{"bias": int(b), "shift": int(s)} for b, s in word] for word in self.params])
+            init=[[{"bias": int(b), "shift": int(s)} for b, s in word] for word in self.params],
+            attrs=group_rom_attrs(len(self.params)))
         cp_rd = cur_param_mem.read_port()
         m.d.comb += cp_rd.addr.eq(grp[3 + e])
         params5 = Signal.like(cp_rd.data)

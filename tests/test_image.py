@@ -1426,3 +1426,29 @@ def test_v3_numpy_bool_spiking(tmp_path):
     assert image.layered_hash(npbool) == image.layered_hash(net)
     save_v3(tmp_path / "img", npbool)
     assert_same_layered(net, image.load_layers(tmp_path / "img")[0])
+
+
+@pytest.mark.parametrize("path", [pytest.param(p, id=p.name) for p in __import__(
+    "firmware").LAYERED_IMAGES])
+def test_every_shipped_layered_image_loads_and_answers_as_its_manifest_says(path):
+    """Each layered image loads (its hash checked), records its training, and the golden model
+    reproduces its recorded test accuracy exactly (constant current, its steps, the whole test
+    split: 599 digits or 10,000 MNIST images)."""
+    from golden import data
+
+    net, manifest = image.load_layers(path)
+    meta = manifest["metadata"]
+    assert {"dataset", "split", "seed", "training", "test_accuracy",
+            "validation_accuracy"} <= set(meta)
+    recorded = meta["test_accuracy"]["integer_current_accuracy"]
+    if meta["dataset"] == "digits":
+        split = data.load_split("digits")
+        x, y = split.x_test, split.y_test
+    else:
+        if not MNIST_DIR.is_dir():
+            pytest.skip(f"MNIST IDX files not present at {MNIST_DIR}")
+        split = data.load_split(meta["dataset"], MNIST_DIR)
+        x, y = split.x_test, split.y_test
+    got = (layers.run(x, net, manifest["timesteps"], c.MODE_CURRENT).classes[-1] == y).mean()
+    assert len(y) in (599, 10_000)
+    assert got == pytest.approx(recorded, abs=1e-4)  # the manifest rounds to 4 places
