@@ -144,10 +144,9 @@ def engine_info(net, manifest: dict[str, Any], lanes: int, board: Board) -> prot
     return device_info(net, manifest, lanes=lanes, clock_hz=board.clk_hz, baud=board.baud)
 
 
-def bram_blocks(family: str, depth: int, width: int, block: bool = False) -> int:
-    """Block RAMs for a ``depth`` x ``width`` memory, 0 if it stays in LUTs or flip-flops
-    (``block``: built in block RAM at any depth, ``hw.geometry.MemorySpec.block``)."""
-    if depth <= DISTRIBUTED_DEPTH[family] and not block:
+def bram_blocks(family: str, depth: int, width: int) -> int:
+    """Block RAMs for a ``depth`` x ``width`` memory, 0 if it stays in LUTs or flip-flops."""
+    if depth <= DISTRIBUTED_DEPTH[family]:
         return 0
     return min(math.ceil(depth / d) * math.ceil(width / w) for d, w in BRAM_SHAPES[family])
 
@@ -187,7 +186,7 @@ def estimate(board: Board, net, manifest: dict[str, Any], lanes: int) -> dict[st
         # LUT multipliers: about one LUT per partial-product bit, twice that with the adders.
         luts += (lanes * W_BITS * core.x_bits
                  + (net.classes - dsp_readout) * D_BITS * PSC_BITS) * 2
-    per_memory = {f"{s.name} ({s.holds})": bram_blocks(family, s.depth, s.width, s.block)
+    per_memory = {f"{s.name} ({s.holds})": bram_blocks(family, s.depth, s.width)
                   for s in core.memories()}
     per_memory.update({f"engine.{s.name} ({s.holds})": bram_blocks(family, s.depth, s.width)
                        for s in engine_memories(engine_info(net, manifest, lanes, board))})

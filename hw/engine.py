@@ -173,7 +173,7 @@ class Engine(wiring.Component):
                                 np.zeros(layer.neurons, np.int64) for layer in net.layers])
         m.submodules.neurons = neu = NeuronStage(
             configs=configs, readout=net.readout, v_th=v_th, beta=beta, lanes=P,
-            output_layer=len(self.layers) - 1)
+            output_layer=len(self.layers) - 1, state_stages=self.geometry.state_stages)
         m.submodules.lister = lister = SpikeLister(
             group_bases=[g.group_base for g in self.layers], groups=[g.groups for g in self.layers],
             lanes=P, result=neu.result)

@@ -63,16 +63,15 @@ __all__ = [
     "LUT_RAM_MAX_BITS",
     "CURRENT_FIELDS",
     "DRAW_DRAIN",
-    "GROUP_ROM_LUT_DEPTH",
+    "GROUP_ROM_CHUNK",
     "PEEK_DELAY",
+    "STATE_STAGES",
     "READOUT_DRAIN",
     "STATE_FIELDS",
     "CoreGeometry",
     "Field",
     "MemorySpec",
     "cycles",
-    "group_rom_attrs",
-    "group_rom_block",
     "max_cycles",
     "WIDE_WORD_SHAPE_BITS",
     "weight_bank_depth",
@@ -96,23 +95,17 @@ BRAM_SHAPES = ((1, 16384), (2, 8192), (4, 4096), (9, 2048), (18, 1024), (36, 512
 #: one is a block RAM, whose slow output is read a cycle ahead (``pixel_read_ahead``,
 #: ``list_read_ahead``).
 LUT_RAM_MAX_BITS = 1024
-#: The deepest per-group ROM (the engine's thresholds, leaks, biases and shifts: one word of
-#: ``P`` per group) left to Yosys, which builds such a ROM from LUTs as a mux tree behind its
-#: address register; a deeper one is put in block RAM (:func:`group_rom_attrs`). At 48 groups
-#: (784-512-256 at P = 16) the thresholds' tree limited the MNIST image to 89.0 MHz on the
-#: ULX3S-85F; the digits' 16 groups stay in LUTs (block RAMs are scarce on the small parts).
-GROUP_ROM_LUT_DEPTH = 16
-
-
-def group_rom_block(depth: int) -> bool:
-    """Whether a per-group ROM of ``depth`` words is built in block RAM."""
-    return depth > GROUP_ROM_LUT_DEPTH
-
-
-def group_rom_attrs(depth: int) -> dict[str, str]:
-    """The ``amaranth.lib.memory.Memory`` attributes of a per-group ROM of ``depth`` words:
-    Yosys's ``ram_style = "block"`` when :func:`group_rom_block`, else none."""
-    return {"ram_style": "block"} if group_rom_block(depth) else {}
+#: The words of one chunk of a per-group ROM (the engine's thresholds, leaks, biases and
+#: shifts: one word of ``P`` per group, ``hw/group_rom.py``): a ROM of at most this many words
+#: is a memory (in LUTs), a deeper one chunks of this many words, each looked up by one LUT4 per
+#: bit and registered, and a select of the chunks (the memory, a mux tree of about seven LUT
+#: levels at 49 groups, limited the MNIST image to 89.0 MHz on the ULX3S-85F).
+GROUP_ROM_CHUNK = 16
+#: Registers between a banked engine's neuron memories and its lanes' input registers
+#: (``hw/neuron_stage.py``'s ``state_stages``): with its weights in several banks, the engine's
+#: block RAMs span the die, and the state memory's output (5.6 ns from the clock on the ECP5)
+#: crossed it (82.5 MHz on the ULX3S-85F, the MNIST image).
+STATE_STAGES = 1
 
 
 #: Extra INPUT pipeline stages of a banked weight memory: the weight address registered before
@@ -191,8 +184,6 @@ class MemorySpec:
         What the words hold, for reports.
     rom : bool
         Initialised from the network image and never written.
-    block : bool
-        Built in block RAM whatever its depth (:data:`GROUP_ROM_LUT_DEPTH`).
     """
 
     name: str
@@ -201,7 +192,6 @@ class MemorySpec:
     count: int | None
     holds: str
     rom: bool
-    block: bool = False
 
     @property
     def element_bits(self) -> int:
@@ -501,7 +491,8 @@ ISSUE_DELAY = 1
 #: state memory's output and the lane select each drive only a register (the readout's path
 #: from the state block RAMs through the lane select limited the MNIST image to 73.5 MHz).
 PEEK_DELAY = 2
-#: The neuron stage's latency beyond its lanes' (``hw/neuron_stage.py``: ``lane_latency + 3``).
+#: The neuron stage's latency beyond its lanes' and its ``state_stages`` (``hw/neuron_stage.py``:
+#: ``lane_latency + 3 + state_stages``).
 NEURON_STAGE_EXTRA = 3
 
 
@@ -638,16 +629,16 @@ class EngineGeometry:
         g, m, p = self.groups, self.inputs, self.lanes
         specs = [
             *self.weight_memories(),
-            MemorySpec("synapse.cur_param_mem", g, CURRENT_FIELDS, p, "bias, shift", True,
-                       group_rom_block(g)),
             MemorySpec("neurons.cur_mem", g, (Field("", I_BITS, True),), p, "currents", False),
             MemorySpec("neurons.st_mem", g, self.state_fields(), p, "neuron state", False),
-            MemorySpec("neurons.v_th_mem", g, (Field("", V_TH_BITS),), p, "thresholds", True,
-                       group_rom_block(g)),
         ]
+        roms = [("synapse.cur_param_mem", CURRENT_FIELDS, "bias, shift"),
+                ("neurons.v_th_mem", (Field("", V_TH_BITS),), "thresholds")]
         if any(x.neuron.model == "leaky" for x in self.net.layers):
-            specs.append(MemorySpec("neurons.beta_mem", g, (Field("", BETA_FRAC),), p,
-                                    "leaks", True, group_rom_block(g)))
+            roms.append(("neurons.beta_mem", (Field("", BETA_FRAC),), "leaks"))
+        if g <= GROUP_ROM_CHUNK:  # deeper, a group ROM is chunks of logic, no memory
+            specs += [MemorySpec(f"{name}.rom", g, fields, p, holds, True)
+                      for name, fields, holds in roms]
         specs += [
             MemorySpec("encoder.pix_mem", m, (Field("", self.pixel_bits),), None, "pixels",
                        False),
@@ -694,8 +685,14 @@ class EngineGeometry:
         return SYNAPSE_LATENCY + self.weight_stages
 
     @property
+    def state_stages(self) -> int:
+        """Registers between the neuron memories and the lanes' inputs beyond the first:
+        :data:`STATE_STAGES` with a banked weight memory, else 0."""
+        return STATE_STAGES if self.weight_banks > 1 else 0
+
+    @property
     def neu_latency(self) -> int:
-        return self.lane_latency + NEURON_STAGE_EXTRA
+        return self.lane_latency + NEURON_STAGE_EXTRA + self.state_stages
 
     @property
     def readout_values(self) -> int:

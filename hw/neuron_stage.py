@@ -17,19 +17,24 @@ previous spike of a ``leaky`` neuron), ``psc`` (a PSC readout's layer) and ``cou
 readout's output layer: its spikes so far, ``count' = count + s``); a field a layer does not use
 is written 0.
 
-Pipeline: cycle 0, the transfer on ``i`` addresses the memories; cycle 1 registers their
-outputs as the lanes' inputs (or rest); the lanes take :attr:`NeuronStage.lane_latency` cycles
-(1, or 2 with a ``leaky`` layer; shorter lanes are delayed to match), whose outputs are
-registered; they are offered on ``o`` in cycle :attr:`NeuronStage.latency` (``lane_latency +
-3``) after the transfer on ``i``, and written back to ``st_mem`` at the end of that cycle.
-``i.ready`` is always high; ``o`` has no back-pressure.
+Pipeline: cycle 0, the transfer on ``i`` addresses the memories (the thresholds and leaks are
+:class:`hw.group_rom.GroupRom` ROMs, read as a memory is); cycle 1 registers their outputs as
+the lanes' inputs (or rest), or, with ``state_stages`` = 1, registers them as they are, next to
+the block RAMs, and cycle 2 registers those as the lanes' inputs (a large network's state memory
+is spread over the die and its block RAMs' output is slow: their path into the lanes' input
+registers limited the MNIST image to 82.5 MHz on the ULX3S-85F); the lanes take
+:attr:`NeuronStage.lane_latency` cycles (1, or 2 with a ``leaky`` layer; shorter lanes are
+delayed to match), whose outputs are registered; they are offered on ``o`` in cycle
+:attr:`NeuronStage.latency` (``lane_latency + 3 + state_stages``) after the transfer on ``i``,
+and written back to ``st_mem`` at the end of that cycle. ``i.ready`` is always high; ``o`` has
+no back-pressure.
 
 The readout reads the final state through the same read port: a transfer with ``peek`` set
 updates nothing, and two cycles later the group's readout values (the state as read: ``psc``,
 ``v`` or ``count``) are on ``r``, registered: the state memory's output goes to one register per
-lane and no further, the first of :data:`hw.geometry.PEEK_DELAY`'s two registers (the readout's
-lane select, across the die from a large network's state block RAMs, was the MNIST image's
-critical path, 73.5 MHz).
+lane and no further (with ``state_stages`` = 1, the held state's register is that register), the
+first of :data:`hw.geometry.PEEK_DELAY`'s two registers (the readout's lane select, across the
+die from a large network's state block RAMs, was the MNIST image's critical path, 73.5 MHz).
 """
 
 from __future__ import annotations
@@ -52,7 +57,7 @@ from golden.constants import (
     V_TH_BITS,
 )
 
-from .geometry import group_rom_attrs
+from .group_rom import GroupRom
 from .neuron import NeuronLane
 from .synapse import current_record
 
@@ -96,6 +101,9 @@ class NeuronStage(wiring.Component):
         ``P``.
     output_layer : int
         The layer whose spikes a ``spikes`` readout counts (the last).
+    state_stages : int
+        Registers between the memories' outputs and the lanes' input registers beyond the
+        first (0 or 1, ``hw.geometry.EngineGeometry.state_stages``).
 
     Attributes
     ----------
@@ -120,15 +128,17 @@ class NeuronStage(wiring.Component):
         ``value`` (``P`` readout values, registered), two cycles after a ``peek`` transfer.
     """
 
-    def __init__(self, *, configs, readout: str, v_th, beta, lanes: int, output_layer: int):
+    def __init__(self, *, configs, readout: str, v_th, beta, lanes: int, output_layer: int,
+                 state_stages: int = 0):
         self.configs = tuple(configs)
         self.variants = tuple(dict.fromkeys(self.configs))  # distinct, in layer order
         self.readout, self.lanes, self.output_layer = readout, lanes, output_layer
         self.v_th, self.beta = v_th, beta
         self.depth = len(v_th)
         self.addr_bits = max(1, (self.depth - 1).bit_length())
+        self.state_stages = state_stages
         self.lane_latency = max(c.latency for c in self.configs)
-        self.latency = self.lane_latency + 3
+        self.latency = self.lane_latency + 3 + state_stages
         self.state = data.StructLayout(state_fields(self.configs, readout))
         value_shape = self.state[readout_field(readout)].shape
         layer_shape = range(max(2, len(self.configs)))
@@ -164,15 +174,20 @@ class NeuronStage(wiring.Component):
         m.d.sync += [peek1.eq(self.i.valid & self.i.p.peek), peek2.eq(peek1)]
         field = readout_field(self.readout)
         m.d.comb += [self.r.valid.eq(peek2)]
-        m.d.sync += [self.r.p.value[p].eq(mems["st"].data[p][field]) for p in range(P)]
-        inputs = self._lane_inputs(m, mems, rest1)
+        held = self._held(m, mems)
+        if self.state_stages:  # the held state is the peek's register
+            m.d.comb += [self.r.p.value[p].eq(held["st"][p][field]) for p in range(P)]
+        else:
+            m.d.sync += [self.r.p.value[p].eq(mems["st"].data[p][field]) for p in range(P)]
+        s = self.state_stages
+        inputs = self._lane_inputs(m, held, self._delayed(m, rest1, s))
         outputs = self._lanes(m, inputs)
         # the control bits travel beside the lanes; the outputs are registered (cycle
-        # lane_latency + 1) and offered, and written back, the cycle after
-        layer_at_lanes = self._delayed(m, layer1, self.lane_latency + 1)
-        valid = self._delayed(m, v1, self.lane_latency + 2)
+        # lane_latency + 1 + s) and offered, and written back, the cycle after
+        layer_at_lanes = self._delayed(m, layer1, self.lane_latency + 1 + s)
+        valid = self._delayed(m, v1, self.lane_latency + 2 + s)
         layer = self._delayed(m, layer_at_lanes, 1)
-        addr = self._delayed(m, addr1, self.lane_latency + 2)
+        addr = self._delayed(m, addr1, self.lane_latency + 2 + s)
         chosen = self._select(m, outputs, inputs, layer_at_lanes)
         spikes = Signal(P, name="n_out_spikes")
         st = mems["st_wr"]
@@ -190,40 +205,49 @@ class NeuronStage(wiring.Component):
         m.submodules.cur_mem = cur_mem = memory.Memory(shape=current, depth=depth, init=[])
         m.submodules.st_mem = st_mem = memory.Memory(
             shape=data.ArrayLayout(self.state, P), depth=depth, init=[])
-        m.submodules.v_th_mem = v_th_mem = memory.Memory(
-            shape=data.ArrayLayout(unsigned(V_TH_BITS), P), depth=depth, init=self.v_th,
-            attrs=group_rom_attrs(depth))
+        m.submodules.v_th_mem = th_rd = GroupRom(data.ArrayLayout(unsigned(V_TH_BITS), P),
+                                                 self.v_th)
         cur_wr, cur_rd = cur_mem.write_port(), cur_mem.read_port()
         st_wr, st_rd = st_mem.write_port(), st_mem.read_port()
-        th_rd = v_th_mem.read_port()
         m.d.comb += [cur_wr.addr.eq(self.cur_in.p.addr), cur_wr.data.eq(self.cur_in.p.current),
                      cur_wr.en.eq(self.cur_in.valid)]
         addr = self.i.p.addr
         m.d.comb += [cur_rd.addr.eq(addr), st_rd.addr.eq(addr), th_rd.addr.eq(addr)]
         mems = {"cur": cur_rd, "st": st_rd, "st_wr": st_wr, "th": th_rd}
         if self.leaky:
-            m.submodules.beta_mem = beta_mem = memory.Memory(
-                shape=data.ArrayLayout(unsigned(BETA_FRAC), P), depth=depth, init=self.beta,
-                attrs=group_rom_attrs(depth))
-            mems["beta"] = beta_rd = beta_mem.read_port()
+            m.submodules.beta_mem = beta_rd = GroupRom(
+                data.ArrayLayout(unsigned(BETA_FRAC), P), self.beta)
+            mems["beta"] = beta_rd
             m.d.comb += beta_rd.addr.eq(addr)
         return mems
 
-    def _lane_inputs(self, m: Module, mems: dict, rest) -> dict:
-        """Cycle 1: every lane input, registered (the state from rest on an image's first
-        step)."""
+    def _held(self, m: Module, mems: dict) -> dict:
+        """The memories' outputs of cycle 1 (``cur``, ``st``, ``th``, ``beta``), registered
+        ``state_stages`` times (next to the block RAMs: a large network's state memory is
+        spread over the die, and its output is slow)."""
+        held = {name: mems[name].data for name in ("cur", "st", "th", "beta") if name in mems}
+        for k in range(self.state_stages):
+            for name, value in held.items():
+                reg = Signal.like(value, name=f"n_held{k}_{name}")
+                m.d.sync += reg.eq(value)
+                held[name] = reg
+        return held
+
+    def _lane_inputs(self, m: Module, held: dict, rest) -> dict:
+        """The lane inputs, registered from the held memory outputs (the state from rest on
+        an image's first step)."""
         P = self.lanes
         fields = state_fields(self.configs, self.readout)
         regs = {"current": [Signal(signed(I_BITS), name=f"n_current{p}") for p in range(P)],
                 "v_th": [Signal(V_TH_BITS, name=f"n_v_th{p}") for p in range(P)]}
-        m.d.sync += [regs["current"][p].eq(mems["cur"].data[p]) for p in range(P)]
-        m.d.sync += [regs["v_th"][p].eq(mems["th"].data[p]) for p in range(P)]
-        if "beta" in mems:
+        m.d.sync += [regs["current"][p].eq(held["cur"][p]) for p in range(P)]
+        m.d.sync += [regs["v_th"][p].eq(held["th"][p]) for p in range(P)]
+        if "beta" in held:
             regs["beta"] = [Signal(BETA_FRAC, name=f"n_beta{p}") for p in range(P)]
-            m.d.sync += [regs["beta"][p].eq(mems["beta"].data[p]) for p in range(P)]
+            m.d.sync += [regs["beta"][p].eq(held["beta"][p]) for p in range(P)]
         for name, shape in fields.items():
             regs[name] = [Signal(shape, name=f"n_{name}{p}") for p in range(P)]
-            m.d.sync += [regs[name][p].eq(Mux(rest, 0, mems["st"].data[p][name]))
+            m.d.sync += [regs[name][p].eq(Mux(rest, 0, held["st"][p][name]))
                          for p in range(P)]
         return regs
 

@@ -40,9 +40,9 @@ from golden.constants import B_BITS, I_BITS, W_SHIFT_BITS
 from .geometry import (
     BANK_STAGES,
     LayerGeometry,
-    group_rom_attrs,
     weight_bank_depth,
 )
+from .group_rom import GroupRom
 from .neuron import LANE_LATENCY, CurrentLane
 
 __all__ = ["Synapse", "current_record"]
@@ -134,14 +134,10 @@ class Synapse(wiring.Component):
         products = self._products(m, w_data, x)
         # The group's bias and shift are read as its events pass stage 3 + e and registered, so
         # they travel with the events in stages 5 + e (bias) and 6 + e (shift).
-        m.submodules.cur_param_mem = cur_param_mem = memory.Memory(
-            shape=data.ArrayLayout(data.StructLayout({"bias": signed(B_BITS),
-                                                      "shift": signed(W_SHIFT_BITS)}),
-                                   self.lanes),
-            depth=len(self.params),
-            init=[[{"bias": int(b), "shift": int(s)} for b, s in word] for word in self.params],
-            attrs=group_rom_attrs(len(self.params)))
-        cp_rd = cur_param_mem.read_port()
+        m.submodules.cur_param_mem = cp_rd = GroupRom(
+            data.ArrayLayout(data.StructLayout({"bias": signed(B_BITS),
+                                                "shift": signed(W_SHIFT_BITS)}), self.lanes),
+            [[{"bias": int(b), "shift": int(s)} for b, s in word] for word in self.params])
         m.d.comb += cp_rd.addr.eq(grp[3 + e])
         params5 = Signal.like(cp_rd.data)
         m.d.sync += params5.eq(cp_rd.data)

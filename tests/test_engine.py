@@ -175,9 +175,11 @@ def test_the_timing_model_uses_the_stages_latencies():
                       banks=banks, bank_depth=8)
         assert syn.latency == geometry.SYNAPSE_LATENCY + syn.weight_stages
     for model, lane_latency in ((c.NEURON_LIF, 1), (c.NEURON_LEAKY, 2)):
-        stage = NeuronStage(configs=[LaneConfig(model)], readout=c.READOUT_PSC,
-                            v_th=[[1] * 4], beta=[[0] * 4], lanes=4, output_layer=0)
-        assert stage.latency == lane_latency + geometry.NEURON_STAGE_EXTRA
+        for held in (0, geometry.STATE_STAGES):
+            stage = NeuronStage(configs=[LaneConfig(model)], readout=c.READOUT_PSC,
+                                v_th=[[1] * 4], beta=[[0] * 4], lanes=4, output_layer=0,
+                                state_stages=held)
+            assert stage.latency == lane_latency + geometry.NEURON_STAGE_EXTRA + held
     score = ScoreReadout(10, 16, True)
     assert geometry.SCORE_READOUT_DRAIN == score.latency - 4  # ceil(log2 10) = 4
 

@@ -60,3 +60,41 @@ def test_engine_on_verilator_equals_golden(built, mode, stress):
         geometry = EngineGeometry.of(net, pixel_max=16, lanes=LANES)
         assert result.cycles.tolist() == [geometry.expected_cycles(x, steps, mode)
                                           for x in images], name
+
+
+@pytest.fixture(scope="module")
+def shipped_mnist():
+    """firmware/mnist-spikes (784-256-128-10, 16 lanes): its weights banked, its per-group ROMs
+    (25 groups) chunked and its neuron memories held a cycle (``state_stages``), which the small
+    networks above do not reach; a spiking output layer read by spike counts."""
+    from firmware import IMAGES_DIR
+    from golden import image
+
+    net, manifest = image.load_layers(IMAGES_DIR / "mnist-spikes")
+    try:
+        model = verilator.build(net, manifest["pixel_max"], 16)
+    except verilator.ToolNotFoundError as e:
+        pytest.skip(f"{e.tool} is not installed: {e}")
+    return net, manifest, model
+
+
+@pytest.mark.parametrize("mode", [c.MODE_CURRENT, c.MODE_RATE])
+def test_a_shipped_mnist_image_on_verilator_equals_golden(shipped_mnist, mode):
+    from conftest import MNIST_DIR
+    from test_core import mnist_like_images
+
+    from golden.data import load_idx_split
+
+    net, manifest, model = shipped_mnist
+    geometry = EngineGeometry.of(net, pixel_max=manifest["pixel_max"], lanes=16)
+    assert geometry.weight_banks > 1 and geometry.state_stages == 1 and geometry.groups > 16
+    images = mnist_like_images(np.random.default_rng(25 + mode), 3).astype(np.uint8)
+    if MNIST_DIR.is_dir():  # real digits too where the shared data folder is
+        images = np.concatenate([load_idx_split(MNIST_DIR).x_test[:6], images])
+    steps = manifest["timesteps"] if mode == c.MODE_CURRENT else 8
+    result = model.run(images, steps, mode)
+    golden = layers.run(images, net, steps, mode)
+    agree = device.agreement(result.label, result.scores, result.spike_count, golden)
+    assert agree.all(), np.flatnonzero(~agree)
+    assert len(set(golden.classes[-1].tolist())) > 1 and golden.spike_count.sum() > 0
+    assert result.cycles.tolist() == [geometry.expected_cycles(x, steps, mode) for x in images]

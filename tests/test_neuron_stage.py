@@ -9,6 +9,7 @@ import pytest
 from golden import constants as c
 from golden import model, neurons
 from golden.neurons import NeuronParams
+from hw.geometry import STATE_STAGES
 from hw.neuron import LaneConfig
 from hw.neuron_stage import NeuronStage, readout_field
 from sim.streams import simulate
@@ -16,8 +17,7 @@ from sim.streams import simulate
 P, G = 4, 3  # lanes, groups per layer
 
 
-def layer_params(rng, kind: str) -> NeuronParams:
-    n = P * G
+def layer_params(rng, kind: str, n: int) -> NeuronParams:
     spiking = not kind.startswith("li-")
     leaky = "leaky" in kind
     return NeuronParams(
@@ -39,10 +39,10 @@ STAGES = {
 }
 
 
-def run_stage(name, steps=6):
+def run_stage(name, steps=6, G=G, state_stages=0):
     kinds, readout = STAGES[name]
     rng = np.random.default_rng(sum(map(ord, name)))
-    params = [layer_params(rng, kind) for kind in kinds]
+    params = [layer_params(rng, kind, P * G) for kind in kinds]
     psc = 3 if readout == c.READOUT_PSC else None
     configs = [LaneConfig.of(p, psc) for p in params]
 
@@ -53,7 +53,7 @@ def run_stage(name, steps=6):
     stage = NeuronStage(configs=configs, readout=readout,
                         v_th=words([p.v_th if p.spiking else zeros + 1 for p in params]),
                         beta=words([p.beta if p.beta is not None else zeros for p in params]),
-                        lanes=P, output_layer=len(params) - 1)
+                        lanes=P, output_layer=len(params) - 1, state_stages=state_stages)
     currents = rng.integers(-400, 2500, (steps, len(params), P * G))
     got_spikes = np.zeros((steps, len(params), P * G), bool)
     peeked = {}
@@ -106,7 +106,18 @@ def run_stage(name, steps=6):
 
 @pytest.mark.parametrize("name", sorted(STAGES))
 def test_stage_equals_golden_neurons(name):
-    params, readout, currents, got, peeked = run_stage(name)
+    check_stage(name, G, 0)
+
+
+@pytest.mark.parametrize("name", ["lif-leaky-psc", "leaky-spikes"])
+def test_a_deep_held_stage_equals_golden_neurons(name):
+    # 18 groups: the thresholds and leaks are chunked ROMs (GROUP_ROM_CHUNK = 16), and the
+    # memories' outputs are held a cycle (a banked engine's state_stages)
+    check_stage(name, 9, STATE_STAGES)
+
+
+def check_stage(name, G, state_stages):
+    params, readout, currents, got, peeked = run_stage(name, G=G, state_stages=state_stages)
     steps = len(currents)
     for k, p in enumerate(params):
         state = neurons.initial_state(1, P * G)
