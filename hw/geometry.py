@@ -99,7 +99,7 @@ LUT_RAM_MAX_BITS = 1024
 #: shifts: one word of ``P`` per group, ``hw/group_rom.py``): a ROM of at most this many words
 #: is a memory (in LUTs), a deeper one chunks of this many words, each looked up by one LUT4 per
 #: bit and registered, and a select of the chunks (the memory, a mux tree of about seven LUT
-#: levels at 49 groups, limited the MNIST image to 89.0 MHz on the ULX3S-85F).
+#: levels at 48 groups, limited the MNIST image to 89.0 MHz on the ULX3S-85F).
 GROUP_ROM_CHUNK = 16
 #: Registers between a banked engine's neuron memories and its lanes' input registers
 #: (``hw/neuron_stage.py``'s ``state_stages``): with its weights in several banks, the engine's

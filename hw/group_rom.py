@@ -8,7 +8,7 @@ the network's groups, the word ``P`` lanes wide). Their timing is a synchronous 
 A ROM of at most :data:`hw.geometry.GROUP_ROM_CHUNK` words is an ``amaranth.lib.memory``
 ROM, which Yosys builds from LUTs behind a register. A deeper one, left to Yosys, became a
 mux tree of about seven LUT levels behind one address register driving every LUT of a
-word of ``P x 11`` bits: at 49 groups (784-512-256-10, ``P`` = 16) the thresholds' path
+word of ``P x 15`` bits: at 48 groups (784-512-256-10, ``P`` = 16) the thresholds' path
 limited the MNIST image to 89.0 MHz on the ULX3S-85F, and in block RAM (whose output is slow)
 to 82.5 MHz. So a deep ROM is built as ``ceil(depth / CHUNK)`` chunks of ``CHUNK`` words:
 
@@ -18,7 +18,9 @@ to 82.5 MHz. So a deep ROM is built as ``ceil(depth / CHUNK)`` chunks of ``CHUNK
   select of registers: one LUT level up to 4 chunks, two up to 16).
 
 Both paths are about one LUT level from a register to a register, and the latency is that of a
-read port, so the ROM's users see no difference between the two forms.
+read port, so the ROM's users see no difference between the two forms (but under reset, which
+clears the chunked form's registers and not a memory's output; the engine reads no ROM word
+during reset).
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from .geometry import GROUP_ROM_CHUNK
+
+# the chunk's word is the address's low bits
+assert GROUP_ROM_CHUNK & (GROUP_ROM_CHUNK - 1) == 0, "GROUP_ROM_CHUNK must be a power of two"
 
 __all__ = ["GroupRom"]
 
@@ -51,8 +56,8 @@ class GroupRom(wiring.Component):
 
     Members
     -------
-    addr : :py:`In(range(depth))`
-        The word to read.
+    addr : :py:`In(addr_bits)`
+        The word to read (``addr_bits`` = bits of ``depth - 1``, at least 1).
     data : :py:`Out(shape)`
         ``init[addr]`` of the cycle before.
     """

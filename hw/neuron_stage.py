@@ -136,6 +136,8 @@ class NeuronStage(wiring.Component):
         self.v_th, self.beta = v_th, beta
         self.depth = len(v_th)
         self.addr_bits = max(1, (self.depth - 1).bit_length())
+        if state_stages not in (0, 1):  # the peek's register is the held state's (one)
+            raise ValueError(f"state_stages is 0 or 1, not {state_stages}")
         self.state_stages = state_stages
         self.lane_latency = max(c.latency for c in self.configs)
         self.latency = self.lane_latency + 3 + state_stages

@@ -74,10 +74,12 @@ def run_stage(name, steps=6, G=G, state_stages=0):
                 for cycle in range(G + stage.latency + 1):  # the groups back to back
                     issue = cycle < G
                     ctx.set(stage.i.valid, issue)
-                    ctx.set(stage.i.p.layer, k)
-                    ctx.set(stage.i.p.addr, k * G + min(cycle, G - 1))
-                    ctx.set(stage.i.p.rest, t == 0)
-                    ctx.set(stage.i.p.peek, 0)
+                    # between transfers the payload is anything: a misaligned delay shows
+                    junk = int(rng.integers(0, len(params) * G))
+                    ctx.set(stage.i.p.layer, k if issue else junk // G)
+                    ctx.set(stage.i.p.addr, k * G + cycle if issue else junk)
+                    ctx.set(stage.i.p.rest, (t == 0) == issue)
+                    ctx.set(stage.i.p.peek, 0 if issue else int(rng.integers(0, 2)))
                     if ctx.get(stage.o.valid):
                         outs.append((ctx.get(stage.o.p.addr), ctx.get(stage.o.p.spikes),
                                      ctx.get(stage.o.p.layer)))
@@ -87,19 +89,24 @@ def run_stage(name, steps=6, G=G, state_stages=0):
                 for a, word, _ in outs:
                     g = a - k * G
                     got_spikes[t, k, g * P:(g + 1) * P] = [(word >> p) & 1 for p in range(P)]
-        for k in range(len(params)):  # peek every group of every layer
-            for g in range(G):
-                ctx.set(stage.i.valid, 1)
-                ctx.set(stage.i.p.addr, k * G + g)
-                ctx.set(stage.i.p.peek, 1)
-                await ctx.tick()
-                ctx.set(stage.i.valid, 0)
-                assert not ctx.get(stage.r.valid)  # registered: two cycles after the peek
-                await ctx.tick()
-                assert ctx.get(stage.r.valid)
-                peeked[k, g] = ctx.get(stage.r.p.value)
-                assert not ctx.get(stage.o.valid)
-
+        order = [(k, g) for k in range(len(params)) for g in range(G)]
+        seen = []
+        for cycle in range(len(order) + 3):  # peek every group of every layer, back to back
+            issue = cycle < len(order)
+            junk = int(rng.integers(0, len(params) * G))
+            k, g = order[cycle] if issue else divmod(junk, G)
+            ctx.set(stage.i.valid, issue)
+            ctx.set(stage.i.p.layer, k)
+            ctx.set(stage.i.p.addr, k * G + g)
+            ctx.set(stage.i.p.peek, 1 if issue else int(rng.integers(0, 2)))
+            ctx.set(stage.i.p.rest, int(rng.integers(0, 2)))
+            assert not ctx.get(stage.o.valid)
+            if ctx.get(stage.r.valid):  # registered: two cycles after its peek
+                assert 2 <= cycle < len(order) + 2
+                peeked[order[cycle - 2]] = ctx.get(stage.r.p.value)
+            seen.append(ctx.get(stage.r.valid))
+            await ctx.tick()
+        assert seen == [0, 0] + [1] * len(order) + [0]
     simulate(stage, tb)
     return params, readout, currents, got_spikes, peeked
 
