@@ -73,10 +73,10 @@ class GroupRom(wiring.Component):
 
     def words(self) -> list[int]:
         """The words as unsigned integers of the word's width."""
-        width = Shape.cast(self.shape).width
-        if isinstance(self.shape, (Shape, int, range)) or not hasattr(self.shape, "const"):
-            return [Const(w, width).value & ((1 << width) - 1) for w in self.init]
-        return [Value.cast(self.shape.const(w)).value & ((1 << width) - 1) for w in self.init]
+        mask = (1 << Shape.cast(self.shape).width) - 1
+        if hasattr(self.shape, "const"):  # a layout: its constant from a list or a dict
+            return [Value.cast(self.shape.const(w)).value & mask for w in self.init]
+        return [Const(w, Shape.cast(self.shape)).value & mask for w in self.init]
 
     def elaborate(self, platform) -> Module:
         m = Module()
