@@ -150,11 +150,12 @@ class Engine(wiring.Component):
         m.submodules.encoder = enc = InputEncoder(
             inputs=net.inputs, pixel_bits=self.pixel_bits, rate_bits=net.rate_bits,
             lfsr_seed=net.lfsr_seed, index_bits=self.index_bits, x_bits=self.x_bits,
-            read_ahead=net.inputs * self.pixel_bits > 1024)
+            read_ahead=self.geometry.pixel_read_ahead)
         groups_total = sum(layer.groups for layer in self.layers)
         m.submodules.source = source = EventSource(
             lanes=P, index_bits=self.index_bits, x_bits=self.x_bits, group_bits=self.group_bits,
-            pixel_depth=net.inputs, spike_depth=groups_total)
+            pixel_depth=net.inputs, spike_depth=groups_total,
+            pixel_ahead=self.geometry.list_read_ahead)
         words = self.weight_words()
         # the sequencer's waits hide a banked memory's longer latency at any group count
         banks = self.geometry.weight_banks

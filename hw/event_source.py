@@ -59,6 +59,23 @@ slow output, only a multiplexer whose select is the register ``n_valid``), and t
 is always in D or N when the current one ends: one event per cycle across entry, segment and
 pass boundaries, whatever the mix of pixel entries, one-bit and many-bit words.
 
+Pixel read-ahead
+----------------
+A pixel list in block RAM (784 entries of 19 bits for MNIST) has a slow output: 5.8 ns from
+the clock on the ECP5, then the route to C's and N's registers, held the 784-512-256-10 engine
+at 88.6 MHz. With ``pixel_ahead`` the pixel memory is read one fetch ahead and slot D's pixel
+entry is a register next to it: the pixel fetches of a run read entries ``0 .. b_count - 1``
+for every pass, so the entry after a fetch of ``a`` is known then (``a + 1``, or 0 after B's
+last), and the memory reads it in the same cycle (``pix_addr``; a register ``pix_ahead``
+keeps it, 0 between runs, and the memory reads it in every cycle without a pixel fetch). At a
+fetch of ``a`` the memory's output is therefore entry ``a``, and D's register takes it: the
+same entry in D in the same cycle as without read-ahead, so the events and the timing below
+are unchanged. The list is read in every cycle, a cycle early: it must not be written in the
+cycle before ``start`` or during the run (without read-ahead, from ``start`` on), and the
+first ``start`` must not be in the first cycle after reset. The engine's
+last write is at least two cycles before ``start`` (``hw/sequencer.py``: DRAW waits for
+``drawn``, LAYER registers the start, SYN_START gives it).
+
 Timing
 ------
 ``start`` in cycle ``n`` (the parameters valid in that cycle; not while ``busy``):
@@ -134,10 +151,15 @@ class EventSource(wiring.Component):
         ``2**group_bits`` passes.
     pixel_depth, spike_depth : int
         Entries of the pixel memory and of the spike memory.
+    pixel_ahead : bool
+        Read the pixel memory a cycle ahead into a register (see *Pixel read-ahead* in the
+        module documentation): for a pixel list in block RAM. Same events, same cycles.
 
     Attributes
     ----------
     lanes, index_bits, x_bits, group_bits, pixel_depth, spike_depth : int
+        As given.
+    pixel_ahead : bool
         As given.
     pixel_entry : data.StructLayout
         The pixel memory's entry (:func:`pixel_entry`): ``j``, ``x``.
@@ -171,7 +193,8 @@ class EventSource(wiring.Component):
         transferred.
     pix_addr : :py:`Out(range(pixel_depth))`, pix_en : :py:`Out(1)`
         The pixel memory's synchronous read port: address and enable (data the cycle after;
-        held while ``pix_en`` is low).
+        held while ``pix_en`` is low). With ``pixel_ahead``, ``pix_en`` is always high and
+        ``pix_addr`` the next pixel entry the run will fetch.
     pix_data : :py:`In(pixel_entry)`
         That port's data.
     spk_addr : :py:`Out(range(spike_depth))`, spk_en : :py:`Out(1)`
@@ -196,7 +219,7 @@ class EventSource(wiring.Component):
     START_LATENCY = 2
 
     def __init__(self, *, lanes: int, index_bits: int, x_bits: int, group_bits: int,
-                 pixel_depth: int, spike_depth: int):
+                 pixel_depth: int, spike_depth: int, pixel_ahead: bool = False):
         params = {"lanes": lanes, "index_bits": index_bits, "x_bits": x_bits,
                   "group_bits": group_bits, "pixel_depth": pixel_depth,
                   "spike_depth": spike_depth}
@@ -205,6 +228,9 @@ class EventSource(wiring.Component):
                 raise TypeError(f"{name} must be an integer, not {value!r}")
             if value < 1:
                 raise ValueError(f"{name} must be at least 1, not {value}")
+        if not isinstance(pixel_ahead, bool):
+            raise TypeError(f"pixel_ahead must be a bool, not {pixel_ahead!r}")
+        self.pixel_ahead = pixel_ahead
         self.lanes, self.index_bits, self.x_bits = lanes, index_bits, x_bits
         self.group_bits, self.pixel_depth, self.spike_depth = group_bits, pixel_depth, spike_depth
         self.pixel_entry = pixel_entry(index_bits, x_bits)
@@ -302,9 +328,10 @@ class EventSource(wiring.Component):
             # registers only: a read whenever D and N are not both full (one of them may be
             # about to fill), so no slot can overflow and the block RAM enables stay short
             fetch.eq(s["more"] & ~(d_valid & n_valid)),
-            self.pix_addr.eq(s["addr"]), self.pix_en.eq(fetch & s_pixel),
             self.spk_addr.eq(s["addr"]), self.spk_en.eq(fetch & ~s["empty"] & ~s_pixel),
         ]
+        pix = self._pixel_read(m, fetch & s_pixel, s["addr"],
+                               Mux(s["seg_last"], 0, s["addr_next"]))
         with m.If(fetch):
             with m.If(~s["seg_last"]):
                 m.d.sync += [f_more.eq(1), f_g.eq(s["group"]), f_seg_b.eq(s["seg_b"]),
@@ -336,8 +363,7 @@ class EventSource(wiring.Component):
         contents = (("word", self.lanes), ("src", self.group_bits), ("j", self.index_bits),
                     ("x", self.x_bits))
         d = {name: Signal(shape, name=f"d_{name}") for name, shape in meta}
-        d.update(word=self.spk_data.word, src=self.spk_data.group, j=self.pix_data.j,
-                 x=self.pix_data.x)
+        d.update(word=self.spk_data.word, src=self.spk_data.group, j=pix.j, x=pix.x)
         n = {name: Signal(shape, name=f"n_{name}") for name, shape in meta + contents}
         c = {name: Signal(shape, name=f"c_{name}") for name, shape in meta + contents}
         with m.If(fetch):
@@ -387,6 +413,25 @@ class EventSource(wiring.Component):
             self.o.p.last.eq(c["pass_final"] & entry_last),
         ]
         return m
+
+    def _pixel_read(self, m: Module, fetch, addr, addr_after):
+        """Drive the pixel memory's read port for a fetch of entry ``addr`` (``fetch`` high);
+        return the pixel entry of slot D (see *Pixel read-ahead*).
+
+        ``addr_after`` is the entry the run's next pixel fetch will read: ``addr + 1``, or 0
+        after its segment's last entry (every pass reads B from entry 0).
+        """
+        if not self.pixel_ahead:
+            m.d.comb += [self.pix_addr.eq(addr), self.pix_en.eq(fetch)]
+            return self.pix_data
+        ahead = Signal(range(max(2, self.pixel_depth)), name="pix_ahead")  # 0 between runs
+        with m.If(fetch):
+            m.d.sync += ahead.eq(addr_after)
+        m.d.comb += [self.pix_addr.eq(Mux(fetch, addr_after, ahead)), self.pix_en.eq(1)]
+        entry = Signal(self.pixel_entry, name="d_pixel")
+        with m.If(fetch):
+            m.d.sync += entry.eq(self.pix_data)
+        return entry
 
     def _encode(self, m: Module, one_hot: Signal) -> Signal:
         """The index of the set bit of ``one_hot`` (0 if none): an OR tree per index bit."""

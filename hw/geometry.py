@@ -242,8 +242,38 @@ def max_cycles(inputs: int, neurons: int, lanes: int, classes: int, steps: int, 
     return cycles(inputs, neurons, lanes, classes, steps, mode, listed)
 
 
+class _BlockRamReads:
+    """What the single-layer core's and the engine's geometries share: their memories by name,
+    and which of the image's memories are block RAMs read a cycle ahead (``memories`` and
+    ``inputs``, ``pixel_bits`` are the geometry's)."""
+
+    def memory(self, name: str) -> MemorySpec:
+        """The memory called ``name`` (see :attr:`MemorySpec.name`)."""
+        for spec in self.memories():
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
+
+    @property
+    def pixel_read_ahead(self) -> bool:
+        """Whether the DRAW pipeline reads each pixel a cycle early into a register (same
+        cycle count): for a pixel memory above 1,024 bits, which Yosys puts in a block RAM
+        (784 x 8 bits; its 5.6 ns output into the rate encoder's compare made 73.6 MHz), not
+        for the digits' 64 x 5 bits in LUT RAM."""
+        return self.inputs * self.pixel_bits > LUT_RAM_MAX_BITS
+
+    @property
+    def list_read_ahead(self) -> bool:
+        """Whether the input list is read a cycle early into a register (same cycle count):
+        for a list above 1,024 bits, which Yosys puts in a block RAM (784 x 19 bits), not for
+        the digits' 64 x 11 bits in LUT RAM. Its 5.8 ns output made 82.8 MHz into the
+        single-layer core's ``g * M + j`` weight address adder (``hw/core.py``, INPUT) and
+        88.6 MHz into the engine's event source (``hw/event_source.py``, ``pixel_ahead``)."""
+        return self.inputs * self.memory("lst_mem").width > LUT_RAM_MAX_BITS
+
+
 @dataclass(frozen=True)
-class CoreGeometry:
+class CoreGeometry(_BlockRamReads):
     """The core built for one network image and lane count.
 
     Attributes
@@ -349,22 +379,6 @@ class CoreGeometry:
         banks are used only with the groups to hide it (:data:`BANKED_MIN_GROUPS`)."""
         return 0 if self.weight_banks == 1 else BANK_STAGES
 
-    @property
-    def pixel_read_ahead(self) -> bool:
-        """Whether the DRAW pipeline reads each pixel a cycle early into a register (same
-        cycle count): for a pixel memory above 1,024 bits, which Yosys puts in a block RAM
-        (784 x 8 bits; its 5.6 ns output into the rate encoder's compare made 73.6 MHz), not
-        for the digits' 64 x 5 bits in LUT RAM."""
-        return self.inputs * self.pixel_bits > LUT_RAM_MAX_BITS
-
-    @property
-    def list_read_ahead(self) -> bool:
-        """Whether the INPUT pipeline reads each input-list entry a cycle early into a
-        register (same cycle count): for a list above 1,024 bits, which Yosys puts in a block
-        RAM (784 x 19 bits; its 5.8 ns output into the ``g * M + j`` weight address adder made
-        82.8 MHz), not for the digits' 64 x 11 bits in LUT RAM."""
-        return self.inputs * self.memory("lst_mem").width > LUT_RAM_MAX_BITS
-
     def weight_memories(self) -> tuple[MemorySpec, ...]:
         """The input weight memory: ``w_mem``, or its banks ``w_mem0``, ``w_mem1``, ...
         (:func:`weight_bank_depth` words each, the last one the rest), word ``a`` of the
@@ -385,13 +399,6 @@ class CoreGeometry:
         (``D_BITS`` x ``PSC_BITS``, one per class), the only multipliers the core has: the
         iCE40 build puts these into DSP blocks by name (``hw.bitstream.ice40_dsp_script``)."""
         return tuple(f"readout.product{c}" for c in range(self.classes))
-
-    def memory(self, name: str) -> MemorySpec:
-        """The memory called ``name`` (see :attr:`MemorySpec.name`)."""
-        for spec in self.memories():
-            if spec.name == name:
-                return spec
-        raise KeyError(name)
 
     def list_lengths(self, pixels, steps: int, mode: int) -> int | list[int]:
         """``K`` (constant current) or the ``K_t`` of every step (rate mode) of one image."""
@@ -502,7 +509,7 @@ def _bits_of(n: int) -> int:
 
 
 @dataclass(frozen=True)
-class EngineGeometry:
+class EngineGeometry(_BlockRamReads):
     """The engine (``hw/engine.py``) built for one layered network image and lane count: its
     memories and its timing model.
 

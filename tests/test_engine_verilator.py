@@ -88,6 +88,7 @@ def test_a_shipped_mnist_image_on_verilator_equals_golden(shipped_mnist, mode):
     net, manifest, model = shipped_mnist
     geometry = EngineGeometry.of(net, pixel_max=manifest["pixel_max"], lanes=16)
     assert geometry.weight_banks > 1 and geometry.state_stages == 1 and geometry.groups > 16
+    assert geometry.list_read_ahead and geometry.pixel_read_ahead  # the event source reads ahead
     images = mnist_like_images(np.random.default_rng(25 + mode), 3).astype(np.uint8)
     if MNIST_DIR.is_dir():  # real digits too where the shared data folder is
         images = np.concatenate([load_idx_split(MNIST_DIR).x_test[:6], images])

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
-from amaranth.hdl import Elaboratable, Module
+from amaranth.hdl import Elaboratable, Module, Signal
 from amaranth.lib import memory
 
 from hw.event_source import EventSource
@@ -68,10 +68,15 @@ def reference_events(run: Run, pixels: list[tuple[int, int]], spikes: list[tuple
 
 
 class ListMemories(Elaboratable):
-    """The source and the engine's two list memories, initialised with a test's lists."""
+    """The source and the engine's two list memories, initialised with a test's lists; the
+    pixel memory has a write port too (``wr_addr``, ``wr_j``, ``wr_x``, ``wr_en``), as the
+    engine's, for tests that rewrite the list between runs."""
 
     def __init__(self, source: EventSource, pixels, spikes):
         self.source, self.pixels, self.spikes = source, pixels, spikes
+        self.wr_addr = Signal(range(source.pixel_depth))
+        self.wr_j, self.wr_x = Signal(source.index_bits), Signal(source.x_bits)
+        self.wr_en = Signal()
 
     def elaborate(self, platform) -> Module:
         m = Module()
@@ -86,6 +91,9 @@ class ListMemories(Elaboratable):
                                     (spk_mem, src.spk_addr, src.spk_en, src.spk_data)):
             port = mem.read_port()
             m.d.comb += [port.addr.eq(addr), port.en.eq(en), data.eq(port.data)]
+        wr = pix_mem.write_port()
+        m.d.comb += [wr.addr.eq(self.wr_addr), wr.data.j.eq(self.wr_j), wr.data.x.eq(self.wr_x),
+                     wr.en.eq(self.wr_en)]
         return m
 
 
@@ -100,16 +108,34 @@ class RunResult:
 
 
 def simulate_runs(source: EventSource, pixels, spikes, runs: list[Run], *,
-                  ready_prob: float = 1.0, seed: int = 0) -> list[RunResult]:
-    """Run ``runs`` back to back on the lists; ``o.ready`` is high with ``ready_prob``."""
+                  ready_prob: float = 1.0, seed: int = 0,
+                  rewrites: dict[int, list[tuple[int, int]]] | None = None) -> list[RunResult]:
+    """Run ``runs`` back to back on the lists; ``o.ready`` is high with ``ready_prob``.
+
+    ``rewrites[i]``, if given, is written into the pixel memory before run ``i`` through its
+    write port, one entry a cycle from the last to entry 0, which is written in the cycle two
+    before that run's ``start`` (the latest the source allows, see ``hw/event_source.py``).
+    """
     rng = np.random.default_rng(seed)
     dut = ListMemories(source, pixels, spikes)
     src = source
     results = []
+    rewrites = rewrites or {}
 
     async def testbench(ctx) -> None:
-        for run in runs:
+        await ctx.tick()  # the first start is not in the first cycle after reset (read-ahead)
+        for index, run in enumerate(runs):
             assert not ctx.get(src.busy) and not ctx.get(src.o.valid)
+            if index in rewrites:
+                # entry 0 last: the entry the read-ahead reads in the cycle before start
+                for a, (j, x) in reversed(list(enumerate(rewrites[index]))):
+                    ctx.set(dut.wr_addr, a)
+                    ctx.set(dut.wr_j, j)
+                    ctx.set(dut.wr_x, x)
+                    ctx.set(dut.wr_en, 1)
+                    await ctx.tick()
+                ctx.set(dut.wr_en, 0)
+                await ctx.tick()  # the cycle before start: no write
             for name in ("passes", "a_base", "a_count", "b_pixels", "b_base", "b_count"):
                 ctx.set(getattr(src, name), getattr(run, name))
             ctx.set(src.start, 1)
@@ -157,11 +183,15 @@ def simulate_runs(source: EventSource, pixels, spikes, runs: list[Run], *,
 
 
 def check_runs(source: EventSource, pixels, spikes, runs: list[Run], *,
-               ready_prob: float = 1.0, seed: int = 0) -> list[RunResult]:
+               ready_prob: float = 1.0, seed: int = 0,
+               rewrites: dict[int, list[tuple[int, int]]] | None = None) -> list[RunResult]:
     """Simulate ``runs`` and assert their events equal the reference; with ``o.ready`` always
     high, also the exact timing (no gap, ``START_LATENCY + E`` cycles per run)."""
-    results = simulate_runs(source, pixels, spikes, runs, ready_prob=ready_prob, seed=seed)
-    for run, result in zip(runs, results, strict=True):
+    results = simulate_runs(source, pixels, spikes, runs, ready_prob=ready_prob, seed=seed,
+                            rewrites=rewrites)
+    for index, (run, result) in enumerate(zip(runs, results, strict=True)):
+        if rewrites and index in rewrites:
+            pixels = [*rewrites[index], *pixels[len(rewrites[index]):]]
         expected = reference_events(run, pixels, spikes, source.lanes)
         assert result.events == expected, run
         if ready_prob == 1.0:
@@ -172,11 +202,16 @@ def check_runs(source: EventSource, pixels, spikes, runs: list[Run], *,
 
 
 def make_source(lanes=4, *, group_bits=3, x_bits=5, index_bits=None, pixel_depth=32,
-                spike_depth=32) -> EventSource:
+                spike_depth=32, pixel_ahead=False) -> EventSource:
     if index_bits is None:
         index_bits = max(6, group_bits + (lanes - 1).bit_length())
     return EventSource(lanes=lanes, index_bits=index_bits, x_bits=x_bits, group_bits=group_bits,
-                       pixel_depth=pixel_depth, spike_depth=spike_depth)
+                       pixel_depth=pixel_depth, spike_depth=spike_depth,
+                       pixel_ahead=pixel_ahead)
+
+
+#: Both ways of reading the pixel memory (``pixel_ahead``): at the fetch, and one fetch ahead.
+AHEAD = pytest.mark.parametrize("ahead", [False, True], ids=["direct", "ahead"])
 
 
 #: Lists of the known-answer cases (P = 4, group_bits 3): pixels 0..4, spike entries 0..6.
@@ -203,17 +238,19 @@ SPIKES = [(0, 0b0001), (2, 0b1010), (7, 0b1111), (1, 0b0100), (5, 0b1001), (3, 0
     pytest.param(Run(passes=2, b_pixels=1, b_count=1), id="single-pixel"),
     pytest.param(Run(passes=1), id="one-empty-event"),
 ])
-def test_known_answers(run):
-    events = check_runs(make_source(), PIXELS, SPIKES, [run])[0].events
+@AHEAD
+def test_known_answers(run, ahead):
+    events = check_runs(make_source(pixel_ahead=ahead), PIXELS, SPIKES, [run])[0].events
     if run.a_count == 0 and run.b_count == 0:
         assert events == [{"group": g, "j": 0, "x": 0, "rec": 0, "first": 1, "last": 1}
                           for g in range(run.passes)]
 
 
-def test_known_answer_by_hand():
+@AHEAD
+def test_known_answer_by_hand(ahead):
     # Segment A = entries 1, 2 (group 2: 1010; group 7: 1111), B = pixels 0, 1; two passes.
     run = Run(passes=2, a_base=1, a_count=2, b_pixels=1, b_count=2)
-    events = check_runs(make_source(), PIXELS, SPIKES, [run])[0].events
+    events = check_runs(make_source(pixel_ahead=ahead), PIXELS, SPIKES, [run])[0].events
     one_pass = [(9, 1, 1), (11, 1, 1), (28, 1, 1), (29, 1, 1), (30, 1, 1), (31, 1, 1),
                 (3, 7, 0), (5, 1, 0)]
     assert events == [{"group": g, "j": j, "x": x, "rec": rec, "first": int(k == 0),
@@ -229,7 +266,8 @@ def test_every_lane_of_a_full_word_in_order():
     assert [e["j"] for e in events[:lanes + 1]] == [*range(48, 64), 15]
 
 
-def test_back_to_back_runs_with_different_parameters():
+@AHEAD
+def test_back_to_back_runs_with_different_parameters(ahead):
     runs = [Run(passes=3, a_base=4, a_count=3, b_pixels=1, b_count=5),
             Run(passes=1),
             Run(passes=2, b_pixels=0, b_base=2, b_count=5),
@@ -237,17 +275,36 @@ def test_back_to_back_runs_with_different_parameters():
             Run(passes=5, a_base=6, a_count=1, b_pixels=1, b_count=0),
             Run(passes=2, a_count=0, b_pixels=0, b_count=0),
             Run(passes=2, a_base=0, a_count=7, b_pixels=0, b_base=0, b_count=7)]
-    check_runs(make_source(), PIXELS, SPIKES, runs)
-    check_runs(make_source(), PIXELS, SPIKES, runs, ready_prob=0.6, seed=11)
+    check_runs(make_source(pixel_ahead=ahead), PIXELS, SPIKES, runs)
+    check_runs(make_source(pixel_ahead=ahead), PIXELS, SPIKES, runs, ready_prob=0.6, seed=11)
 
 
-def test_sixty_four_passes_of_sixteen_lanes():
+@AHEAD
+@pytest.mark.parametrize("ready_prob", [1.0, 0.5])
+def test_pixel_list_rewritten_between_runs(ahead, ready_prob):
+    # As the engine does every step in rate mode: a new list (of another length) before each
+    # run, its last entry written two cycles before start; with read-ahead the memory is read
+    # in the cycle before start, so a stale first entry would show in the first event.
+    runs = [Run(passes=2, b_pixels=1, b_count=5),
+            Run(passes=3, a_base=1, a_count=2, b_pixels=1, b_count=3),
+            Run(passes=1, b_pixels=0, b_base=0, b_count=2),
+            Run(passes=2, b_pixels=1, b_count=4),
+            Run(passes=2, b_pixels=1, b_count=1)]
+    rewrites = {1: [(9, 4), (2, 30), (44, 1)], 3: [(60, 5), (61, 6), (62, 7), (0, 8)],
+                4: [(33, 3)]}
+    check_runs(make_source(pixel_ahead=ahead), PIXELS, SPIKES, runs, ready_prob=ready_prob,
+               seed=3, rewrites=rewrites)
+
+
+@AHEAD
+def test_sixty_four_passes_of_sixteen_lanes(ahead):
     lanes, group_bits = 16, 6
     spikes = [(63, 0x8001), (10, 0x0100), (33, 0xFFFF)]
     pixels = [(1000, 3), (5, 1)]
     runs = [Run(passes=64, a_base=1, a_count=1, b_pixels=1, b_count=2),
             Run(passes=64, a_base=0, a_count=0, b_pixels=0, b_base=0, b_count=1)]
-    src = make_source(lanes, group_bits=group_bits, index_bits=10, pixel_depth=8, spike_depth=4)
+    src = make_source(lanes, group_bits=group_bits, index_bits=10, pixel_depth=8, spike_depth=4,
+                      pixel_ahead=ahead)
     results = check_runs(src, pixels, spikes, runs)
     assert [e["group"] for e in results[1].events] == [g for g in range(64) for _ in range(2)]
     assert {e["j"] for e in results[1].events} == {63 * 16, 63 * 16 + 15}
@@ -298,7 +355,8 @@ def random_run(rng: np.random.Generator, pixel_depth: int, spike_depth: int,
 
 @pytest.mark.parametrize(("lanes", "group_bits"), [(4, 3), (16, 6), (12, 6), (1, 2), (3, 2)])
 @pytest.mark.parametrize("ready_prob", [1.0, 0.5])
-def test_random_runs(lanes, group_bits, ready_prob):
+@AHEAD
+def test_random_runs(lanes, group_bits, ready_prob, ahead):
     seed = lanes * 100 + group_bits * 10 + int(ready_prob * 2)
     rng = np.random.default_rng(seed)
     x_bits, pixel_depth, spike_depth = 5, 12, 16
@@ -307,18 +365,20 @@ def test_random_runs(lanes, group_bits, ready_prob):
                                   spike_depth)
     runs = [random_run(rng, pixel_depth, spike_depth, max_passes=4) for _ in range(8)]
     src = make_source(lanes, group_bits=group_bits, x_bits=x_bits, index_bits=index_bits,
-                      pixel_depth=pixel_depth, spike_depth=spike_depth)
+                      pixel_depth=pixel_depth, spike_depth=spike_depth, pixel_ahead=ahead)
     results = check_runs(src, pixels, spikes, runs, ready_prob=ready_prob, seed=seed)
     if ready_prob < 1:  # the stalls really happened
         assert sum(r.end for r in results) > sum(START + len(r.events) for r in results) + 20
 
 
-def test_rare_ready_holds_every_event():
+@AHEAD
+def test_rare_ready_holds_every_event(ahead):
     rng = np.random.default_rng(5)
     pixels, spikes = random_lists(rng, 12, 6, 10, 5, 8, 8)
     runs = [Run(passes=3, a_base=0, a_count=4, b_pixels=1, b_count=8),
             Run(passes=2, a_base=2, a_count=3, b_pixels=0, b_base=5, b_count=3)]
-    check_runs(make_source(12, group_bits=6, index_bits=10, pixel_depth=8, spike_depth=8),
+    check_runs(make_source(12, group_bits=6, index_bits=10, pixel_depth=8, spike_depth=8,
+                           pixel_ahead=ahead),
                pixels, spikes, runs, ready_prob=0.15, seed=5)
 
 
@@ -343,6 +403,7 @@ def test_layouts_and_ports():
     ({"spike_depth": 0}, ValueError),
     ({"lanes": 4.0}, TypeError),
     ({"x_bits": True}, TypeError),
+    ({"pixel_ahead": 1}, TypeError),
 ])
 def test_bad_parameters_are_rejected(kwargs, error):
     params = {"lanes": 4, "index_bits": 6, "x_bits": 5, "group_bits": 3, "pixel_depth": 8,
