@@ -52,6 +52,7 @@ from golden import image as image_io
 from golden import layers, protocol
 from golden.constants import D_BITS, MODE_CURRENT, MODE_RATE, PSC_BITS, W_BITS
 
+from . import bram_outreg
 from .boards import BOARDS, Board, BoardTop
 from .frame_engine import engine_memories
 from .geometry import BRAM_SHAPES as GEOMETRY_BRAM_SHAPES
@@ -418,6 +419,40 @@ def _overrides(board: Board, need: dict[str, Any], clk_hz: int, seed: int) -> di
     return overrides
 
 
+#: The build script's step between Yosys and nextpnr on ECP5 (see :mod:`hw.bram_outreg`).
+BRAM_OUTREG_STEP = (f'"{sys.executable}" "{Path(bram_outreg.__file__).resolve()}" '
+                    '{{name}}.json')
+
+
+def make_platform(board: Board):
+    """The board's platform; on ECP5 its build script packs the flip-flops behind block RAMs
+    into their output registers (:mod:`hw.bram_outreg`) between Yosys and nextpnr."""
+    platform = board.make_platform()
+    if board.family != "ecp5":
+        return platform
+    templates = list(platform.command_templates)
+    if not templates or 'invoke_tool("yosys")' not in templates[0]:
+        raise ToolError("Amaranth's ECP5 build script does not start with Yosys; "
+                        "hw.bitstream cannot add the block RAM output register step")
+    templates.insert(1, BRAM_OUTREG_STEP)
+    cls = type(platform)
+    return type(cls.__name__, (cls,), {"command_templates": templates})()
+
+
+def _outreg_record(build_dir: Path) -> dict[str, Any]:
+    """What the build's :mod:`hw.bram_outreg` step packed: ports, flip-flops, ports left."""
+    path = build_dir / bram_outreg.RECORD
+    if not path.exists():
+        raise ToolError(f"the build wrote no {path}: the block RAM output register step "
+                        f"did not run (see {build_dir}/build_{NAME}.sh)")
+    try:
+        record = json.loads(path.read_text())
+        return {"ports": len(record["ports"]), "flip_flops": record["flip_flops"],
+                "ports_left": record["skipped"]}
+    except (KeyError, TypeError, ValueError) as e:
+        raise ToolError(f"{path} is malformed ({e!r})") from None
+
+
 def _run_build(platform, top, build_dir: Path, env: dict[str, str],
                overrides: dict[str, Any]) -> float:
     """Run Amaranth's build with the tool variables ``env``; returns the wall time, s."""
@@ -455,6 +490,7 @@ def _report(board: Board, parsed: dict[str, Any], *, need, net, manifest, image_
         "bram": parsed["bram"], "bram_available": parsed["bram_available"],
         "dsp": parsed["dsp"], "dsp_available": parsed["dsp_available"],
         "clocks": parsed["clocks"],
+        "bram_output_registers": parsed.get("bram_output_registers"),
         "estimate": {k: need[k] for k in ("luts", "bram", "dsp")},
         "network_image": {"path": str(image_dir), "hash": manifest["hash"],
                           "neurons": net.neurons, "inputs": net.inputs, "classes": net.classes},
@@ -554,9 +590,10 @@ def _build_seed(board: Board, top: BoardTop, build_dir: Path, env: dict[str, str
     """One build at placement seed ``seed``: nextpnr's figures, parsed, and the wall time."""
     report_file = build_dir / NEXTPNR_REPORT
     # Nothing of an earlier build may pass for this one's.
-    for stale in (report_file, build_dir / "report.json", _bitstream_file(board, build_dir)):
+    for stale in (report_file, build_dir / "report.json", _bitstream_file(board, build_dir),
+                  build_dir / bram_outreg.RECORD):
         stale.unlink(missing_ok=True)
-    wall = _run_build(board.make_platform(), top, build_dir, env,
+    wall = _run_build(make_platform(board), top, build_dir, env,
                       _overrides(board, need, clk_hz, seed))
     if not report_file.exists():
         raise ToolError(f"nextpnr wrote no report ({report_file}); see {build_dir}/{NAME}.tim")
@@ -566,6 +603,8 @@ def _build_seed(board: Board, top: BoardTop, build_dir: Path, env: dict[str, str
         raise ToolError(f"nextpnr's report {report_file} is malformed ({e!r})") from None
     if parsed["ffs"] is None:
         parsed["ffs"] = yosys_flip_flops((build_dir / f"{NAME}.rpt").read_text(errors="replace"))
+    parsed["bram_output_registers"] = (_outreg_record(build_dir) if board.family == "ecp5"
+                                       else None)
     parsed["wall_s"] = round(wall, 1)
     return parsed
 

@@ -59,6 +59,7 @@ from golden.lfsr import rate_draws
 __all__ = [
     "BANKED_MIN_GROUPS",
     "BANK_STAGES",
+    "SYNAPSE_BANK_STAGES",
     "BRAM_SHAPES",
     "LUT_RAM_MAX_BITS",
     "CURRENT_FIELDS",
@@ -111,6 +112,12 @@ STATE_STAGES = 1
 #: Extra INPUT pipeline stages of a banked weight memory: the weight address registered before
 #: the banks, and every bank's output registered before the bank select.
 BANK_STAGES = 2
+#: The engine's (``hw/synapse.py``): the address registered, then every bank's output registered
+#: twice before the select. With one register the placer put it by the select, and a bank's
+#: block RAM output (5.6 ns from the clock on the ECP5) crossed the die to it: 87.0 MHz for the
+#: MNIST image on the ULX3S-85F. The sequencer's waits hide the latency (the cycle model counts
+#: it).
+SYNAPSE_BANK_STAGES = 3
 #: Groups a banked core needs (``hw.core.min_groups(BANK_STAGES)``, INPUT's latency 9, plus
 #: one; a test holds the two equal). With fewer (8 or 9) a deep weight memory stays one
 #: memory: correct, but its bank mux limits the clock (57.6 MHz for 784-512 at P = 16).
@@ -487,7 +494,7 @@ DRAW_EXTRA = DRAW_DRAIN
 #: Cycles from the M-th pixel's transfer to the input encoder's ``loaded`` pulse.
 LOADED_DELAY = 1
 #: The synaptic stage's latency with its weights in one memory, from a pass's last event to
-#: its currents (``hw/synapse.py``; a banked weight memory adds ``BANK_STAGES``).
+#: its currents (``hw/synapse.py``; a banked weight memory adds ``SYNAPSE_BANK_STAGES``).
 SYNAPSE_LATENCY = 6
 #: Cycles from the sequencer's state that issues a neuron-stage transfer (NEU, READOUT) to the
 #: transfer: the issue is registered (``hw/sequencer.py``).
@@ -601,7 +608,9 @@ class EngineGeometry(_BlockRamReads):
 
     @property
     def weight_stages(self) -> int:
-        return 0 if self.weight_banks == 1 else BANK_STAGES
+        """Extra pipeline stages of the synaptic stage's weight read: 0 in one bank, else
+        :data:`SYNAPSE_BANK_STAGES`."""
+        return 0 if self.weight_banks == 1 else SYNAPSE_BANK_STAGES
 
     def state_fields(self) -> tuple[Field, ...]:
         """The neuron state word's fields (``hw.neuron_stage.state_fields``), low first."""

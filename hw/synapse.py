@@ -22,7 +22,7 @@ and ``j`` side by side, as the single-layer core did).
 
 Pipeline (the single-layer core's INPUT pipeline, ``hw/core.py``): stage 1 is the event on
 ``i`` (and the weight address); stage 2 reads the weights (registered in stage 3; a banked
-memory adds :data:`hw.geometry.BANK_STAGES` stages, ``e``); stages ``3 + e`` and ``4 + e``
+memory adds :data:`hw.geometry.SYNAPSE_BANK_STAGES` stages, ``e``); stages ``3 + e`` and ``4 + e``
 multiply them by ``x`` in logic (2-bit digits); stage ``5 + e`` accumulates; the two-stage
 ``CurrentLane`` follows, and the current of a pass is on ``o`` :attr:`Synapse.latency` cycles
 after its last event was on ``i``. ``i.ready`` is always high; ``o`` has no back-pressure
@@ -38,7 +38,7 @@ from amaranth.lib.wiring import In, Out
 from golden.constants import B_BITS, I_BITS, W_SHIFT_BITS
 
 from .geometry import (
-    BANK_STAGES,
+    SYNAPSE_BANK_STAGES,
     LayerGeometry,
     weight_bank_depth,
 )
@@ -80,7 +80,7 @@ class Synapse(wiring.Component):
     latency : int
         Cycles from a pass's last event on ``i`` to its currents on ``o``.
     weight_stages : int
-        Extra pipeline stages of a banked weight memory (0 or ``BANK_STAGES``).
+        Extra pipeline stages of a banked weight memory (0 or ``SYNAPSE_BANK_STAGES``).
 
     Members
     -------
@@ -104,7 +104,7 @@ class Synapse(wiring.Component):
         if banks > 1 and -(-len(weights) // self.bank_depth) != banks:
             raise ValueError(f"{len(weights)} weight words do not make {banks} banks of "
                              f"{self.bank_depth}")
-        self.weight_stages = 0 if banks == 1 else BANK_STAGES
+        self.weight_stages = 0 if banks == 1 else SYNAPSE_BANK_STAGES
         self.latency = 4 + self.weight_stages + 1 + LANE_LATENCY
         self.addr_bits = max(1, (sum(layer.groups for layer in layers) - 1).bit_length())
         self.event = event
@@ -239,9 +239,10 @@ class Synapse(wiring.Component):
         """Read the weight word ``addr`` (stage 1); return it, a value of stage ``2 + e``.
 
         In one bank the block RAM's read port takes ``addr`` directly. Banked: stage 2 holds
-        the address in a register, stage 3 reads every bank at the offset, stage 4 holds every
-        bank's output in a register next to it, and the bank select picks one of those
-        registers, so the long routing and the select start from registers.
+        the address in a register, stage 3 reads every bank at the offset, stages 4 .. 2 + e
+        hold every bank's output in ``e - 1`` registers in a row (the first can sit by its
+        block RAM, the last by the select), and the bank select picks one of the last, so the
+        long routing and the select start from registers.
         """
         element = data.ArrayLayout(signed(self.w_bits), self.lanes)
         total = len(self.weights)
@@ -257,7 +258,8 @@ class Synapse(wiring.Component):
         m.d.sync += a2.eq(addr)
         sel = [None, None, Signal(range(self.banks), name="w_bank2")]
         m.d.comb += sel[2].eq(a2[offset_bits:])
-        for stage in (3, 4):
+        e = self.weight_stages
+        for stage in range(3, 3 + e):
             sel.append(Signal.like(sel[2], name=f"w_bank{stage}"))
             m.d.sync += sel[stage].eq(sel[stage - 1])
         held = []
@@ -267,6 +269,13 @@ class Synapse(wiring.Component):
                                                              init=words)
             rd = bank.read_port()
             m.d.comb += rd.addr.eq(a2[:offset_bits])
-            held.append(Signal.like(rd.data, name=f"w_bank_data{n}"))
-            m.d.sync += held[n].eq(rd.data)
-        return Array(held)[sel[4]]
+            word = rd.data
+            for k in range(e - 1):  # stages 4 .. 2 + e
+                # the first without a reset: on ECP5 the block RAM's own output register
+                # (hw/bram_outreg.py)
+                reg = Signal.like(rd.data, name=f"w_bank_data{n}" + "_near" * (k < e - 2),
+                                  reset_less=k == 0)
+                m.d.sync += reg.eq(word)
+                word = reg
+            held.append(word)
+        return Array(held)[sel[2 + e]]

@@ -258,6 +258,9 @@ def fake_tools(monkeypatch):
         report["fmax"]["$glbnet$clk"] = {"achieved": fmax[seed], "constraint": 100.0}
         (build_dir / bitstream.NEXTPNR_REPORT).write_text(json.dumps(report))
         (build_dir / "top.bit").write_bytes(b"bits")
+        # the record of the build script's step between Yosys and nextpnr (hw/bram_outreg.py)
+        (build_dir / "bram_outreg.json").write_text(json.dumps(
+                {"ports": ["ram.A", "ram2.A"], "flip_flops": 24, "skipped": {"ram3.B": "why"}}))
         return 1.0
 
     monkeypatch.setattr(bitstream, "_run_build", run_build)
@@ -265,6 +268,37 @@ def fake_tools(monkeypatch):
                         lambda family: {"YOSYS": "yosys", "NEXTPNR_ECP5": "nextpnr-ecp5"})
     monkeypatch.setattr(bitstream, "tool_version", lambda path, flag: f"{path} 0")
     return fmax, placed
+
+
+def test_ecp5_build_script_packs_block_ram_output_registers_after_yosys():
+    templates = bitstream.make_platform(BOARDS["ulx3s"]).command_templates
+    assert 'invoke_tool("yosys")' in templates[0] and templates[1] == bitstream.BRAM_OUTREG_STEP
+    assert "hw/bram_outreg.py" in templates[1]
+    ice40 = BOARDS["ice40-hx8k"]
+    assert bitstream.make_platform(ice40).command_templates == \
+        ice40.make_platform().command_templates
+
+
+def test_build_report_says_what_the_output_register_step_packed(fake_tools, shipped_dir,
+                                                                 tmp_path):
+    fmax, _ = fake_tools
+    fmax[1] = 103.0
+    report = bitstream.build(BOARDS["ulx3s"], shipped_dir, build_dir=tmp_path,
+                             log=lambda *_: None)
+    assert report["bram_output_registers"] == {"ports": 2, "flip_flops": 24,
+                                               "ports_left": {"ram3.B": "why"}}
+
+
+def test_build_without_the_output_register_record_is_a_tool_error(fake_tools, shipped_dir,
+                                                                   tmp_path, monkeypatch):
+    fmax, _ = fake_tools
+    fmax[1] = 103.0
+    # the build looks for a record the (fake) step does not write; an earlier build's is
+    # removed before the build, so it cannot pass for this one's
+    monkeypatch.setattr(bitstream.bram_outreg, "RECORD", "elsewhere.json")
+    (tmp_path / "elsewhere.json").write_text('{"ports": [], "flip_flops": 0, "skipped": {}}')
+    with pytest.raises(bitstream.ToolError, match="output register step did not run"):
+        bitstream.build(BOARDS["ulx3s"], shipped_dir, build_dir=tmp_path, log=lambda *_: None)
 
 
 def test_build_places_again_at_the_next_seed_until_timing_is_met(fake_tools, shipped_dir,
