@@ -648,13 +648,9 @@ class EngineGeometry(_BlockRamReads):
             MemorySpec("neurons.cur_mem", g, (Field("", I_BITS, True),), p, "currents", False),
             MemorySpec("neurons.st_mem", g, self.state_fields(), p, "neuron state", False),
         ]
-        roms = [("synapse.cur_param_mem", CURRENT_FIELDS, "bias, shift"),
-                ("neurons.v_th_mem", (Field("", V_TH_BITS),), "thresholds")]
-        if any(x.neuron.model == "leaky" for x in self.net.layers):
-            roms.append(("neurons.beta_mem", (Field("", BETA_FRAC),), "leaks"))
         if g <= GROUP_ROM_CHUNK:  # deeper, a group ROM is chunks of logic, no memory
             specs += [MemorySpec(f"{name}.rom", g, fields, p, holds, True)
-                      for name, fields, holds in roms]
+                      for name, fields, holds in self.group_roms()]
         specs += [
             MemorySpec("encoder.pix_mem", m, (Field("", self.pixel_bits),), None, "pixels",
                        False),
@@ -667,6 +663,26 @@ class EngineGeometry(_BlockRamReads):
             specs.append(MemorySpec("readout.dec_mem", self.net.layers[-1].neurons,
                                     (Field("", D_BITS, True),), self.classes, "decoder", True))
         return tuple(specs)
+
+    def group_roms(self) -> list[tuple[str, tuple[Field, ...], str]]:
+        """The per-group ROMs (``hw/group_rom.py``), one word of ``P`` values a group: path
+        below the engine, fields of one value, contents."""
+        roms = [("synapse.cur_param_mem", CURRENT_FIELDS, "bias, shift"),
+                ("neurons.v_th_mem", (Field("", V_TH_BITS),), "thresholds")]
+        if any(x.neuron.model == "leaky" for x in self.net.layers):
+            roms.append(("neurons.beta_mem", (Field("", BETA_FRAC),), "leaks"))
+        return roms
+
+    @property
+    def group_rom_luts(self) -> int:
+        """LUT4s of the per-group ROMs deeper than :data:`GROUP_ROM_CHUNK` groups (0 if not):
+        ``k`` chunks of one LUT4 per bit and the chunks' select, ``(2k - 1)`` per bit of a
+        group's word. A ROM of at most one chunk is a memory, counted as one."""
+        if self.groups <= GROUP_ROM_CHUNK:
+            return 0
+        chunks = -(-self.groups // GROUP_ROM_CHUNK)
+        bits = self.lanes * sum(f.bits for _, fields, _ in self.group_roms() for f in fields)
+        return (2 * chunks - 1) * bits
 
     @property
     def readout_products(self) -> tuple[str, ...]:

@@ -16,6 +16,7 @@ from golden.constants import MODE_CURRENT, MODE_RATE
 from hw.geometry import (
     BANK_STAGES,
     CoreGeometry,
+    EngineGeometry,
     cycles,
     max_cycles,
     weight_bank_depth,
@@ -241,3 +242,25 @@ def test_list_read_ahead_only_for_a_block_ram_input_list(shipped):
     mnist = CoreGeometry.of(mnist_net(4), pixel_max=255, lanes=16)
     assert (digits.memory("lst_mem").width, mnist.memory("lst_mem").width) == (11, 19)
     assert not digits.list_read_ahead and mnist.list_read_ahead
+
+
+def test_engine_reads_ahead_and_counts_chunked_roms_for_the_shipped_images():
+    # The engine's geometry shares the criteria: the MNIST images' 784-entry pixel list is a
+    # block RAM the event source reads ahead, the digits' is not; only ROMs deeper than one
+    # chunk (16 groups) count as logic: mnist-deep's 48 groups are 3 chunks, 5 LUT4s per bit
+    # of a group's word (16 lanes x (15 + 32 + 5 + 12) bits).
+    from firmware import IMAGES_DIR
+    from golden import image
+
+    def engine(name):
+        net, manifest = image.load_layers(IMAGES_DIR / name)
+        return EngineGeometry.of(net, pixel_max=manifest["pixel_max"], lanes=16)
+
+    deep, digits = engine("mnist-deep"), engine("digits")
+    assert deep.list_read_ahead and deep.pixel_read_ahead
+    assert not digits.list_read_ahead and not digits.pixel_read_ahead
+    assert deep.groups == 48 and deep.group_rom_luts == 5 * 16 * (15 + 32 + 5 + 12)
+    assert digits.groups == 16 and digits.group_rom_luts == 0
+    assert {name for name, _, _ in deep.group_roms()} == {
+        "synapse.cur_param_mem", "neurons.v_th_mem", "neurons.beta_mem"}
+    assert not any(s.name.endswith(".rom") for s in deep.memories())
