@@ -59,6 +59,7 @@ from golden.lfsr import rate_draws
 __all__ = [
     "BANKED_MIN_GROUPS",
     "BANK_STAGES",
+    "SYNAPSE_ADDR_STAGES",
     "SYNAPSE_BANK_STAGES",
     "BRAM_SHAPES",
     "LUT_RAM_MAX_BITS",
@@ -118,6 +119,12 @@ BANK_STAGES = 2
 #: MNIST image on the ULX3S-85F. The sequencer's waits hide the latency (the cycle model counts
 #: it).
 SYNAPSE_BANK_STAGES = 3
+#: The engine's weight address registered before a single weight memory (``hw/synapse.py``):
+#: the event's ``j`` (the lowest set bit of a spike word, ``hw/event_source.py``) and the
+#: address add went straight into the block RAM's address, 87.7 and 95.7 MHz for the
+#: recurrent and adaptive digits images on the ULX3S-85F. Hidden by the sequencer's waits
+#: where the layer's groups allow (the cycle model counts it).
+SYNAPSE_ADDR_STAGES = 1
 #: Groups a banked core needs (``hw.core.min_groups(BANK_STAGES)``, INPUT's latency 9, plus
 #: one; a test holds the two equal). With fewer (8 or 9) a deep weight memory stays one
 #: memory: correct, but its bank mux limits the clock (57.6 MHz for 784-512 at P = 16).
@@ -608,9 +615,9 @@ class EngineGeometry(_BlockRamReads):
 
     @property
     def weight_stages(self) -> int:
-        """Extra pipeline stages of the synaptic stage's weight read: 0 in one bank, else
-        :data:`SYNAPSE_BANK_STAGES`."""
-        return 0 if self.weight_banks == 1 else SYNAPSE_BANK_STAGES
+        """Extra pipeline stages of the synaptic stage's weight read:
+        :data:`SYNAPSE_ADDR_STAGES` in one bank, else :data:`SYNAPSE_BANK_STAGES`."""
+        return SYNAPSE_ADDR_STAGES if self.weight_banks == 1 else SYNAPSE_BANK_STAGES
 
     def state_fields(self) -> tuple[Field, ...]:
         """The neuron state word's fields (``hw.neuron_stage.state_fields``), low first."""

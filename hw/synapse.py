@@ -22,7 +22,8 @@ and ``j`` side by side, as the single-layer core did).
 
 Pipeline (the single-layer core's INPUT pipeline, ``hw/core.py``): stage 1 is the event on
 ``i`` (and the weight address); stage 2 reads the weights (registered in stage 3; a banked
-memory adds :data:`hw.geometry.SYNAPSE_BANK_STAGES` stages, ``e``); stages ``3 + e`` and ``4 + e``
+memory adds :data:`hw.geometry.SYNAPSE_BANK_STAGES` stages, one memory
+:data:`hw.geometry.SYNAPSE_ADDR_STAGES`, ``e``); stages ``3 + e`` and ``4 + e``
 multiply them by ``x`` in logic (2-bit digits); stage ``5 + e`` accumulates; the two-stage
 ``CurrentLane`` follows, and the current of a pass is on ``o`` :attr:`Synapse.latency` cycles
 after its last event was on ``i``. ``i.ready`` is always high; ``o`` has no back-pressure
@@ -38,6 +39,7 @@ from amaranth.lib.wiring import In, Out
 from golden.constants import B_BITS, I_BITS, W_SHIFT_BITS
 
 from .geometry import (
+    SYNAPSE_ADDR_STAGES,
     SYNAPSE_BANK_STAGES,
     LayerGeometry,
     weight_bank_depth,
@@ -80,7 +82,8 @@ class Synapse(wiring.Component):
     latency : int
         Cycles from a pass's last event on ``i`` to its currents on ``o``.
     weight_stages : int
-        Extra pipeline stages of a banked weight memory (0 or ``SYNAPSE_BANK_STAGES``).
+        Extra pipeline stages of the weight read (``SYNAPSE_ADDR_STAGES`` in one memory,
+        ``SYNAPSE_BANK_STAGES`` banked).
 
     Members
     -------
@@ -104,7 +107,7 @@ class Synapse(wiring.Component):
         if banks > 1 and -(-len(weights) // self.bank_depth) != banks:
             raise ValueError(f"{len(weights)} weight words do not make {banks} banks of "
                              f"{self.bank_depth}")
-        self.weight_stages = 0 if banks == 1 else SYNAPSE_BANK_STAGES
+        self.weight_stages = SYNAPSE_ADDR_STAGES if banks == 1 else SYNAPSE_BANK_STAGES
         self.latency = 4 + self.weight_stages + 1 + LANE_LATENCY
         self.addr_bits = max(1, (sum(layer.groups for layer in layers) - 1).bit_length())
         self.event = event
@@ -238,7 +241,8 @@ class Synapse(wiring.Component):
     def _weight_read(self, m: Module, addr):
         """Read the weight word ``addr`` (stage 1); return it, a value of stage ``2 + e``.
 
-        In one bank the block RAM's read port takes ``addr`` directly. Banked: stage 2 holds
+        In one bank stage 2 holds the address in a register (the event's ``j`` and the add
+        stay off the block RAM's address) and the read port takes it. Banked: stage 2 holds
         the address in a register, stage 3 reads every bank at the offset, stages 4 .. 2 + e
         hold every bank's output in ``e - 1`` registers in a row (the first can sit by its
         block RAM, the last by the select), and the bank select picks one of the last, so the
@@ -250,7 +254,9 @@ class Synapse(wiring.Component):
             m.submodules.w_mem = w_mem = memory.Memory(shape=element, depth=total,
                                                        init=self.weights)
             rd = w_mem.read_port()
-            m.d.comb += rd.addr.eq(addr)
+            a2 = Signal(range(total), name="w_addr2")
+            m.d.sync += a2.eq(addr)
+            m.d.comb += rd.addr.eq(a2)
             return rd.data
         depth = self.bank_depth
         offset_bits = (depth - 1).bit_length()

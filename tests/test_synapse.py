@@ -11,7 +11,7 @@ from golden import constants as c
 from golden import layers
 from golden.layers import Layer
 from golden.neurons import NeuronParams
-from hw.geometry import SYNAPSE_BANK_STAGES, layer_geometries
+from hw.geometry import SYNAPSE_ADDR_STAGES, SYNAPSE_BANK_STAGES, layer_geometries
 from hw.synapse import Synapse
 from sim.streams import simulate
 
@@ -106,7 +106,7 @@ def test_currents_equal_golden(banks):
     rng = np.random.default_rng(banks)
     sizes, recurrent = (10, 7), (False, True)
     syn, geos, nets = build(rng, sizes, 12, recurrent, banks=banks, bank_depth=16)
-    assert syn.weight_stages == (0 if banks == 1 else SYNAPSE_BANK_STAGES)
+    assert syn.weight_stages == (SYNAPSE_ADDR_STAGES if banks == 1 else SYNAPSE_BANK_STAGES)
     pixels = rng.integers(0, 256, 12) * (rng.random(12) < 0.6)
     spikes0 = rng.random(10) < 0.4
     prev1 = rng.random(7) < 0.5
