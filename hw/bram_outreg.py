@@ -107,15 +107,22 @@ def _sinks(cells: dict[str, Any]) -> dict[Any, list[tuple[str, str]]]:
 
 
 def _no_reset(ff: dict[str, Any]) -> bool:
-    if _text(ff["parameters"].get("LSRMUX", "LSR")) != "LSR":
-        return True
-    return ff["connections"].get("LSR", ["0"]) == ["0"]
+    """No set/reset: the ``LSR`` input unused (``LSRMUX`` ``"0"``) or the constant 0; an
+    inverted ``LSR`` (``"INV"``) or a constant 1 is a reset."""
+    mux = _text(ff["parameters"].get("LSRMUX", "LSR"))
+    if mux == "LSR":
+        return ff["connections"].get("LSR", ["0"]) == ["0"]
+    return mux == "0"
 
 
 def _enable(ff: dict[str, Any]) -> Any:
-    """The flip-flop's clock enable: a bit, or ``"1"`` for none."""
-    if _text(ff["parameters"].get("CEMUX", "CE")) != "CE":
+    """The flip-flop's clock enable: a bit, ``"1"`` for none, or ``None`` for one the output
+    register cannot take (inverted, ``CEMUX = "INV"``, or the constant 0)."""
+    mux = _text(ff["parameters"].get("CEMUX", "CE"))
+    if mux == "1":
         return "1"
+    if mux != "CE":
+        return None
     return ff["connections"].get("CE", ["1"])[0]
 
 
@@ -162,7 +169,12 @@ def _port_ffs(cells, sinks, top_ports, ram: dict[str, Any], side: str):
         if _text(ff["parameters"].get("GSR", "ENABLED")) != "DISABLED" or \
                 _text(params.get("GSR", "ENABLED")) != "DISABLED":
             reasons.add("GSR is on")
-        enables.add(_enable(ff))
+        if _text(ff["parameters"].get("REGSET", "RESET")) != "RESET":
+            reasons.add("a flip-flop's initial value is 1")
+        enable = _enable(ff)
+        if enable is None:
+            reasons.add("a flip-flop's enable is inverted or off")
+        enables.add(enable)
     if len(enables) > 1:
         reasons.add("the flip-flops have different enables")
     if reasons:

@@ -500,8 +500,9 @@ SYN_START_DELAY = 1
 DRAW_EXTRA = DRAW_DRAIN
 #: Cycles from the M-th pixel's transfer to the input encoder's ``loaded`` pulse.
 LOADED_DELAY = 1
-#: The synaptic stage's latency with its weights in one memory, from a pass's last event to
-#: its currents (``hw/synapse.py``; a banked weight memory adds ``SYNAPSE_BANK_STAGES``).
+#: The synaptic stage's latency without its weight stages, from a pass's last event to its
+#: currents (``hw/synapse.py``; one weight memory adds ``SYNAPSE_ADDR_STAGES``, a banked one
+#: ``SYNAPSE_BANK_STAGES``).
 SYNAPSE_LATENCY = 6
 #: Cycles from the sequencer's state that issues a neuron-stage transfer (NEU, READOUT) to the
 #: transfer: the issue is registered (``hw/sequencer.py``).

@@ -21,9 +21,10 @@ event), so the address is one add; a single layer of a power-of-two fan-in needs
 and ``j`` side by side, as the single-layer core did).
 
 Pipeline (the single-layer core's INPUT pipeline, ``hw/core.py``): stage 1 is the event on
-``i`` (and the weight address); stage 2 reads the weights (registered in stage 3; a banked
-memory adds :data:`hw.geometry.SYNAPSE_BANK_STAGES` stages, one memory
-:data:`hw.geometry.SYNAPSE_ADDR_STAGES`, ``e``); stages ``3 + e`` and ``4 + e``
+``i`` (and the weight address); ``e`` stages register the address (and, banked, the banks'
+outputs: ``e`` = :data:`hw.geometry.SYNAPSE_ADDR_STAGES` in one memory,
+:data:`hw.geometry.SYNAPSE_BANK_STAGES` banked), stage ``2 + e`` has the weights (registered
+in stage ``3 + e``); stages ``3 + e`` and ``4 + e``
 multiply them by ``x`` in logic (2-bit digits); stage ``5 + e`` accumulates; the two-stage
 ``CurrentLane`` follows, and the current of a pass is on ``o`` :attr:`Synapse.latency` cycles
 after its last event was on ``i``. ``i.ready`` is always high; ``o`` has no back-pressure

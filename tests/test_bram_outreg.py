@@ -123,6 +123,10 @@ def test_a_ram_without_registers_behind_it_is_untouched():
     ("port_reset", "the port has a reset"),
     ("gsr", "GSR"),
     ("inverted", "inverted"),
+    ("inverted_enable", "enable is inverted"),
+    ("off_enable", "enable is inverted or off"),
+    ("inverted_reset", "set/reset"),
+    ("set", "initial value is 1"),
 ])
 def test_a_port_that_does_not_qualify_is_left_as_it_was(case, why):
     ff_args, extra, ram_params = None, None, None
@@ -145,6 +149,17 @@ def test_a_port_that_does_not_qualify_is_left_as_it_was(case, why):
         top(nl)["cells"]["lut_direct"] = lut([DO_BASE + 9], 501)
     if case == "port_reset":
         top(nl)["cells"]["ram"]["connections"]["RSTA"] = [RST]
+    ff5 = next(c for c in top(nl)["cells"].values()
+               if c["type"] == "TRELLIS_FF" and c["connections"]["DI"] == [DO_BASE + 5])
+    if case == "inverted_enable":  # Yosys' $_DFFE_PN_: loads while CE is low
+        ff5["parameters"]["CEMUX"] = "INV"
+        ff5["connections"]["CE"] = [CE]
+    elif case == "off_enable":
+        ff5["parameters"]["CEMUX"] = "0"
+    elif case == "inverted_reset":  # in reset while LSR is 0
+        ff5["parameters"]["LSRMUX"] = "INV"
+    elif case == "set":
+        ff5["parameters"]["REGSET"] = "SET"
     before = copy.deepcopy(nl)
     report = bram_outreg.pack_output_registers(nl)
     assert report.ports == [] and report.flip_flops == 0
