@@ -92,7 +92,7 @@ DISTRIBUTED_DEPTH = {"ecp5": 64, "ice40": 16}
 #: ALIF layer (the adaptive threshold's state and update), plus the chunked group ROMs
 #: (:attr:`hw.geometry.EngineGeometry.group_rom_luts`) (LUT4s / logic cells), fitted to
 #: measured builds of the whole system (nextpnr 0.11.1). ECP5, the engine, 16 lanes, ULX3S-85F:
-#: digits 12,549 TRELLIS_COMB (16 groups, no chunks), mnist-spikes 14,428 (25 groups, 2,496 in
+#: digits 12,687 TRELLIS_COMB (16 groups, no chunks), mnist-spikes 14,428 (25 groups, 2,496 in
 #: the ROM term), mnist-deep 17,315 (48 groups, 5,120): base 4,800 leaves 12,200, 14,696 and
 #: 17,320; ALIF: mnist-alif 18,349, digits-alif 15,439, digits-ralif 14,502, 200 a lane leaves
 #: 17,896, 15,400, 15,400 (the single-layer core's builds, 10,944 to 15,121, had base 3,600).
