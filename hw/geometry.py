@@ -61,6 +61,7 @@ __all__ = [
     "BANK_STAGES",
     "SYNAPSE_ADDR_STAGES",
     "SYNAPSE_BANK_STAGES",
+    "synapse_weight_stages",
     "BRAM_SHAPES",
     "LUT_RAM_MAX_BITS",
     "CURRENT_FIELDS",
@@ -125,6 +126,12 @@ SYNAPSE_BANK_STAGES = 3
 #: recurrent and adaptive digits images on the ULX3S-85F. Hidden by the sequencer's waits
 #: where the layer's groups allow (the cycle model counts it).
 SYNAPSE_ADDR_STAGES = 1
+
+
+def synapse_weight_stages(banks: int) -> int:
+    """Extra pipeline stages of the synaptic stage's weight read for a weight memory of
+    ``banks`` banks: :data:`SYNAPSE_ADDR_STAGES` in one, else :data:`SYNAPSE_BANK_STAGES`."""
+    return SYNAPSE_ADDR_STAGES if banks == 1 else SYNAPSE_BANK_STAGES
 #: Groups a banked core needs (``hw.core.min_groups(BANK_STAGES)``, INPUT's latency 9, plus
 #: one; a test holds the two equal). With fewer (8 or 9) a deep weight memory stays one
 #: memory: correct, but its bank mux limits the clock (57.6 MHz for 784-512 at P = 16).
@@ -616,9 +623,9 @@ class EngineGeometry(_BlockRamReads):
 
     @property
     def weight_stages(self) -> int:
-        """Extra pipeline stages of the synaptic stage's weight read:
-        :data:`SYNAPSE_ADDR_STAGES` in one bank, else :data:`SYNAPSE_BANK_STAGES`."""
-        return SYNAPSE_ADDR_STAGES if self.weight_banks == 1 else SYNAPSE_BANK_STAGES
+        """Extra pipeline stages of the synaptic stage's weight read
+        (:func:`synapse_weight_stages`)."""
+        return synapse_weight_stages(self.weight_banks)
 
     def state_fields(self) -> tuple[Field, ...]:
         """The neuron state word's fields (``hw.neuron_stage.state_fields``), low first."""

@@ -40,9 +40,8 @@ from amaranth.lib.wiring import In, Out
 from golden.constants import B_BITS, I_BITS, W_SHIFT_BITS
 
 from .geometry import (
-    SYNAPSE_ADDR_STAGES,
-    SYNAPSE_BANK_STAGES,
     LayerGeometry,
+    synapse_weight_stages,
     weight_bank_depth,
 )
 from .group_rom import GroupRom
@@ -108,7 +107,7 @@ class Synapse(wiring.Component):
         if banks > 1 and -(-len(weights) // self.bank_depth) != banks:
             raise ValueError(f"{len(weights)} weight words do not make {banks} banks of "
                              f"{self.bank_depth}")
-        self.weight_stages = SYNAPSE_ADDR_STAGES if banks == 1 else SYNAPSE_BANK_STAGES
+        self.weight_stages = synapse_weight_stages(banks)
         self.latency = 4 + self.weight_stages + 1 + LANE_LATENCY
         self.addr_bits = max(1, (sum(layer.groups for layer in layers) - 1).bit_length())
         self.event = event
@@ -251,18 +250,16 @@ class Synapse(wiring.Component):
         """
         element = data.ArrayLayout(signed(self.w_bits), self.lanes)
         total = len(self.weights)
+        a2 = Signal(range(total), name="w_addr2")
+        m.d.sync += a2.eq(addr)
         if self.banks == 1:
             m.submodules.w_mem = w_mem = memory.Memory(shape=element, depth=total,
                                                        init=self.weights)
             rd = w_mem.read_port()
-            a2 = Signal(range(total), name="w_addr2")
-            m.d.sync += a2.eq(addr)
             m.d.comb += rd.addr.eq(a2)
             return rd.data
         depth = self.bank_depth
         offset_bits = (depth - 1).bit_length()
-        a2 = Signal(range(total), name="w_addr2")
-        m.d.sync += a2.eq(addr)
         sel = [None, None, Signal(range(self.banks), name="w_bank2")]
         m.d.comb += sel[2].eq(a2[offset_bits:])
         e = self.weight_stages
