@@ -8,6 +8,9 @@ DATASET ?= digits
 IMAGE  ?= firmware/$(DATASET)
 DATA   ?=
 ARGS   ?=
+# JOBS: pytest workers for make test (pytest-xdist; each test file runs in one worker, so a
+# file's session fixtures are built once). auto: one per core.
+JOBS   ?= auto
 
 .PHONY: all sim board test golden train train-seed train-mnist train-layered train-mnist-deep train-mnist-layered figures lint clean distclean venv
 
@@ -27,7 +30,7 @@ venv: $(STAMP)
 ## make test: the whole test suite (golden model, image, training reproducibility, ...)
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -n $(JOBS) --dist loadfile
 
 ## make golden: golden-model evaluation, report and plots under build/golden/ (DATASET=mnist
 ## DATA=DIR for the MNIST image)

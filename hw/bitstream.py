@@ -56,7 +56,7 @@ from . import bram_outreg
 from .boards import BOARDS, Board, BoardTop
 from .frame_engine import engine_memories
 from .geometry import BRAM_SHAPES as GEOMETRY_BRAM_SHAPES
-from .geometry import EngineGeometry
+from .geometry import LUT_RAM_GROUPS, EngineGeometry
 from .options import positive_float, positive_int, seed_list
 
 __all__ = ["DEFAULT_SEEDS", "FitError", "TimingError", "estimate", "check_fit", "parse_report",
@@ -87,15 +87,18 @@ BRAM_SHAPES = {
     "ice40": ((2048, 2), (1024, 4), (512, 8), (256, 16)),
 }
 #: Memories this shallow become LUT RAM / LUT ROM (ECP5) or flip-flops (iCE40), not block RAM.
-DISTRIBUTED_DEPTH = {"ecp5": 64, "ice40": 16}
+DISTRIBUTED_DEPTH = {"ecp5": LUT_RAM_GROUPS, "ice40": 16}
 #: LUT model ``base + per_lane * P + per_class * C``, plus ``per_adaptive_lane * P`` with an
 #: ALIF layer (the adaptive threshold's state and update), plus the chunked group ROMs
 #: (:attr:`hw.geometry.EngineGeometry.group_rom_luts`) (LUT4s / logic cells), fitted to
 #: measured builds of the whole system (nextpnr 0.11.1). ECP5, the engine, 16 lanes, ULX3S-85F:
-#: digits 12,687 TRELLIS_COMB (16 groups, no chunks), mnist-spikes 14,428 (25 groups, 2,496 in
-#: the ROM term), mnist-deep 17,315 (48 groups, 5,120): base 4,800 leaves 12,200, 14,696 and
-#: 17,320; ALIF: mnist-alif 18,349, digits-alif 15,439, digits-ralif 14,502, 200 a lane leaves
-#: 17,896, 15,400, 15,400 (the single-layer core's builds, 10,944 to 15,121, had base 3,600).
+#, plus on the ECP5 the read select of the neuron stage's LUT RAMs
+#: (:attr:`hw.geometry.EngineGeometry.state_ram_luts`): digits 12,687 TRELLIS_COMB (16 groups,
+#: no chunks), digits-deep 13,539 (12 groups), mnist-spikes 14,428 (25 groups, 2,496 in the ROM
+#: term, 816 in the select), mnist-deep 19,908 (48 groups, 5,120 and 1,448; its state in LUT
+#: RAM): base 4,800 leaves 12,200, 12,200, 15,512 and 18,768; ALIF: mnist-alif 18,349,
+#: digits-alif 15,439, digits-ralif 14,502, 200 a lane leaves 18,904, 15,400, 15,400 (the
+#: single-layer core's builds, 10,944 to 15,121, had base 3,600).
 #: iCE40, the single-layer core, digits-small: 1 lane with 8 readout products in SB_MAC16s
 #: 5,606 logic cells (UP5K), 1 lane all in LUTs 7,305 (HX8K), 2 lanes all in LUTs 7,481.
 #: Multipliers built from LUTs add about two LUTs per partial-product bit.
@@ -185,6 +188,8 @@ def estimate(board: Board, net, manifest: dict[str, Any], lanes: int) -> dict[st
     multipliers = len(core.readout_products) + core.lane_multipliers
     base, per_lane, per_class, per_adaptive_lane = LUT_MODEL[family]
     luts = base + per_lane * lanes + per_class * net.classes + core.group_rom_luts
+    if family == "ecp5":
+        luts += core.state_ram_luts
     if any(layer.neuron.adapt_step > 0 for layer in core.net.layers):
         luts += per_adaptive_lane * lanes
     dsp_readout = 0

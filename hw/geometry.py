@@ -64,6 +64,7 @@ __all__ = [
     "synapse_weight_stages",
     "BRAM_SHAPES",
     "LUT_RAM_MAX_BITS",
+    "LUT_RAM_GROUPS",
     "CURRENT_FIELDS",
     "DRAW_DRAIN",
     "GROUP_ROM_CHUNK",
@@ -98,6 +99,13 @@ BRAM_SHAPES = ((1, 16384), (2, 8192), (4, 4096), (9, 2048), (18, 1024), (36, 512
 #: one is a block RAM, whose slow output is read a cycle ahead (``pixel_read_ahead``,
 #: ``list_read_ahead``).
 LUT_RAM_MAX_BITS = 1024
+#: The deepest per-group memory of the neuron stage (``cur_mem``, ``st_mem``: one word of ``P``
+#: per group) that it asks for in LUT RAM on the ECP5 (Yosys' ``ram_style = "distributed"``;
+#: :mod:`hw.neuron_stage`). Left to itself, Yosys 0.70 put the MNIST image's 48 x 468-bit state
+#: in 13 DP16KDs (36-bit mode), whose 5.8 ns output, through the collision logic Yosys adds for
+#: a read port on the other port than the write, limited it to 92.4 MHz on the ULX3S-85F. Also
+#: the fit check's LUT RAM depth on the ECP5 (``hw.bitstream.DISTRIBUTED_DEPTH``).
+LUT_RAM_GROUPS = 64
 #: The words of one chunk of a per-group ROM (the engine's thresholds, leaks, biases and
 #: shifts: one word of ``P`` per group, ``hw/group_rom.py``): a ROM of at most this many words
 #: is a memory (in LUTs), a deeper one chunks of this many words, each looked up by one LUT4 per
@@ -698,6 +706,19 @@ class EngineGeometry(_BlockRamReads):
         chunks = -(-self.groups // GROUP_ROM_CHUNK)
         bits = self.lanes * sum(f.bits for _, fields, _ in self.group_roms() for f in fields)
         return (2 * chunks - 1) * bits
+
+    @property
+    def state_ram_luts(self) -> int:
+        """LUT4s of the read select of the neuron stage's per-group memories (``cur_mem``,
+        ``st_mem``) in LUT RAM on the ECP5 (at most :data:`LUT_RAM_GROUPS` groups): a LUT RAM
+        is 16 words deep (``TRELLIS_DPR16X4``), so ``k`` chunks of 16 groups are read through
+        a select of about ``k - 1`` LUT4s per bit (mnist-deep's 48 x 468-bit state: 939 LUT4
+        and 468 PFUMX); 0 at 16 groups or fewer."""
+        chunks = -(-self.groups // 16)
+        if chunks < 2 or self.groups > LUT_RAM_GROUPS:
+            return 0
+        width = sum(self.memory(name).width for name in ("neurons.cur_mem", "neurons.st_mem"))
+        return (chunks - 1) * width
 
     @property
     def readout_products(self) -> tuple[str, ...]:

@@ -261,6 +261,10 @@ def test_engine_reads_ahead_and_counts_chunked_roms_for_the_shipped_images():
     assert not digits.list_read_ahead and not digits.pixel_read_ahead
     assert deep.groups == 48 and deep.group_rom_luts == 5 * 16 * (15 + 32 + 5 + 12)
     assert digits.groups == 16 and digits.group_rom_luts == 0
+    # the state and current LUT RAMs: 3 chunks of 16 groups, a select of 2 LUT4s per bit of
+    # their words (16 lanes x (16 current + 29 state bits)); one chunk, none
+    assert deep.state_ram_luts == 2 * 16 * (16 + 29)
+    assert digits.state_ram_luts == 0
     assert {name for name, _, _ in deep.group_roms()} == {
         "synapse.cur_param_mem", "neurons.v_th_mem", "neurons.beta_mem"}
     assert not any(s.name.endswith(".rom") for s in deep.memories())

@@ -3,13 +3,16 @@
 stage, over several steps from rest, back-to-back groups, the write-back, and the readout's
 peek at the final state."""
 
+import re
+
 import numpy as np
 import pytest
+from amaranth.back import rtlil
 
 from golden import constants as c
 from golden import model, neurons
 from golden.neurons import NeuronParams
-from hw.geometry import STATE_STAGES
+from hw.geometry import LUT_RAM_GROUPS, STATE_STAGES
 from hw.neuron import LaneConfig
 from hw.neuron_stage import NeuronStage, readout_field
 from sim.streams import simulate
@@ -39,9 +42,9 @@ STAGES = {
 }
 
 
-def run_stage(name, steps=6, G=G, state_stages=0):
+def make_stage(name, rng, G=G, state_stages=0):
+    """The stage of case ``name`` with ``G`` groups a layer, and its layers' parameters."""
     kinds, readout = STAGES[name]
-    rng = np.random.default_rng(sum(map(ord, name)))
     params = [layer_params(rng, kind, P * G) for kind in kinds]
     psc = 3 if readout == c.READOUT_PSC else None
     configs = [LaneConfig.of(p, psc) for p in params]
@@ -54,6 +57,13 @@ def run_stage(name, steps=6, G=G, state_stages=0):
                         v_th=words([p.v_th if p.spiking else zeros + 1 for p in params]),
                         beta=words([p.beta if p.beta is not None else zeros for p in params]),
                         lanes=P, output_layer=len(params) - 1, state_stages=state_stages)
+    return stage, params
+
+
+def run_stage(name, steps=6, G=G, state_stages=0):
+    readout = STAGES[name][1]
+    rng = np.random.default_rng(sum(map(ord, name)))
+    stage, params = make_stage(name, rng, G, state_stages)
     currents = rng.integers(-400, 2500, (steps, len(params), P * G))
     got_spikes = np.zeros((steps, len(params), P * G), bool)
     peeked = {}
@@ -140,3 +150,23 @@ def check_stage(name, G, state_stages):
         final = {"psc": psc, "v": state.v, "count": count}[readout_field(readout)][0]
         assert [v for g in range(G) for v in peeked[k, g]] == final.tolist(), (name, k)
     assert got[:, 0].any() and not got[:, 0].all()  # the cases cover both outcomes
+
+
+class FakePlatform:
+    """What the stage reads of an Amaranth platform: its FPGA family."""
+
+    def __init__(self, family):
+        self.family = family
+
+
+@pytest.mark.parametrize(("family", "groups", "lut_ram"), [
+    ("ecp5", 2, True), ("ecp5", LUT_RAM_GROUPS // 2, True),
+    ("ecp5", LUT_RAM_GROUPS // 2 + 1, False), ("iCE40", 2, False), (None, 2, False)])
+def test_per_group_memories_ask_for_lut_ram_on_the_ecp5_only(family, groups, lut_ram):
+    # two layers of `groups` groups: the memories are 2 * groups deep
+    stage, _ = make_stage("lif-leaky-psc", np.random.default_rng(1), G=groups)
+    platform = FakePlatform(family) if family else None
+    text = rtlil.convert(stage, platform=platform, emit_src=False)
+    marked = re.findall(r'attribute \\ram_style "distributed"\n\s*memory .* \\(\w+)\n', text)
+    assert sorted(marked) == (["cur_mem", "st_mem"] if lut_ram else [])
+    assert stage.memory_attrs(platform) == ({"ram_style": "distributed"} if lut_ram else {})
