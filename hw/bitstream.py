@@ -90,13 +90,13 @@ BRAM_SHAPES = {
 DISTRIBUTED_DEPTH = {"ecp5": LUT_RAM_GROUPS, "ice40": 16}
 #: LUT model ``base + per_lane * P + per_class * C``, plus ``per_adaptive_lane * P`` with an
 #: ALIF layer (the adaptive threshold's state and update), plus the chunked group ROMs
-#: (:attr:`hw.geometry.EngineGeometry.group_rom_luts`) (LUT4s / logic cells), fitted to
-#: measured builds of the whole system (nextpnr 0.11.1). ECP5, the engine, 16 lanes, ULX3S-85F:
-#, plus on the ECP5 the read select of the neuron stage's LUT RAMs
-#: (:attr:`hw.geometry.EngineGeometry.state_ram_luts`): digits 12,687 TRELLIS_COMB (16 groups,
+#: (:attr:`hw.geometry.EngineGeometry.group_rom_luts`), plus on the ECP5 the read select of the
+#: neuron stage's LUT RAMs (:attr:`hw.geometry.EngineGeometry.state_ram_luts`) (LUT4s / logic
+#: cells), fitted to measured builds of the whole system (nextpnr 0.11.1). ECP5, the engine, 16
+#: lanes, ULX3S-85F: digits 12,687 TRELLIS_COMB (16 groups,
 #: no chunks), digits-deep 13,539 (12 groups), mnist-spikes 14,428 (25 groups, 2,496 in the ROM
-#: term, 816 in the select), mnist-deep 19,908 (48 groups, 5,120 and 1,448; its state in LUT
-#: RAM): base 4,800 leaves 12,200, 12,200, 15,512 and 18,768; ALIF: mnist-alif 18,349,
+#: term, 816 in the select), mnist-deep 19,908 (48 groups, 5,120 and 1,440; its state in LUT
+#: RAM): base 4,800 leaves 12,200, 12,200, 15,512 and 18,760; ALIF: mnist-alif 18,349,
 #: digits-alif 15,439, digits-ralif 14,502, 200 a lane leaves 18,904, 15,400, 15,400 (the
 #: single-layer core's builds, 10,944 to 15,121, had base 3,600).
 #: iCE40, the single-layer core, digits-small: 1 lane with 8 readout products in SB_MAC16s

@@ -101,7 +101,7 @@ BRAM_SHAPES = ((1, 16384), (2, 8192), (4, 4096), (9, 2048), (18, 1024), (36, 512
 LUT_RAM_MAX_BITS = 1024
 #: The deepest per-group memory of the neuron stage (``cur_mem``, ``st_mem``: one word of ``P``
 #: per group) that it asks for in LUT RAM on the ECP5 (Yosys' ``ram_style = "distributed"``;
-#: :mod:`hw.neuron_stage`). Left to itself, Yosys 0.70 put the MNIST image's 48 x 468-bit state
+#: :mod:`hw.neuron_stage`). Left to itself, Yosys 0.70 put the MNIST image's 48 x 464-bit state
 #: in 13 DP16KDs (36-bit mode), whose 5.8 ns output, through the collision logic Yosys adds for
 #: a read port on the other port than the write, limited it to 92.4 MHz on the ULX3S-85F. Also
 #: the fit check's LUT RAM depth on the ECP5 (``hw.bitstream.DISTRIBUTED_DEPTH``).
@@ -712,7 +712,7 @@ class EngineGeometry(_BlockRamReads):
         """LUT4s of the read select of the neuron stage's per-group memories (``cur_mem``,
         ``st_mem``) in LUT RAM on the ECP5 (at most :data:`LUT_RAM_GROUPS` groups): a LUT RAM
         is 16 words deep (``TRELLIS_DPR16X4``), so ``k`` chunks of 16 groups are read through
-        a select of about ``k - 1`` LUT4s per bit (mnist-deep's 48 x 468-bit state: 939 LUT4
+        a select of about ``k - 1`` LUT4s per bit (a 48 x 468-bit test memory: 939 LUT4
         and 468 PFUMX); 0 at 16 groups or fewer."""
         chunks = -(-self.groups // 16)
         if chunks < 2 or self.groups > LUT_RAM_GROUPS:

@@ -34,7 +34,7 @@ at most :data:`hw.geometry.LUT_RAM_GROUPS` groups): the read port's register the
 LUT RAM's output next to it, and a write in the read's cycle leaves the read's old value, as
 the RTL says, with no logic added. A block RAM's output leaves it 5.8 ns after the clock, and as
 its read and write ports are different ports Yosys adds a bypass of the written value, into the
-same path (the MNIST image's 48 x 468-bit state in 13 DP16KDs: 92.4 MHz on the ULX3S-85F).
+same path (the MNIST image's 48 x 464-bit state in 13 DP16KDs: 92.4 MHz on the ULX3S-85F).
 
 The readout reads the final state through the same read port: a transfer with ``peek`` set
 updates nothing, and two cycles later the group's readout values (the state as read: ``psc``,

@@ -536,7 +536,6 @@ def build(net: Network, pixel_max: int, lanes: int, *, waves: str | None = None,
     SimulationError
         If the export or the Verilator build fails (the message ends with the build log).
     """
-    start = time.perf_counter()
     root = Path(root).resolve()
     key = design_key(net, pixel_max, lanes)
     directory = root / "build" / "sim" / "verilator" / key
@@ -546,6 +545,8 @@ def build(net: Network, pixel_max: int, lanes: int, *, waves: str | None = None,
     build_args = [*VERILATOR_ARGS,
                   *(["--trace-fst", *fst_build_args(root)] if waves == "fst" else [])]
     with locked(directory):
+        # timed from here: waiting for another process's build of the design is not this one's
+        start = time.perf_counter()
         verilog_path = export(net, pixel_max, lanes, directory)
         meta = json.loads((directory / f"{CORE}.json").read_text())
         harness_v, harness_vlt = directory / f"{HARNESS}.v", directory / f"{HARNESS}.vlt"
